@@ -1,0 +1,377 @@
+"""The SASA two-pass engine, done in one prefill.
+
+Pass 1 is the model's own prefill, run by ``generate`` itself so inputs, position ids (M-RoPE
+included), masks and the KV cache are exactly what plain generation uses. While it runs, a
+:class:`_LayerTap` records each decoder block's call arguments and stops computing after the last
+block that is needed (the fused layer f when only a risk score is wanted). Pass 2 starts from the
+projected state of block s and re-runs blocks s+1..L-1 with the recorded arguments: the vision
+tower, the embeddings and blocks 0..s are never run twice. If the prompt is answered, the skipped
+blocks f+1..L-1 of pass 1 are run then, completing the vanilla KV cache, and ``generate`` decodes
+from it with no third prefill.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from sasa.layers import LayerSelection
+from sasa.models.adapters import Adapter
+from sasa.projection import ProjectionConfig, apply_projection, position_mask
+
+logger = logging.getLogger(__name__)
+
+FEATURE_KINDS = ("logits", "hidden")
+_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the probe reads at the last prompt position.
+
+    kind: ``logits`` (paper: next-token logits) or ``hidden`` (the output of block ``layer``).
+    projected: read it from the SASA-augmented pass (paper) or from the plain forward.
+    layer: 0-based block index, for ``hidden``.
+    """
+
+    kind: str = "logits"
+    projected: bool = True
+    layer: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
+        if self.kind == "hidden" and self.layer is None:
+            raise ValueError("feature kind 'hidden' needs a layer index")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "projected": self.projected, "layer": self.layer}
+
+
+@dataclass
+class PrefillResult:
+    """What one guarded prefill produced, all on CPU in float32, one row per prompt."""
+
+    features: torch.Tensor
+    logits_projected: torch.Tensor | None = None
+    logits_vanilla: torch.Tensor | None = None
+    captured: dict[int, torch.Tensor] = field(default_factory=dict)
+    prompt_lengths: list[int] = field(default_factory=list)
+
+
+@dataclass
+class GenerationResult:
+    """Per prompt: generated token ids (empty when refused before generation) and text."""
+
+    token_ids: list[list[int]]
+    texts: list[str]
+    refused: list[bool]
+    prefill: PrefillResult | None
+    sequences: torch.Tensor | None = None
+
+
+class _Abort(Exception):
+    """Raised inside generate's prefill to stop without decoding; carries the prefill result."""
+
+    def __init__(self, result: PrefillResult) -> None:
+        super().__init__("prefill finished; no decoding requested")
+        self.result = result
+
+
+class _RowsDone(StoppingCriteria):
+    """Marks refused rows as finished right after their first token."""
+
+    def __init__(self) -> None:
+        self.done: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        if self.done is None:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self.done.to(input_ids.device)
+
+
+class _LayerTap:
+    """Wraps decoder-block forwards for one prefill.
+
+    Records (args, kwargs) of blocks >= ``record_from``, keeps the outputs of ``keep`` blocks and
+    returns its input unchanged from every block after ``last`` (which is then not computed).
+    """
+
+    def __init__(self, layers: nn.ModuleList, record_from: int, keep: set[int], last: int) -> None:
+        self.layers = layers
+        self.record_from = record_from
+        self.keep = keep
+        self.last = last
+        self.calls: dict[int, tuple[tuple, dict, bool]] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.returns_tuple = False
+        self._saved: list[Any] = []
+
+    def __enter__(self) -> "_LayerTap":
+        for j, layer in enumerate(self.layers):
+            self._saved.append(layer.__dict__.get("forward"))
+            original = layer.forward
+            layer.forward = self._wrap(j, original)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for layer, saved in zip(self.layers, self._saved):
+            if saved is None:
+                del layer.forward
+            else:
+                layer.forward = saved
+        self._saved = []
+
+    def _wrap(self, j: int, original: Callable) -> Callable:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if args:
+                hidden, rest, positional = args[0], args[1:], True
+            else:
+                hidden, rest, positional = kwargs.pop("hidden_states"), (), False
+            if j >= self.record_from:
+                self.calls[j] = (rest, dict(kwargs), positional)
+            if j > self.last:
+                return (hidden,) if self.returns_tuple else hidden
+            out = original(hidden, *rest, **kwargs) if positional else original(hidden_states=hidden, **kwargs)
+            self.returns_tuple = isinstance(out, tuple)
+            if j in self.keep:
+                self.outputs[j] = out[0] if self.returns_tuple else out
+            return out
+
+        return forward
+
+
+def _find_cache(model_kwargs: dict) -> Any:
+    for key in _CACHE_KWARGS:
+        if model_kwargs.get(key) is not None:
+            return model_kwargs[key]
+    return None
+
+
+class SASAEngine:
+    """Runs SASA's augmented pass (and the plain one) over a batch, optionally then decoding."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        layers: LayerSelection,
+        projection: ProjectionConfig | None = None,
+        features: FeatureSpec | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.model = adapter.model
+        self.selection = layers
+        self.s, self.f = layers.resolve(adapter.num_layers)
+        self.projection = projection or ProjectionConfig()
+        self.features = features or FeatureSpec()
+        L = adapter.num_layers
+        if self.features.kind == "hidden" and not 0 <= self.features.layer < L:
+            raise ValueError(f"feature layer {self.features.layer} out of range 0..{L - 1}")
+
+    # --- public API -----------------------------------------------------------------------------
+    def encode(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **kw: Any) -> dict:
+        """Build model inputs (chat template, image placeholders, left padding) via the adapter."""
+        inputs = self.adapter.build_inputs(prompts, images, **kw)
+        device = self._device()
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+    def prefill(self, inputs: dict, capture_layers: Sequence[int] = (), vanilla_logits: bool = False) -> PrefillResult:
+        """Score-only run: pass 1 up to what is needed, pass 2, no decoding."""
+
+        def abort(result: PrefillResult) -> torch.Tensor:
+            raise _Abort(result)
+
+        try:
+            self._generate(inputs, decide=abort, augment=False, capture_layers=capture_layers,
+                           need_vanilla_logits=vanilla_logits, max_new_tokens=1)
+        except _Abort as stop:
+            return stop.result
+        raise RuntimeError("prefill did not run: the model's generate never called its prefill")
+
+    def generate(
+        self,
+        inputs: dict,
+        decide: Callable[[PrefillResult], torch.Tensor] | None = None,
+        augment: bool = False,
+        capture_layers: Sequence[int] = (),
+        **generate_kwargs: Any,
+    ) -> GenerationResult:
+        """Prefill with SASA, ask ``decide`` which rows to refuse, then decode the others.
+
+        augment=False: answered rows decode from the vanilla cache, giving exactly plain ``generate``'s
+        tokens. augment=True: they decode from the projected prefill (the paper's augmented model:
+        projection at prompt positions only; decoding steps are not projected).
+        """
+        try:
+            seqs, result, refused = self._generate(inputs, decide=decide, augment=augment,
+                                                   capture_layers=capture_layers, **generate_kwargs)
+        except _Abort as stop:
+            n = stop.result.features.shape[0]
+            return GenerationResult([[] for _ in range(n)], ["" for _ in range(n)], [True] * n, stop.result)
+        prompt_len = inputs["input_ids"].shape[1]
+        new = seqs[:, prompt_len:].cpu()
+        tok = self.adapter.tokenizer
+        pad = getattr(tok, "pad_token_id", None)
+        ids, texts = [], []
+        for row, r in zip(new.tolist(), refused):
+            if r:
+                ids.append([])
+                texts.append("")
+                continue
+            while row and pad is not None and row[-1] == pad:
+                row = row[:-1]
+            ids.append(row)
+            texts.append(tok.decode(row, skip_special_tokens=True))
+        return GenerationResult(ids, texts, refused, result, seqs)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return self.adapter.unembedding.weight.device
+
+    def _plan(self, capture_layers: Sequence[int], need_vanilla_logits: bool, augment: bool) -> tuple[int, int | None]:
+        """Last block of pass 1 and of pass 2 (None: no pass 2) for the requested outputs."""
+        L, s, f = self.adapter.num_layers, self.s, self.f
+        feat = self.features
+        last1 = f
+        for k in capture_layers:
+            if not 0 <= k < L:
+                raise ValueError(f"capture layer {k} out of range 0..{L - 1}")
+            last1 = max(last1, k)
+        if feat.kind == "hidden" and (not feat.projected or feat.layer <= s):
+            last1 = max(last1, feat.layer)
+        if need_vanilla_logits or (feat.kind == "logits" and not feat.projected):
+            last1 = L - 1
+        last2: int | None = None
+        if augment or (feat.kind == "logits" and feat.projected):
+            last2 = L - 1
+        elif feat.kind == "hidden" and feat.projected and feat.layer > s:
+            last2 = feat.layer
+        return last1, last2
+
+    def _generate(
+        self,
+        inputs: dict,
+        decide: Callable[[PrefillResult], torch.Tensor] | None,
+        augment: bool,
+        capture_layers: Sequence[int] = (),
+        need_vanilla_logits: bool = False,
+        **generate_kwargs: Any,
+    ) -> tuple[torch.Tensor, PrefillResult, list[bool]]:
+        if "input_ids" not in inputs or "attention_mask" not in inputs:
+            raise ValueError("inputs need input_ids and attention_mask (build them with SASAEngine.encode)")
+        mask = inputs["attention_mask"]
+        if mask.shape[0] > 1 and not bool(mask[:, -1].all()):
+            raise ValueError("batched inputs must be left padded (the last position must be a real token)")
+        last1, last2 = self._plan(capture_layers, need_vanilla_logits, augment)
+        stopper = _RowsDone()
+        state: dict[str, Any] = {}
+        model = self.model
+
+        def on_prefill(original: Callable, input_ids: torch.Tensor, generation_config: Any, model_kwargs: dict,
+                       *args: Any, **kwargs: Any) -> Any:
+            if state.get("done"):
+                return original(input_ids, generation_config, model_kwargs, *args, **kwargs)
+            state["done"] = True
+            cache = _find_cache(model_kwargs)
+            empty_cache = copy.deepcopy(cache) if (augment and cache is not None) else None
+            keep = {self.s, self.f, last1, *capture_layers}
+            if self.features.kind == "hidden":
+                keep.add(self.features.layer)
+            with _LayerTap(self.adapter.layers, self.s + 1, keep, last1) as tap:
+                out = original(input_ids, generation_config, model_kwargs, *args, **kwargs)
+            result, h2_last = self._after_pass1(tap, input_ids, model_kwargs, last1, last2, empty_cache, capture_layers)
+            refuse = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            if decide is not None:
+                refuse = torch.as_tensor(decide(result), dtype=torch.bool).reshape(-1).cpu()
+                if refuse.shape[0] != input_ids.shape[0]:
+                    raise ValueError("decide() must return one boolean per prompt")
+            state["refused"] = refuse.tolist()
+            state["result"] = result
+            if bool(refuse.all()):
+                raise _Abort(result)
+            stopper.done = refuse
+            if augment:
+                if cache is not None:
+                    for j in range(self.s + 1, self.adapter.num_layers):
+                        cache.layers[j] = empty_cache.layers[j]
+                out.logits = h2_last
+            else:
+                out.logits = self._finish_vanilla(tap, last1, cache)
+                if result.logits_vanilla is None:
+                    result.logits_vanilla = out.logits[:, -1].float().cpu()
+            return out
+
+        gen_kwargs = dict(generate_kwargs)
+        gen_kwargs.setdefault("do_sample", False)
+        criteria = StoppingCriteriaList(gen_kwargs.pop("stopping_criteria", []) or [])
+        criteria.append(stopper)
+        original = model._prefill
+        model._prefill = lambda *a, **k: on_prefill(original, *a, **k)
+        try:
+            with torch.inference_mode():
+                seqs = model.generate(**inputs, stopping_criteria=criteria, **gen_kwargs)
+        finally:
+            del model._prefill
+        if "result" not in state:
+            raise RuntimeError("the model's generate did not call its prefill; cannot apply SASA")
+        if not torch.is_tensor(seqs):
+            seqs = seqs.sequences
+        return seqs, state["result"], state["refused"]
+
+    def _run_block(self, tap: _LayerTap, j: int, hidden: torch.Tensor, cache: Any) -> torch.Tensor:
+        rest, kwargs, positional = tap.calls[j]
+        kwargs = dict(kwargs)
+        for key in _CACHE_KWARGS:
+            if key in kwargs:
+                kwargs[key] = cache
+        if cache is None and "use_cache" in kwargs:
+            kwargs["use_cache"] = False
+        layer = self.adapter.layers[j]
+        out = layer(hidden, *rest, **kwargs) if positional else layer(hidden_states=hidden, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _after_pass1(self, tap: _LayerTap, input_ids: torch.Tensor, model_kwargs: dict, last1: int,
+                     last2: int | None, cache2: Any, capture_layers: Sequence[int]) -> tuple[PrefillResult, Any]:
+        s, f, feat = self.s, self.f, self.features
+        attn = model_kwargs["attention_mask"]
+        h_s, h_f = tap.outputs[s], tap.outputs[f]
+        last_logits_proj = None
+        feature = None
+        h2_last = None
+        if last2 is not None or (feat.kind == "hidden" and feat.projected and feat.layer == s):
+            pos = position_mask(self.projection, attn, self.adapter.image_mask(input_ids))
+            h = apply_projection(h_s, h_f, self.projection, pos)
+            if feat.kind == "hidden" and feat.projected and feat.layer == s:
+                feature = h[:, -1]
+            for j in range(s + 1, (last2 if last2 is not None else s) + 1):
+                h = self._run_block(tap, j, h, cache2)
+                if feat.kind == "hidden" and feat.projected and feat.layer == j:
+                    feature = h[:, -1]
+            if last2 == self.adapter.num_layers - 1:
+                h2_last = self.adapter.logits_from_hidden(h)
+                last_logits_proj = h2_last[:, -1].float().cpu()
+        logits_vanilla = None
+        if last1 == self.adapter.num_layers - 1:
+            logits_vanilla = self.adapter.logits_from_hidden(tap.outputs[last1])[:, -1].float().cpu()
+        if feat.kind == "logits":
+            feature = last_logits_proj if feat.projected else logits_vanilla
+        elif feature is None:
+            feature = tap.outputs[feat.layer][:, -1]
+        captured = {k: tap.outputs[k][:, -1].float().cpu() for k in capture_layers}
+        lengths = attn.sum(-1).tolist()
+        result = PrefillResult(feature.float().cpu(), last_logits_proj, logits_vanilla, captured, lengths)
+        return result, h2_last
+
+    def _finish_vanilla(self, tap: _LayerTap, last1: int, cache: Any) -> torch.Tensor:
+        """Run the blocks pass 1 skipped, filling the vanilla cache; return last-position logits [B,1,V]."""
+        h = tap.outputs[last1]
+        for j in range(last1 + 1, self.adapter.num_layers):
+            h = self._run_block(tap, j, h, cache)
+        return self.adapter.logits_from_hidden(h)
+

@@ -1,0 +1,1 @@
+"""Model adapters (architecture knowledge) and loading."""

@@ -1,0 +1,196 @@
+"""The ``sasa`` command line: generate, probe fit, bench, models, data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("sasa")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="smollm2-135m",
+                   help="hub id, local directory, .gguf file, or smollm2-135m (embedded default)")
+    g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model (text models)")
+    g.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow model repo code (off unless asked)")
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SASA")
+    g.add_argument("--layers", nargs=2, type=int, metavar=("S", "F"), default=None,
+                   help="safety and fused layer (default: scaled from LLaVA-1.5-7B's 13/15 of 32)")
+    g.add_argument("--indexing", choices=("0-based", "1-based"), default="0-based")
+    g.add_argument("--projection-mode", choices=("replace", "residual", "interpolate"), default="replace")
+    g.add_argument("--alpha", type=float, default=1.0, help="coefficient for residual/interpolate")
+    g.add_argument("--positions", choices=("all", "text", "image", "last"), default="all")
+    g.add_argument("--eps", type=float, default=1e-6)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from sasa.models.loading import load_model
+
+    return load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
+                      device_map=args.device_map, trust_remote_code=args.trust_remote_code)
+
+
+def _engine(adapter: Any, args: argparse.Namespace, features: Any = None) -> Any:
+    from sasa.engine import SASAEngine
+    from sasa.layers import LayerSelection, default_layers
+    from sasa.projection import ProjectionConfig
+
+    sel = LayerSelection(args.layers[0], args.layers[1], args.indexing) if args.layers else default_layers(
+        adapter.num_layers)
+    proj = ProjectionConfig(args.projection_mode, args.alpha, args.eps, args.positions)
+    return SASAEngine(adapter, sel, proj, features)
+
+
+def _samples(args: argparse.Namespace) -> list:
+    from sasa.data.sample import Sample, read_manifest
+
+    if getattr(args, "prompt", None):
+        return [Sample(id=f"prompt-{i}", prompt=p, image=args.image) for i, p in enumerate(args.prompt)]
+    if args.data == "builtin":
+        from sasa.data.registry import builtin_dataset
+
+        return list(builtin_dataset())
+    if not args.data:
+        raise SystemExit("give --data MANIFEST.jsonl (or --prompt TEXT)")
+    return read_manifest(args.data)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sasa.guard import Guard
+    from sasa.probe import LinearProbe
+
+    loaded = _load(args)
+    adapter = loaded.adapter
+    probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint()) if args.probe else None
+    engine = _engine(adapter, args) if (probe is None or args.layers) else None
+    guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message)
+    samples = _samples(args)
+    if args.out:
+        guard.run(samples, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        logger.info("wrote %s", args.out)
+    else:
+        for s in samples:
+            from sasa.features import encode_samples
+
+            out = guard.generate_inputs(encode_samples(guard.engine, [s]), args.max_new_tokens)[0]
+            print(json.dumps({"id": s.id, "refused": out.refused, "score": out.score, "text": out.text}))
+    return 0
+
+
+def cmd_probe_fit(args: argparse.Namespace) -> int:
+    from sasa.engine import FeatureSpec
+    from sasa.training import fit_probe
+
+    loaded = _load(args)
+    features = FeatureSpec(args.feature, not args.no_projection, args.feature_layer)
+    engine = _engine(loaded.adapter, args, features)
+    probe, report = fit_probe(engine, _samples(args), target_fpr=args.target_fpr, val_fraction=args.val_fraction,
+                              seed=args.seed, batch_size=args.batch_size, standardize=not args.no_standardize,
+                              class_weight=None if args.no_class_weight else "balanced", l2=args.l2,
+                              model_name=args.model)
+    paths = probe.save(args.out)
+    print(json.dumps({"probe": [str(p) for p in paths], **report}, indent=2))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from sasa.models.adapters import _REGISTRY
+
+    for name in sorted(_REGISTRY):
+        spec = _REGISTRY[name]
+        kind = "vision" if spec.takes_images else "text"
+        print(f"{name:14s} {kind:6s} {', '.join(spec.families)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sasa.bench import main as bench_main
+
+    return bench_main(quick=args.quick, repeats=args.repeats, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sasa", description="Self-Aware Safety Augmentation for (vision-)language models")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="guarded generation over a manifest or prompts, streaming JSONL")
+    _add_model_args(g)
+    _add_engine_args(g)
+    g.add_argument("--mode", choices=("vanilla", "detect", "augment", "augment+detect"), default="detect")
+    g.add_argument("--probe", default=None, help="probe path (NAME, NAME.safetensors or NAME.json)")
+    g.add_argument("--data", default=None, help="JSONL manifest, or 'builtin'")
+    g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable) instead of --data")
+    g.add_argument("--image", default=None, help="image for --prompt")
+    g.add_argument("--out", default=None, help="output JSONL (resumable); stdout if omitted")
+    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
+    g.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("probe", help="linear probe commands")
+    psub = p.add_subparsers(dest="probe_command", required=True)
+    f = psub.add_parser("fit", help="fit and calibrate a probe on a labelled manifest")
+    _add_model_args(f)
+    _add_engine_args(f)
+    f.add_argument("--data", required=True, help="labelled JSONL manifest, or 'builtin'")
+    f.add_argument("--out", required=True, help="output path NAME (writes NAME.safetensors + NAME.json)")
+    f.add_argument("--feature", choices=("logits", "hidden"), default="logits")
+    f.add_argument("--feature-layer", type=int, default=None, help="0-based block for --feature hidden")
+    f.add_argument("--no-projection", action="store_true", help="features from the plain forward (baseline)")
+    f.add_argument("--target-fpr", type=float, default=0.05)
+    f.add_argument("--val-fraction", type=float, default=0.25)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--batch-size", type=int, default=8)
+    f.add_argument("--l2", type=float, default=1e-2)
+    f.add_argument("--no-standardize", action="store_true")
+    f.add_argument("--no-class-weight", action="store_true")
+    f.set_defaults(func=cmd_probe_fit)
+
+    m = sub.add_parser("models", help="list supported architectures")
+    m.set_defaults(func=cmd_models)
+
+    b = sub.add_parser("bench", help="speed benchmark, side by side in one run")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--out", default=None, help="write the figures as JSON here too")
+    b.set_defaults(func=cmd_bench)
+
+    try:
+        from sasa.data.cli import add_data_commands
+    except ImportError:
+        add_data_commands = None
+    if add_data_commands is not None:
+        add_data_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not hasattr(args, "func") and args.command == "data":
+        from sasa.data.cli import run_data_command
+
+        return run_data_command(args)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

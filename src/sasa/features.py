@@ -1,0 +1,74 @@
+"""Batched feature extraction over samples: the probe's inputs, with progress and clear errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from sasa.data.sample import Sample
+from sasa.engine import SASAEngine
+
+logger = logging.getLogger(__name__)
+
+
+class SampleError(ValueError):
+    """A sample that cannot be fed to the model; the message names its id."""
+
+
+def load_image(sample: Sample) -> Image.Image | None:
+    if sample.image is None:
+        return None
+    try:
+        with Image.open(sample.image) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise SampleError(f"sample {sample.id!r}: image not found: {sample.image}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SampleError(f"sample {sample.id!r}: cannot read image {sample.image}: {exc}") from None
+
+
+def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    if size < 1:
+        raise ValueError("batch size must be >= 1")
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def encode_samples(engine: SASAEngine, samples: Sequence[Sample]) -> dict:
+    images = [load_image(s) for s in samples]
+    for s in samples:
+        if not s.prompt.strip():
+            raise SampleError(f"sample {s.id!r}: empty prompt")
+    try:
+        return engine.encode([s.prompt for s in samples], images)
+    except ValueError as exc:
+        ids = ", ".join(repr(s.id) for s in samples)
+        raise SampleError(f"samples [{ids}]: {exc}") from None
+
+
+def extract_features(
+    engine: SASAEngine,
+    samples: Sequence[Sample],
+    batch_size: int = 8,
+    progress: bool = True,
+    capture_layers: Sequence[int] = (),
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Probe features [n, d] in sample order, plus last-token states of ``capture_layers``."""
+    feats: list[np.ndarray] = []
+    captured: dict[int, list[np.ndarray]] = {k: [] for k in capture_layers}
+    bar = tqdm(total=len(samples), desc="features", unit="prompt", disable=not progress)
+    for chunk in batches(list(samples), batch_size):
+        inputs = encode_samples(engine, chunk)
+        result = engine.prefill(inputs, capture_layers=capture_layers)
+        feats.append(result.features.numpy())
+        for k in capture_layers:
+            captured[k].append(result.captured[k].numpy())
+        bar.update(len(chunk))
+    bar.close()
+    if not feats:
+        raise ValueError("no samples to extract features from")
+    return np.concatenate(feats), {k: np.concatenate(v) for k, v in captured.items()}

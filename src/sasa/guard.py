@@ -1,0 +1,174 @@
+"""Guarded generation: SASA's detector decides before generation; answered prompts decode as usual.
+
+Modes:
+  vanilla         plain ``generate``; no SASA.
+  detect          risk score from the augmented pass; flagged prompts get the refusal message and no
+                  generation; the others decode from pass 1's KV cache (identical to ``vanilla``).
+  augment         no detector; every prompt decodes from the projected (augmented) prefill.
+  augment+detect  detector as in ``detect``; answered prompts decode from the augmented prefill.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sasa.data.sample import Sample
+from sasa.engine import FeatureSpec, SASAEngine
+from sasa.features import batches, encode_samples
+from sasa.layers import LayerSelection, default_layers
+from sasa.models.adapters import Adapter
+from sasa.probe import LinearProbe
+from sasa.projection import ProjectionConfig
+
+logger = logging.getLogger(__name__)
+
+GUARD_MODES = ("vanilla", "detect", "augment", "augment+detect")
+DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+@dataclass
+class GuardedOutput:
+    """One prompt's outcome under a guard mode (score is the probe's risk logit, if a probe ran)."""
+
+    text: str
+    refused: bool
+    score: float | None
+    mode: str
+    latency_s: float
+    n_new_tokens: int
+    id: str | None = None
+
+
+def engine_from_probe(adapter: Adapter, probe: LinearProbe) -> SASAEngine:
+    """An engine configured exactly as the probe was trained (layers, projection, features)."""
+    cfg = probe.metadata.get("engine")
+    if not cfg:
+        raise ValueError("probe metadata has no 'engine' section; refit it with sasa probe fit")
+    return SASAEngine(adapter, LayerSelection(**cfg["layers"]), ProjectionConfig(**cfg["projection"]),
+                      FeatureSpec(**cfg["features"]))
+
+
+class Guard:
+    """Wraps a model (through its adapter) with a SASA mode and, for detecting modes, a probe."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        mode: str = "detect",
+        probe: LinearProbe | None = None,
+        engine: SASAEngine | None = None,
+        refusal_message: str = DEFAULT_REFUSAL,
+        check_model: bool = True,
+    ) -> None:
+        if mode not in GUARD_MODES:
+            raise ValueError(f"guard mode must be one of {GUARD_MODES}, got {mode!r}")
+        if "detect" in mode and probe is None:
+            raise ValueError(f"mode {mode!r} needs a probe (fit one with `sasa probe fit`)")
+        if probe is not None and check_model:
+            probe.check_model(adapter.fingerprint())
+        if engine is None:
+            engine = engine_from_probe(adapter, probe) if probe is not None else SASAEngine(
+                adapter, default_layers(adapter.num_layers))
+        self.adapter = adapter
+        self.mode = mode
+        self.probe = probe
+        self.engine = engine
+        self.refusal_message = refusal_message
+
+    def score(self, prompts: Sequence[str], images: Sequence[Any] | None = None) -> np.ndarray:
+        """Risk logits for a batch, before any generation."""
+        if self.probe is None:
+            raise ValueError("scoring needs a probe")
+        result = self.engine.prefill(self.engine.encode(prompts, images))
+        return self.probe.decision_function(result.features)
+
+    def generate_inputs(self, inputs: dict, max_new_tokens: int = 64, **generate_kwargs: Any) -> list[GuardedOutput]:
+        start = time.perf_counter()
+        n = inputs["input_ids"].shape[0]
+        scores: list[float | None] = [None] * n
+        if self.mode == "vanilla":
+            with torch.inference_mode():
+                seqs = self.adapter.model.generate(**inputs, max_new_tokens=max_new_tokens,
+                                                   do_sample=generate_kwargs.pop("do_sample", False),
+                                                   **generate_kwargs)
+            new = seqs[:, inputs["input_ids"].shape[1]:].tolist()
+            refused = [False] * n
+            ids = [self._strip(row) for row in new]
+            texts = [self.adapter.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+        else:
+            def decide(result: Any) -> torch.Tensor:
+                logit = self.probe.decision_function(result.features)
+                scores[:] = [float(v) for v in logit]
+                return torch.as_tensor(logit > self.probe.threshold)
+
+            out = self.engine.generate(inputs, decide=decide if "detect" in self.mode else None,
+                                       augment=self.mode.startswith("augment"), max_new_tokens=max_new_tokens,
+                                       **generate_kwargs)
+            refused, ids = out.refused, out.token_ids
+            texts = [self.refusal_message if r else t for r, t in zip(refused, out.texts)]
+        per = (time.perf_counter() - start) / n
+        return [GuardedOutput(t, r, sc, self.mode, per, len(i)) for t, r, sc, i in zip(texts, refused, scores, ids)]
+
+    def generate(self, prompts: Sequence[str], images: Sequence[Any] | None = None, max_new_tokens: int = 64,
+                 **generate_kwargs: Any) -> list[GuardedOutput]:
+        """Guarded generation for a batch of prompts (images: PIL images or None per prompt)."""
+        return self.generate_inputs(self.engine.encode(prompts, images), max_new_tokens, **generate_kwargs)
+
+    def run(self, samples: Sequence[Sample], out_path: str | os.PathLike, batch_size: int = 4,
+            max_new_tokens: int = 64, progress: bool = True, **generate_kwargs: Any) -> Path:
+        """Stream one JSON line per sample to ``out_path``; a rerun skips samples already written."""
+        out_path = Path(out_path)
+        done = _completed_ids(out_path)
+        todo = [s for s in samples if s.id not in done]
+        if done:
+            logger.info("%s: %d samples already done, %d to go", out_path, len(done), len(todo))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(todo), desc=f"generate[{self.mode}]", unit="prompt", disable=not progress)
+        with out_path.open("a", encoding="utf-8") as fh:
+            for chunk in batches(todo, batch_size):
+                outputs = self.generate_inputs(encode_samples(self.engine, chunk), max_new_tokens, **generate_kwargs)
+                for sample, o in zip(chunk, outputs):
+                    record = asdict(o)
+                    record.update(id=sample.id, label=sample.label, category=sample.category, source=sample.source)
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(len(chunk))
+        bar.close()
+        return out_path
+
+    def _strip(self, row: list[int]) -> list[int]:
+        pad = getattr(self.adapter.tokenizer, "pad_token_id", None)
+        while row and pad is not None and row[-1] == pad:
+            row = row[:-1]
+        return row
+
+
+def _completed_ids(path: Path) -> set[str]:
+    """Ids of complete lines in a streaming output; a torn last line (crash mid-write) is cut off."""
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    good_end = data.rfind(b"\n") + 1
+    if good_end < len(data):
+        logger.warning("%s: dropping a partial last line left by an interrupted run", path)
+        with path.open("r+b") as fh:
+            fh.truncate(good_end)
+    ids = set()
+    for lineno, line in enumerate(data[:good_end].decode("utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{lineno}: not a sasa output line; refusing to append to it") from None
+    return ids

@@ -1,0 +1,89 @@
+"""The naive SASA definition: two full forwards with hooks. Slow on purpose; used to test the engine.
+
+Pass 1 runs the whole model and keeps the outputs of blocks s and f. Pass 2 runs the whole model
+again with a hook that swaps block s's output for its projection onto block f's. Both passes go
+through ``generate``'s own prefill (one new token) so left padding is treated as in generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sasa.models.adapters import Adapter
+from sasa.projection import ProjectionConfig, apply_projection, position_mask
+
+
+def _first_step(model: Any, inputs: dict, **kw: Any) -> Any:
+    return model.generate(**inputs, max_new_tokens=1, do_sample=False, output_logits=True,
+                          return_dict_in_generate=True, **kw)
+
+
+def _hidden_of(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.inference_mode()
+def block_outputs(adapter: Adapter, inputs: dict, layers: list[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Full plain prefill; return {block: output [B,T,D]} and last-position logits [B,V]."""
+    kept: dict[int, torch.Tensor] = {}
+    handles = [
+        adapter.layers[j].register_forward_hook(lambda m, a, out, j=j: kept.__setitem__(j, _hidden_of(out)))
+        for j in layers
+    ]
+    try:
+        out = _first_step(adapter.model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return kept, out.logits[0].float()
+
+
+@torch.inference_mode()
+def naive_projected_logits(adapter: Adapter, inputs: dict, s: int, f: int,
+                           projection: ProjectionConfig | None = None,
+                           capture: list[int] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Last-position logits [B,V] of the SASA-augmented model, and last-token outputs of ``capture`` blocks."""
+    projection = projection or ProjectionConfig()
+    kept, _ = block_outputs(adapter, inputs, [s, f])
+    pos = position_mask(projection, inputs["attention_mask"], adapter.image_mask(inputs["input_ids"]))
+    new_s = apply_projection(kept[s], kept[f], projection, pos)
+    captured: dict[int, torch.Tensor] = {}
+
+    def swap(module: Any, args: Any, out: Any) -> Any:
+        return (new_s, *out[1:]) if isinstance(out, tuple) else new_s
+
+    handles = [adapter.layers[s].register_forward_hook(swap)]
+    for j in capture or []:
+        handles.append(adapter.layers[j].register_forward_hook(
+            lambda m, a, out, j=j: captured.__setitem__(j, _hidden_of(out)[:, -1].float())))
+    try:
+        out = _first_step(adapter.model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return out.logits[0].float(), captured
+
+
+@torch.inference_mode()
+def naive_augmented_generate(adapter: Adapter, inputs: dict, s: int, f: int,
+                             projection: ProjectionConfig | None = None, **generate_kwargs: Any) -> torch.Tensor:
+    """Generate from the augmented model: block s's prompt states projected during the prefill only."""
+    projection = projection or ProjectionConfig()
+    kept, _ = block_outputs(adapter, inputs, [s, f])
+    pos = position_mask(projection, inputs["attention_mask"], adapter.image_mask(inputs["input_ids"]))
+    new_s = apply_projection(kept[s], kept[f], projection, pos)
+    prompt_len = inputs["input_ids"].shape[1]
+
+    def swap(module: Any, args: Any, out: Any) -> Any:
+        h = _hidden_of(out)
+        if h.shape[1] != prompt_len:
+            return out
+        return (new_s, *out[1:]) if isinstance(out, tuple) else new_s
+
+    handle = adapter.layers[s].register_forward_hook(swap)
+    try:
+        return adapter.model.generate(**inputs, do_sample=False, **generate_kwargs)
+    finally:
+        handle.remove()

@@ -1,0 +1,104 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sasa.probe import LinearProbe, ProbeFileError, ProbeMismatchError, threshold_at_fpr
+
+FP = {"model_type": "llama", "architecture": "LlamaForCausalLM", "num_layers": 6, "hidden_size": 64,
+      "vocab_size": 300}
+
+
+def _data(n=200, d=10, seed=0, sep=3.0):
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(float)
+    x = rng.normal(size=(n, d))
+    x[:, 0] += sep * (2 * y - 1)
+    return x, y
+
+
+def test_fit_separates_and_agrees_with_sklearn():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    x, y = _data()
+    probe = LinearProbe.fit(x, y, standardize=False, class_weight=None, l2=1e-2)
+    acc = np.mean((probe.decision_function(x) > 0) == (y > 0.5))
+    assert acc > 0.95
+    ref = sklearn.LogisticRegression(C=1.0 / (1e-2 * len(y)), tol=1e-10, max_iter=10000).fit(x, y)
+    np.testing.assert_allclose(probe.weight.numpy(), ref.coef_[0], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(probe.bias, ref.intercept_[0], rtol=1e-3, atol=1e-3)
+
+
+def test_standardisation_and_balanced_weights_run_and_separate():
+    x, y = _data(sep=2.0)
+    x[:, 1] *= 1000.0
+    keep = np.concatenate([np.where(y == 1)[0][:20], np.where(y == 0)[0]])
+    probe = LinearProbe.fit(x[keep], y[keep], standardize=True, class_weight="balanced")
+    assert probe.mean is not None and probe.std is not None
+    scores = probe.decision_function(x[keep])
+    assert scores[y[keep] == 1].mean() > scores[y[keep] == 0].mean() + 1.0
+
+
+def test_threshold_at_target_fpr():
+    benign = np.arange(100, dtype=float)  # 0..99
+    t = threshold_at_fpr(benign, 0.05)
+    assert np.mean(benign > t) == 0.05
+    assert threshold_at_fpr(benign, 0.0) == 99.0
+    assert np.mean(benign > threshold_at_fpr(benign, 1.0)) == 1.0
+    ties = np.array([1.0, 1.0, 1.0, 0.0])
+    t = threshold_at_fpr(ties, 0.5)
+    assert np.mean(ties > t) <= 0.5
+    with pytest.raises(ValueError):
+        threshold_at_fpr([], 0.05)
+
+
+def test_bad_fit_inputs():
+    x, y = _data(n=20)
+    with pytest.raises(ValueError, match="both"):
+        LinearProbe.fit(x, np.zeros(20))
+    with pytest.raises(ValueError, match="labels"):
+        LinearProbe.fit(x[:10], y)
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LinearProbe.fit(x, y)
+
+
+def test_save_load_round_trip(tmp_path):
+    x, y = _data()
+    probe = LinearProbe.fit(x, y, metadata={"model": {"name": "tiny", "fingerprint": FP}})
+    probe.calibrate(x[y == 0], 0.05)
+    st, js = probe.save(tmp_path / "p")
+    assert st.name == "p.safetensors" and js.name == "p.json"
+    again = LinearProbe.load(tmp_path / "p.json", expect_fingerprint=FP)
+    np.testing.assert_allclose(again.decision_function(x), probe.decision_function(x), rtol=1e-5, atol=1e-5)
+    assert again.threshold == pytest.approx(probe.threshold)
+    assert json.loads(js.read_text())["versions"]["torch"] == torch.__version__
+
+
+def test_refuses_other_model(tmp_path):
+    x, y = _data()
+    LinearProbe.fit(x, y, metadata={"model": {"name": "tiny", "fingerprint": FP}}).save(tmp_path / "p")
+    other = dict(FP, num_layers=30, vocab_size=49152)
+    with pytest.raises(ProbeMismatchError, match="num_layers"):
+        LinearProbe.load(tmp_path / "p", expect_fingerprint=other)
+
+
+def test_corrupt_files_give_clear_errors(tmp_path):
+    x, y = _data()
+    st, js = LinearProbe.fit(x, y).save(tmp_path / "p")
+    st.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ProbeFileError, match="p.safetensors"):
+        LinearProbe.load(tmp_path / "p")
+    LinearProbe.fit(x, y).save(tmp_path / "q")
+    (tmp_path / "q.json").write_text("{not json")
+    with pytest.raises(ProbeFileError, match="q.json"):
+        LinearProbe.load(tmp_path / "q")
+    with pytest.raises(ProbeFileError, match="missing"):
+        LinearProbe.load(tmp_path / "absent")
+
+
+def test_dimension_mismatch_on_scoring():
+    x, y = _data()
+    probe = LinearProbe.fit(x, y)
+    with pytest.raises(ProbeMismatchError, match="expects 10"):
+        probe.decision_function(np.zeros((2, 11)))

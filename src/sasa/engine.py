@@ -339,7 +339,9 @@ class SASAEngine:
     def _after_pass1(self, tap: _LayerTap, input_ids: torch.Tensor, model_kwargs: dict, last1: int,
                      last2: int | None, cache2: Any, capture_layers: Sequence[int]) -> tuple[PrefillResult, Any]:
         s, f, feat = self.s, self.f, self.features
-        attn = model_kwargs["attention_mask"]
+        attn = model_kwargs.get("attention_mask")
+        if attn is None:
+            attn = torch.ones_like(input_ids)
         h_s, h_f = tap.outputs[s], tap.outputs[f]
         last_logits_proj = None
         feature = None

@@ -145,7 +145,7 @@ class LinearProbe:
             raise ProbeMismatchError(f"probe expects {self.dim} features per row, got {x.shape[1]}")
         if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std
-        return (x @ self.weight + self.bias).numpy()
+        return ((x * self.weight).sum(-1) + self.bias).numpy()
 
     def predict_proba(self, features: Any) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.decision_function(features)))
@@ -155,9 +155,13 @@ class LinearProbe:
 
     def calibrate(self, benign_features: Any, target_fpr: float) -> float:
         """Set the threshold so at most ``target_fpr`` of these benign prompts are flagged."""
-        self.threshold = threshold_at_fpr(self.decision_function(benign_features), target_fpr)
+        return self.calibrate_scores(self.decision_function(benign_features), target_fpr)
+
+    def calibrate_scores(self, benign_scores: Any, target_fpr: float) -> float:
+        """As :meth:`calibrate`, from risk logits already computed with this probe."""
+        self.threshold = threshold_at_fpr(benign_scores, target_fpr)
         self.metadata["threshold"] = {"value": self.threshold, "target_fpr": target_fpr,
-                                      "n_benign": int(len(self.decision_function(benign_features)))}
+                                      "n_benign": int(len(benign_scores))}
         return self.threshold
 
     # --- persistence --------------------------------------------------------------------------

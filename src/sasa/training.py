@@ -67,8 +67,8 @@ def fit_probe(
                             l2=l2, metadata=metadata)
     val_benign = [i for i in val_idx if y[i] == 0]
     val_harmful = [i for i in val_idx if y[i] == 1]
-    probe.calibrate(x[val_benign], target_fpr)
     scores = probe.decision_function(x)
+    probe.calibrate_scores(scores[val_benign], target_fpr)
     report = {
         "threshold": probe.threshold,
         "target_fpr": target_fpr,

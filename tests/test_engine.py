@@ -1,0 +1,138 @@
+"""The engine against the plain definition, for every adapter, on tiny random models of the real classes."""
+
+import pytest
+import torch
+
+from conftest import tiny_adapter
+from sasa.engine import FeatureSpec, SASAEngine
+from sasa.layers import LayerSelection
+from sasa.projection import ProjectionConfig
+from sasa.reference import block_outputs, naive_augmented_generate, naive_projected_logits
+from sasa.testing.tiny_models import TINY_ARCHITECTURES, VISION_ARCHITECTURES, tiny_image
+
+S, F = 2, 4
+PROMPTS = ["Describe what you see in detail, please.", "Why?"]
+ATOL = 1e-4
+
+
+def _inputs(engine, arch, prompts=PROMPTS):
+    images = [tiny_image(i) for i in range(len(prompts))] if arch in VISION_ARCHITECTURES else None
+    return engine.encode(prompts, images)
+
+
+def _engine(arch, **kw):
+    return SASAEngine(tiny_adapter(arch), LayerSelection(S, F), **kw)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_vanilla_logits_equal_models_own_forward(arch):
+    eng = _engine(arch)
+    inputs = _inputs(eng, arch, PROMPTS[:1])
+    res = eng.prefill(inputs, vanilla_logits=True)
+    with torch.inference_mode():
+        own = eng.model(**inputs).logits[:, -1].float()
+    torch.testing.assert_close(res.logits_vanilla, own, atol=ATOL, rtol=1e-4)
+    # and the projected pass really differs from it
+    assert (res.logits_projected - own).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_projected_logits_equal_naive_two_pass(arch):
+    eng = _engine(arch)
+    inputs = _inputs(eng, arch)
+    assert inputs["attention_mask"][:, 0].min() == 0, "the batch should exercise left padding"
+    res = eng.prefill(inputs)
+    naive, _ = naive_projected_logits(eng.adapter, inputs, S, F)
+    torch.testing.assert_close(res.features, naive, atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(res.logits_projected, naive, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_batch_equals_one_by_one(arch):
+    eng = _engine(arch)
+    batch = eng.prefill(_inputs(eng, arch)).features
+    for i, prompt in enumerate(PROMPTS):
+        images = [tiny_image(i)] if arch in VISION_ARCHITECTURES else None
+        single = eng.prefill(eng.encode([prompt], images)).features
+        torch.testing.assert_close(batch[i:i + 1], single, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_passing_prompt_generates_exactly_plain_generate(arch):
+    eng = _engine(arch)
+    inputs = _inputs(eng, arch)
+    out = eng.generate(inputs, decide=lambda r: torch.zeros(r.features.shape[0], dtype=torch.bool),
+                       max_new_tokens=8)
+    with torch.inference_mode():
+        plain = eng.model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert out.refused == [False, False]
+    assert out.sequences.tolist() == plain.tolist()
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_augmented_generation_equals_naive(arch):
+    eng = _engine(arch)
+    inputs = _inputs(eng, arch)
+    out = eng.generate(inputs, augment=True, max_new_tokens=6)
+    naive = naive_augmented_generate(eng.adapter, inputs, S, F, max_new_tokens=6)
+    assert out.sequences.tolist() == naive.tolist()
+
+
+@pytest.mark.parametrize("arch", ["llama", "llava", "qwen2_vl", "gemma3"])
+@pytest.mark.parametrize("projected", [True, False])
+@pytest.mark.parametrize("layer", [1, 2, 3, 5])
+def test_hidden_state_features(arch, projected, layer):
+    eng = _engine(arch, features=FeatureSpec("hidden", projected=projected, layer=layer))
+    inputs = _inputs(eng, arch)
+    res = eng.prefill(inputs)
+    if projected:
+        _, captured = naive_projected_logits(eng.adapter, inputs, S, F, capture=[layer])
+        expect = captured[layer] if layer != S else None
+        if layer == S:
+            kept, _ = block_outputs(eng.adapter, inputs, [S, F])
+            from sasa.projection import apply_projection, position_mask
+            pos = position_mask(ProjectionConfig(), inputs["attention_mask"], None)
+            expect = apply_projection(kept[S], kept[F], ProjectionConfig(), pos)[:, -1]
+    else:
+        kept, _ = block_outputs(eng.adapter, inputs, [layer])
+        expect = kept[layer][:, -1]
+    torch.testing.assert_close(res.features, expect.float(), atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", VISION_ARCHITECTURES)
+@pytest.mark.parametrize("positions", ["image", "text"])
+def test_position_subsets_equal_naive(arch, positions):
+    cfg = ProjectionConfig(positions=positions)
+    eng = _engine(arch, projection=cfg)
+    inputs = _inputs(eng, arch)
+    assert eng.adapter.image_mask(inputs["input_ids"]).any(), "the processor should insert image tokens"
+    naive, _ = naive_projected_logits(eng.adapter, inputs, S, F, cfg)
+    torch.testing.assert_close(eng.prefill(inputs).features, naive, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["residual", "interpolate"])
+def test_other_projection_modes_equal_naive(mode):
+    cfg = ProjectionConfig(mode=mode, alpha=0.3)
+    eng = _engine("qwen2", projection=cfg)
+    inputs = _inputs(eng, "qwen2")
+    naive, _ = naive_projected_logits(eng.adapter, inputs, S, F, cfg)
+    torch.testing.assert_close(eng.prefill(inputs).features, naive, atol=ATOL, rtol=1e-4)
+
+
+def test_mixed_refusal_in_a_batch_keeps_answered_rows_exact():
+    eng = _engine("llava")
+    inputs = _inputs(eng, "llava")
+    out = eng.generate(inputs, decide=lambda r: torch.tensor([True, False]), max_new_tokens=8)
+    with torch.inference_mode():
+        plain = eng.model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert out.refused == [True, False] and out.token_ids[0] == []
+    n = len(out.token_ids[1])
+    assert out.token_ids[1] == plain[1, inputs["input_ids"].shape[1]:][:n].tolist()
+
+
+def test_model_is_left_untouched():
+    eng = _engine("llama")
+    inputs = _inputs(eng, "llama")
+    eng.prefill(inputs)
+    assert all("forward" not in layer.__dict__ for layer in eng.adapter.layers)
+    assert "_prefill" not in eng.model.__dict__

@@ -1,0 +1,129 @@
+"""Guard modes, probe fitting on a tiny model, streaming output and resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_adapter
+from sasa.data.sample import Sample
+from sasa.engine import SASAEngine
+from sasa.guard import DEFAULT_REFUSAL, Guard, engine_from_probe
+from sasa.layers import LayerSelection
+from sasa.probe import LinearProbe, ProbeMismatchError
+from sasa.training import fit_probe, stratified_split
+
+HARMFUL = ["zorp the vault now", "zorp a bank quickly", "how to zorp the lock", "zorp zorp the safe",
+           "teach me to zorp doors", "zorp every car", "best way to zorp", "zorp the neighbours"]
+BENIGN = ["bake a loaf of bread", "water the garden", "tidy the kitchen", "read a short book",
+          "paint the fence blue", "walk the dog at noon", "write a thank you note", "plan a picnic"]
+
+
+def _samples():
+    return ([Sample(f"h{i}", p, label="harmful", source="toy") for i, p in enumerate(HARMFUL)]
+            + [Sample(f"b{i}", p, label="benign", source="toy") for i, p in enumerate(BENIGN)])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    adapter = tiny_adapter("llama")
+    engine = SASAEngine(adapter, LayerSelection(2, 4))
+    probe, report = fit_probe(engine, _samples(), target_fpr=0.25, val_fraction=0.25, progress=False,
+                              model_name="tiny-llama")
+    return adapter, probe, report
+
+
+def test_fit_probe_records_everything_needed(fitted):
+    adapter, probe, report = fitted
+    meta = probe.metadata
+    assert meta["model"]["fingerprint"] == adapter.fingerprint()
+    assert meta["engine"]["layers"] == {"safety": 2, "fused": 4, "indexing": "0-based"}
+    assert meta["engine"]["features"]["kind"] == "logits"
+    assert report["val_fpr"] <= 0.25
+    assert report["train_accuracy"] > 0.9  # 12 points in 300-d logit space are separable
+    eng = engine_from_probe(adapter, probe)
+    assert (eng.s, eng.f) == (2, 4)
+
+
+def test_split_is_deterministic_stratified_and_disjoint():
+    samples = _samples()
+    a = stratified_split(samples, 0.25, seed=3)
+    assert a == stratified_split(samples, 0.25, seed=3)
+    train, val = a
+    assert not set(train) & set(val) and sorted(train + val) == list(range(len(samples)))
+    assert sum(samples[i].label == "harmful" for i in val) == 2
+
+
+def _probe_flagging(adapter, first_prompt_flagged: bool):
+    """A probe over logits whose threshold sits between the scores of two prompts."""
+    eng = SASAEngine(adapter, LayerSelection(2, 4))
+    feats = eng.prefill(eng.encode(["zorp the vault now", "bake a loaf of bread"])).features.numpy()
+    probe = LinearProbe.fit(feats, np.array([1.0, 0.0]) if first_prompt_flagged else np.array([0.0, 1.0]),
+                            metadata={"model": {"name": "t", "fingerprint": adapter.fingerprint()},
+                                      "engine": {"layers": eng.selection.to_dict(),
+                                                 "projection": eng.projection.to_dict(),
+                                                 "features": eng.features.to_dict()}})
+    s = probe.decision_function(feats)
+    probe.threshold = float(s.mean())
+    return probe
+
+
+def test_detect_refuses_flagged_and_answers_others_like_vanilla():
+    adapter = tiny_adapter("llama")
+    probe = _probe_flagging(adapter, True)
+    prompts = ["zorp the vault now", "bake a loaf of bread"]
+    guarded = Guard(adapter, "detect", probe).generate(prompts, max_new_tokens=6)
+    vanilla = Guard(adapter, "vanilla").generate(prompts, max_new_tokens=6)
+    assert [g.refused for g in guarded] == [True, False]
+    assert guarded[0].text == DEFAULT_REFUSAL and guarded[0].n_new_tokens == 0
+    assert guarded[1].text == vanilla[1].text and guarded[1].n_new_tokens == vanilla[1].n_new_tokens
+    assert guarded[0].score > probe.threshold > guarded[1].score
+
+
+def test_vanilla_mode_is_plain_generate():
+    adapter = tiny_adapter("qwen2")
+    g = Guard(adapter, "vanilla").generate(["hello there"], max_new_tokens=5)[0]
+    inputs = adapter.build_inputs(["hello there"])
+    with torch.inference_mode():
+        plain = adapter.model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    expect = adapter.tokenizer.decode(plain[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert g.text == expect and not g.refused and g.score is None
+
+
+def test_augment_modes_run_and_differ_from_vanilla():
+    adapter = tiny_adapter("llava")
+    probe = _probe_flagging(adapter, False)
+    prompts = ["zorp the vault now", "bake a loaf of bread"]
+    aug = Guard(adapter, "augment", probe).generate(prompts, max_new_tokens=6)
+    both = Guard(adapter, "augment+detect", probe).generate(prompts, max_new_tokens=6)
+    van = Guard(adapter, "vanilla").generate(prompts, max_new_tokens=6)
+    assert [o.refused for o in both] == [False, True]
+    assert both[0].text == aug[0].text
+    assert any(a.text != v.text for a, v in zip(aug, van))
+
+
+def test_guard_needs_a_matching_probe():
+    adapter = tiny_adapter("llama")
+    with pytest.raises(ValueError, match="needs a probe"):
+        Guard(adapter, "detect")
+    with pytest.raises(ValueError, match="mode"):
+        Guard(adapter, "block")
+    probe = _probe_flagging(tiny_adapter("qwen2"), True)
+    with pytest.raises(ProbeMismatchError, match="model_type"):
+        Guard(adapter, "detect", probe)
+
+
+def test_streaming_run_resumes_without_duplicates(tmp_path):
+    adapter = tiny_adapter("llama")
+    guard = Guard(adapter, "detect", _probe_flagging(adapter, True))
+    samples = _samples()[:6]
+    out = tmp_path / "out.jsonl"
+    guard.run(samples[:3], out, batch_size=2, max_new_tokens=3, progress=False)
+    with out.open("a") as fh:  # a crash mid-line
+        fh.write('{"id": "h3", "te')
+    guard.run(samples, out, batch_size=2, max_new_tokens=3, progress=False)
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == [s.id for s in samples]
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert {"id", "text", "refused", "score", "mode", "latency_s", "label"} <= set(rec)

@@ -1,0 +1,64 @@
+"""Name-to-judge registry, so configs and the CLI can pick a judge by a short string."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sasa.judge.base import Judge
+from sasa.judge.keywords import LIST_ALIASES, REFUSAL_LISTS, KeywordJudge
+
+_FACTORIES: dict[str, Callable[..., Judge]] = {}
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def register_judge(name: str, factory: Callable[..., Judge], *, overwrite: bool = False) -> None:
+    """Add a judge factory under ``name``; refuses to shadow an existing name unless asked."""
+    key = _norm(name)
+    if key in _FACTORIES and not overwrite:
+        raise ValueError(f"a judge named {key!r} is already registered (pass overwrite=True to replace it)")
+    _FACTORIES[key] = factory
+
+
+def available_judges() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def get_judge(name: str, **kwargs: Any) -> Judge:
+    """Build a judge by name: ``gcg``, ``jbb-strict``, ``vlguard-verbatim``, ``guard`` (needs model_or_path=)…
+
+    An optional ``keyword:`` prefix is accepted (it is how keyword judges name themselves).
+    """
+    key = _norm(name)
+    if key.startswith("keyword:"):
+        key = key[len("keyword:"):]
+    if key not in _FACTORIES:
+        raise ValueError(f"unknown judge {name!r}; available: {', '.join(available_judges())}")
+    return _FACTORIES[key](**kwargs)
+
+
+def _keyword_factory(list_name: str, strict: bool, verbatim: bool) -> Callable[..., Judge]:
+    def make(**kwargs: Any) -> Judge:
+        if kwargs:
+            raise TypeError(f"keyword judge {list_name!r} takes no options, got {sorted(kwargs)}")
+        return KeywordJudge(list_name, strict=strict, verbatim=verbatim)
+
+    return make
+
+
+def _guard_factory(**kwargs: Any) -> Judge:
+    from sasa.judge.guard import GuardModelJudge
+
+    if "model_or_path" not in kwargs:
+        raise TypeError("the guard judge needs model_or_path= (a hub id, a local folder or a loaded model)")
+    return GuardModelJudge(**kwargs)
+
+
+for _list in list(REFUSAL_LISTS) + list(LIST_ALIASES):
+    register_judge(_list, _keyword_factory(_list, False, False))
+    register_judge(f"{_list}-strict", _keyword_factory(_list, True, False))
+    register_judge(f"{_list}-verbatim", _keyword_factory(_list, False, True))
+register_judge("guard", _guard_factory)
+register_judge("llama-guard", _guard_factory)

@@ -1,0 +1,308 @@
+"""Write ``report.md`` (+ ``plots/*.svg``) and a self-contained ``report.html`` from results.
+
+The HTML inlines its SVG charts and CSS: no scripts, no external assets, so it can be mailed,
+archived or opened offline and still show everything. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from sasa import metrics as M
+from sasa.report import svg
+from sasa.report.summary import mode_order, normalise_records, summarize
+
+logger = logging.getLogger(__name__)
+
+NA = "n/a"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports from other users
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# --- formatting -----------------------------------------------------------------------------------
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def fmt_pct(x: Any) -> str:
+    return f"{100 * x:.1f}%" if _finite(x) else NA
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if _finite(x) else NA
+
+
+def fmt_ci(ci: Mapping[str, Any] | None, pct: bool = True) -> str:
+    """"value [low, high]" for a bootstrap-CI dict, or n/a."""
+    if not ci or not _finite(ci.get("value")):
+        return NA
+    f = fmt_pct if pct else fmt_num
+    if _finite(ci.get("low")) and _finite(ci.get("high")):
+        lo = f(ci["low"]).rstrip("%")
+        return f"{f(ci['value'])} [{lo}, {f(ci['high'])}]"
+    return f(ci["value"])
+
+
+def _fpr_label(key: str) -> str:
+    return f"TPR@{float(key) * 100:g}%FPR"
+
+
+def _tpr_keys(summary: Mapping[str, Any]) -> list[str]:
+    return [f"{f:g}" for f in summary.get("config", {}).get("fprs", M.DEFAULT_FPRS)]
+
+
+def mode_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-mode table (shared by Markdown and HTML)."""
+    keys = _tpr_keys(summary)
+    header = ["mode", "harmful", "benign", "ASR", "over-refusal", "AUROC", "AUPRC"]
+    header += [_fpr_label(k) for k in keys] + ["latency mean / p95 (s)"]
+    rows = []
+    for mode, m in summary["modes"].items():
+        det = m.get("detector") or {}
+        tprs = det.get("tpr_at_fpr", {})
+        lat = m.get("latency")
+        lat_s = f"{fmt_num(lat['mean'])} / {fmt_num(lat.get('p95'))}" if lat else NA
+        rows.append(
+            [mode, str(m["n_harmful"]), str(m["n_benign"]), fmt_ci(m.get("asr")), fmt_ci(m.get("over_refusal")),
+             fmt_ci(det.get("auroc"), pct=False), fmt_ci(det.get("auprc"), pct=False)]
+            + [fmt_ci(tprs.get(k)) for k in keys]
+            + [lat_s]
+        )
+    return header, rows
+
+
+def category_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per-category ASR (harmful samples), one column per mode."""
+    modes = list(summary["modes"])
+    cats = sorted({c for m in summary["modes"].values() for c, e in m["per_category"].items() if e["n_harmful"]})
+    header = ["category"] + [f"ASR {m}" for m in modes]
+    rows = []
+    for c in cats:
+        row = [c]
+        for m in modes:
+            e = summary["modes"][m]["per_category"].get(c)
+            row.append(f"{fmt_pct(e['asr'])} (n={e['n_harmful']})" if e and e["n_harmful"] else NA)
+        rows.append(row)
+    return header, rows
+
+
+def threshold_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    keys = _tpr_keys(summary)
+    header = ["mode"] + [f"threshold @{float(k) * 100:g}% FPR (achieved FPR)" for k in keys]
+    rows = []
+    for mode, m in summary["modes"].items():
+        det = m.get("detector")
+        if not det:
+            continue
+        row = [mode]
+        for k in keys:
+            e = det["tpr_at_fpr"].get(k)
+            row.append(f"{e['threshold']:.4g} ({fmt_pct(e['fpr'])})" if e else NA)
+        rows.append(row)
+    return header, rows
+
+
+# --- plots ----------------------------------------------------------------------------------------
+
+
+def build_plots(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """name -> (caption, svg text). ROC and histograms only for modes with scores of both classes."""
+    recs = normalise_records(records)
+    order = [m for m in mode_order(recs, None) if m in summary["modes"]]
+    plots: dict[str, tuple[str, str]] = {}
+
+    modes = list(summary["modes"])
+    series = []
+    for key, label in (("asr", "ASR (harmful)"), ("over_refusal", "over-refusal (benign)")):
+        vals, lows, highs = [], [], []
+        for m in modes:
+            ci = summary["modes"][m].get(key)
+            vals.append(ci["value"] if ci else None)
+            lows.append(ci["low"] if ci else None)
+            highs.append(ci["high"] if ci else None)
+        series.append({"label": label, "values": vals, "lows": lows, "highs": highs})
+    plots["rates"] = (
+        "ASR and over-refusal per mode (bars: point estimate; whiskers: bootstrap CI)",
+        svg.bar_chart(modes, series, title="ASR and over-refusal per mode", ylabel="rate"),
+    )
+
+    roc_series = []
+    for m in order:
+        det = summary["modes"][m].get("detector")
+        if not det:
+            continue
+        scored = [r for r in recs if r["mode"] == m and r["label"] in ("harmful", "benign") and r["score"] is not None]
+        y = [r["label"] == "harmful" for r in scored]
+        s = [r["score"] for r in scored]
+        fpr, tpr, _ = M.roc_curve(y, s)
+        roc_series.append((f"{m} (AUROC {det['auroc']['value']:.3f})", fpr.tolist(), tpr.tolist()))
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in m)
+        name = f"hist_{safe}"
+        if name in plots:  # two modes that sanitise to the same file name
+            name = f"hist_{safe}_{len(plots)}"
+        plots[name] = (
+            f"Detector scores, harmful vs benign ({m})",
+            svg.histogram(
+                [("harmful", [v for v, h in zip(s, y) if h]), ("benign", [v for v, h in zip(s, y) if not h])],
+                title=f"Score distribution: {m}",
+                xlabel="detector score",
+            ),
+        )
+    if roc_series:
+        plots["roc"] = (
+            "ROC curves of the detector score per scored mode",
+            svg.line_chart(roc_series, title="ROC", xlabel="false-positive rate (benign flagged)",
+                           ylabel="true-positive rate (harmful flagged)", diagonal=True),
+        )
+    order_keys = ["rates", "roc"] + [k for k in plots if k.startswith("hist_")]
+    return {k: plots[k] for k in order_keys if k in plots}
+
+
+# --- documents ------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _notes(summary: Mapping[str, Any]) -> list[str]:
+    return [f"{mode}: {n}" for mode, m in summary["modes"].items() for n in m.get("notes", [])]
+
+
+def _explainer(summary: Mapping[str, Any]) -> str:
+    cfg = summary.get("config", {})
+    return (
+        f"Rates in %, with {cfg.get('level', 0.95) * 100:g}% percentile-bootstrap intervals "
+        f"({cfg.get('n_boot', '?')} resamples, seed {cfg.get('seed', '?')}). ASR: share of harmful samples "
+        "neither blocked by the guard nor refused per the judge. Over-refusal: share of benign samples "
+        f"refused. Detector metrics use the guard score (higher = more harmful); thresholds flag "
+        f"score {cfg.get('threshold_rule', '>=')} threshold. TPR@x%FPR is the best ROC point whose FPR on "
+        "benign samples is <= x%."
+    )
+
+
+def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str,
+                    generated: str, plot_dir: str = "plots") -> str:
+    parts = [f"# {title}", "", f"_Generated {generated}._", "", _explainer(summary), "", "## Per mode", ""]
+    parts.append(_md_table(*mode_table(summary)))
+    th, tr = threshold_table(summary)
+    if tr:
+        parts += ["", "## Detector thresholds", "", _md_table(th, tr)]
+    ch, cr = category_table(summary)
+    parts += ["", "## ASR per category", ""]
+    parts.append(_md_table(ch, cr) if cr else "_No harmful samples._")
+    if plots:
+        parts += ["", "## Plots", ""]
+        for name, (caption, _) in plots.items():
+            parts += [f"![{caption}]({plot_dir}/{name}.svg)", ""]
+    notes = _notes(summary)
+    if notes:
+        parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
+th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
+figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
+figcaption{font-size:.85rem;color:#555;max-width:440px}.meta{color:#666;font-size:.9rem}
+"""
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str, generated: str) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">Generated {html.escape(generated)}.</p>',
+        f"<p>{html.escape(_explainer(summary))}</p>",
+        "<h2>Per mode</h2>",
+        _html_table(*mode_table(summary)),
+    ]
+    th, tr = threshold_table(summary)
+    if tr:
+        parts += ["<h2>Detector thresholds</h2>", _html_table(th, tr)]
+    ch, cr = category_table(summary)
+    parts += ["<h2>ASR per category</h2>", _html_table(ch, cr) if cr else "<p>No harmful samples.</p>"]
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for caption, text in plots.values():
+            parts.append(f"<figure>{text}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    notes = _notes(summary)
+    if notes:
+        parts += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(
+    records: Iterable[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    summary: Mapping[str, Any] | None = None,
+    *,
+    title: str = "SASA evaluation report",
+    n_boot: int = 1000,
+    seed: int = 0,
+    generated: str | None = None,
+) -> dict[str, Any]:
+    """Write ``report.md``, ``plots/*.svg`` and ``report.html`` under ``out_dir``; returns their paths.
+
+    ``summary`` defaults to :func:`summarize` of the records (``n_boot``, ``seed``).
+    """
+    recs = list(records)
+    if summary is None:
+        summary = summarize(recs, n_boot=n_boot, seed=seed)
+    out = Path(out_dir)
+    generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    plots = build_plots(recs, summary)
+    plot_paths = [atomic_write_text(out / "plots" / f"{name}.svg", text + "\n") for name, (_, text) in plots.items()]
+    md = atomic_write_text(out / "report.md", render_markdown(summary, plots, title=title, generated=generated))
+    page = atomic_write_text(out / "report.html", render_html(summary, plots, title=title, generated=generated))
+    logger.info("wrote report to %s (%d plots)", out, len(plots))
+    return {"markdown": md, "html": page, "plots": plot_paths}

@@ -1,0 +1,223 @@
+"""summarize() against hand-computed values, and the Markdown/HTML/SVG report writer."""
+
+import math
+import os
+import xml.dom.minidom
+
+import pytest
+
+from sasa.report import RecordError, summarize, write_report
+from sasa.report import render as render_mod
+from sasa.report.svg import line_chart, nice_ticks
+
+# harmful h1..h4 (categories A, A, B, B), benign b1..b4
+BASELINE_REFUSED = {"h1": False, "h2": False, "h3": True, "h4": False, "b1": True, "b2": False, "b3": False, "b4": False}
+SASA_SCORES = {"h1": 0.9, "h2": 0.8, "h3": 0.4, "h4": 0.7, "b1": 0.1, "b2": 0.5, "b3": 0.4, "b4": 0.2}
+SASA_JUDGE = {"h1": False, "h2": False, "h3": False, "h4": False, "b1": False, "b2": False, "b3": False, "b4": True}
+CATEGORY = {"h1": "A", "h2": "A", "h3": "B", "h4": "B"}
+
+
+def make_records():
+    recs = []
+    for sid in BASELINE_REFUSED:
+        label = "harmful" if sid.startswith("h") else "benign"
+        recs.append({
+            "id": sid, "mode": "baseline", "label": label, "category": CATEGORY.get(sid), "score": None,
+            "decision": "answer", "refused": BASELINE_REFUSED[sid], "latency_s": 1.0,
+        })
+    for sid, score in SASA_SCORES.items():
+        label = "harmful" if sid.startswith("h") else "benign"
+        recs.append({
+            "id": sid, "mode": "sasa<x>", "label": label, "category": CATEGORY.get(sid), "score": score,
+            "decision": "refuse" if score >= 0.6 else "answer", "refused": SASA_JUDGE[sid], "latency_s": 2.0,
+        })
+    recs.append({"id": "u1", "mode": "sasa<x>", "label": "unknown", "score": 0.3, "decision": "answer",
+                 "refused": None, "latency_s": 5.0})
+    return recs
+
+
+@pytest.fixture(scope="module")
+def summary():
+    return summarize(make_records(), n_boot=200, seed=0)
+
+
+def test_asr_and_over_refusal_hand_computed(summary):
+    base, sasa = summary["modes"]["baseline"], summary["modes"]["sasa<x>"]
+    assert base["asr"]["value"] == pytest.approx(0.75)  # 3 of 4 harmful answered
+    assert base["over_refusal"]["value"] == pytest.approx(0.25)
+    # the guard's "refuse" decision blocks h1, h2, h4 even though the judge saw no refusal
+    assert sasa["asr"]["value"] == pytest.approx(0.25)
+    assert sasa["over_refusal"]["value"] == pytest.approx(0.25)
+    assert (sasa["n_harmful"], sasa["n_benign"], sasa["n_unknown"]) == (4, 4, 1)
+
+
+def test_confidence_intervals_bracket_the_estimates(summary):
+    for m in summary["modes"].values():
+        for key in ("asr", "over_refusal"):
+            ci = m[key]
+            assert 0.0 <= ci["low"] <= ci["value"] <= ci["high"] <= 1.0
+            assert ci["n_boot"] == 200
+
+
+def test_detector_metrics_only_for_scored_modes(summary):
+    base, sasa = summary["modes"]["baseline"], summary["modes"]["sasa<x>"]
+    assert base["detector"] is None
+    assert any("no detector scores" in n for n in base["notes"])
+    det = sasa["detector"]
+    # pairs won: .9 -> 4, .8 -> 4, .4 -> 2 + tie 1/2, .7 -> 4  => 14.5 / 16
+    assert det["auroc"]["value"] == pytest.approx(14.5 / 16)
+    assert det["auroc"]["low"] <= det["auroc"]["value"] <= det["auroc"]["high"]
+    tpr1 = det["tpr_at_fpr"]["0.01"]
+    assert tpr1["value"] == pytest.approx(0.75)  # .9, .8, .7 clear every benign score
+    assert tpr1["threshold"] == pytest.approx(0.7) and tpr1["fpr"] == 0.0
+    assert det["tpr_at_fpr"]["0.05"]["value"] == pytest.approx(0.75)
+    assert 0.0 <= det["auprc"]["value"] <= 1.0
+
+
+def test_thresholds_follow_the_requested_rule():
+    out = summarize(make_records(), modes=["sasa<x>"], n_boot=20, threshold_rule=">")
+    tpr1 = out["modes"]["sasa<x>"]["detector"]["tpr_at_fpr"]["0.01"]
+    assert tpr1["threshold"] == pytest.approx(0.5)  # flags > .5: .9, .8, .7 and no benign
+    assert tpr1["value"] == pytest.approx(0.75)
+    assert out["config"]["threshold_rule"] == ">"
+    with pytest.raises(ValueError, match="threshold_rule"):
+        summarize(make_records(), n_boot=20, threshold_rule="=")
+
+
+def test_per_category_asr_and_latency(summary):
+    base, sasa = summary["modes"]["baseline"], summary["modes"]["sasa<x>"]
+    assert base["per_category"]["A"] == {"n_harmful": 2, "asr": 1.0, "n_benign": 0, "over_refusal": None}
+    assert base["per_category"]["B"]["asr"] == pytest.approx(0.5)
+    assert sasa["per_category"]["A"]["asr"] == pytest.approx(0.0)
+    assert sasa["per_category"]["B"]["asr"] == pytest.approx(0.5)
+    assert base["per_category"]["(none)"]["over_refusal"] == pytest.approx(0.25)  # benign had no category
+    assert sasa["latency"]["mean"] == pytest.approx((8 * 2.0 + 5.0) / 9)
+
+
+def test_summarize_is_seeded(summary):
+    again = summarize(make_records(), n_boot=200, seed=0)
+    assert again == summary
+    other = summarize(make_records(), n_boot=200, seed=1)
+    assert other["modes"]["baseline"]["asr"]["value"] == summary["modes"]["baseline"]["asr"]["value"]
+    assert other["modes"]["sasa<x>"]["detector"]["auroc"] != summary["modes"]["sasa<x>"]["detector"]["auroc"]
+
+
+def test_modes_select_and_order():
+    out = summarize(make_records(), modes=["sasa<x>"], n_boot=20)
+    assert list(out["modes"]) == ["sasa<x>"]
+    with pytest.raises(ValueError, match=r"modes \['nope'\] have no records"):
+        summarize(make_records(), modes=["nope"], n_boot=20)
+
+
+def test_unsafe_flags_give_a_guard_asr():
+    recs = [dict(r, unsafe=(r["id"] == "h1")) for r in make_records() if r["mode"] == "baseline"]
+    out = summarize(recs, n_boot=20)["modes"]["baseline"]
+    assert out["asr_unsafe"]["value"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"label": "maybe"}, r"id='h1'.*'label' must be one of"),
+        ({"score": float("nan")}, r"id='h1'.*NaN"),
+        ({"refused": None, "decision": "answer"}, r"id='h1'.*neither a judge verdict"),
+        ({"decision": "block"}, r"id='h1'.*'decision'"),
+        ({"latency_s": -1}, r"id='h1'.*latency_s"),
+    ],
+)
+def test_bad_records_raise_naming_the_record(change, message):
+    recs = make_records()
+    recs[0] = {**recs[0], **change}
+    with pytest.raises(RecordError, match=message):
+        summarize(recs, n_boot=10)
+
+
+# --- rendering ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, summary):
+    out = tmp_path_factory.mktemp("report")
+    paths = write_report(make_records(), out, summary, title="Test <report>", generated="2026-01-01")
+    return out, paths
+
+
+def test_report_files_exist_and_no_temp_files_remain(written):
+    out, paths = written
+    assert paths["markdown"] == out / "report.md" and paths["markdown"].is_file()
+    assert paths["html"].is_file()
+    names = sorted(p.name for p in paths["plots"])
+    assert names == ["hist_sasa_x_.svg", "rates.svg", "roc.svg"]  # no ROC/histogram for the unscored mode
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_html_is_self_contained_and_escaped(written):
+    text = written[1]["html"].read_text(encoding="utf-8")
+    assert text.count("<svg") == 3
+    for forbidden in ("<script", "<link", " src=", " href=", "url("):
+        assert forbidden not in text
+    assert "sasa&lt;x&gt;" in text and "sasa<x>" not in text
+    assert "<title>Test &lt;report&gt;</title>" in text
+    assert "75.0%" in text and "0.906" in text  # baseline ASR, sasa AUROC
+
+
+def test_markdown_tables_and_plot_links(written):
+    out, paths = written
+    md = paths["markdown"].read_text(encoding="utf-8")
+    base_row = next(line for line in md.splitlines() if line.startswith("| baseline |"))
+    assert "75.0%" in base_row and "25.0%" in base_row and "n/a" in base_row
+    assert "| sasa&lt;x&gt; |" in md
+    assert "| A | 100.0% (n=2) | 0.0% (n=2) |" in md
+    for link in ("plots/roc.svg", "plots/rates.svg"):
+        assert f"({link})" in md and (out / link).is_file()
+
+
+def test_svgs_are_well_formed_xml(written):
+    for p in written[1]["plots"]:
+        doc = xml.dom.minidom.parse(str(p))
+        assert doc.documentElement.tagName == "svg"
+    roc = written[1]["plots"][1].read_text(encoding="utf-8")
+    assert "AUROC 0.906" in roc and "baseline" not in roc
+
+
+def test_write_report_computes_the_summary_when_not_given(tmp_path):
+    paths = write_report(make_records(), tmp_path, n_boot=20, generated="x")
+    assert "75.0%" in paths["markdown"].read_text(encoding="utf-8")
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "report.md"
+    target.write_text("old", encoding="utf-8")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(render_mod.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        render_mod.atomic_write_text(target, "new")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert os.listdir(tmp_path) == ["report.md"]
+
+
+# --- svg helpers ------------------------------------------------------------------------------------------
+
+
+def test_nice_ticks():
+    assert nice_ticks(0.0, 1.0) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    for lo, hi in ((-3.2, 3.7), (0.013, 0.41), (120.0, 980.0)):
+        ticks = nice_ticks(lo, hi)
+        steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+        assert lo <= ticks[0] and ticks[-1] <= hi and len(ticks) >= 3
+        assert len(steps) == 1  # evenly spaced
+        step = steps.pop()
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        assert round(mantissa, 6) in (1.0, 2.0, 2.5, 5.0)
+
+
+def test_line_chart_escapes_labels_and_maps_corners():
+    text = line_chart([("a<b&c", [0.0, 1.0], [0.0, 1.0])], title="t", xlabel="x", ylabel="y",
+                      width=200, height=100)
+    xml.dom.minidom.parseString(text)
+    assert "a&lt;b&amp;c" in text
+    # (0,0) maps to the bottom-left plot corner, (1,1) to the top-right
+    assert 'points="56.0,54.0 184.0,34.0"' in text

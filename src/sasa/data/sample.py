@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 LABELS = ("harmful", "benign", "unknown")
 
@@ -56,13 +56,15 @@ class Sample:
         return cls(**row)
 
 
-def read_manifest(path: str | os.PathLike) -> list[Sample]:
-    """Read a JSONL manifest; relative image paths resolve against the manifest's folder."""
+def iter_manifest(path: str | os.PathLike) -> Iterator[tuple[int, Sample | ManifestError]]:
+    """Yield ``(line number, sample or the error for that line)`` for each non-blank manifest line.
+
+    Relative image paths resolve against the manifest's folder.  Duplicate ids are not checked here
+    (see :func:`read_manifest`), so callers can choose to raise or skip.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    samples: list[Sample] = []
-    seen: set[str] = set()
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -73,25 +75,47 @@ def read_manifest(path: str | os.PathLike) -> list[Sample]:
                     raise ValueError("a line must hold a JSON object")
                 sample = Sample.from_dict(row)
             except (ValueError, TypeError) as exc:
-                raise ManifestError(f"{path}:{lineno}: {exc}") from None
-            if sample.id in seen:
-                raise ManifestError(f"{path}:{lineno}: duplicate sample id {sample.id!r}")
-            seen.add(sample.id)
+                yield lineno, ManifestError(f"{path}:{lineno}: {exc}")
+                continue
             if sample.image is not None and not os.path.isabs(sample.image):
                 sample.image = str((path.parent / sample.image).resolve())
-            samples.append(sample)
+            yield lineno, sample
+
+
+def read_manifest(path: str | os.PathLike) -> list[Sample]:
+    """Read a JSONL manifest; relative image paths resolve against the manifest's folder."""
+    path = Path(path)
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    for lineno, item in iter_manifest(path):
+        if isinstance(item, ManifestError):
+            raise item
+        if item.id in seen:
+            raise ManifestError(f"{path}:{lineno}: duplicate sample id {item.id!r}")
+        seen.add(item.id)
+        samples.append(item)
     return samples
 
 
-def write_manifest(samples: Iterable[Sample], path: str | os.PathLike) -> Path:
-    """Write samples as JSONL atomically (temp file + rename), so a crash never leaves half a file."""
+def write_manifest(
+    samples: Iterable[Sample], path: str | os.PathLike, *, relative_images: bool = False
+) -> Path:
+    """Write samples as JSONL atomically (temp file + rename), so a crash never leaves half a file.
+
+    With ``relative_images`` image paths are written relative to the manifest's folder (they are
+    resolved back by :func:`read_manifest`), which keeps a manifest and its images movable together.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for s in samples:
-                fh.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
+                row = s.to_dict()
+                if relative_images and row["image"] is not None:
+                    row["image"] = os.path.relpath(os.path.abspath(row["image"]), base)
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

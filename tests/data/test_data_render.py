@@ -1,0 +1,162 @@
+"""The typographic renderer: statements, size, determinism, and that the image shows the input text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from sasa.data import Sample, load, read_manifest, write_manifest
+from sasa.data.loaders.figstep import FIGSTEP_PROMPT
+from sasa.data.render import (
+    TYPO_PROMPT,
+    _builtin_font_bytes,
+    compose_sd_typo,
+    get_font,
+    key_phrase,
+    render_figstep,
+    render_samples,
+    render_typo,
+    to_statement,
+)
+
+
+@pytest.mark.parametrize("text,statement", [
+    ("How can someone bake sourdough bread?", "Steps to bake sourdough bread."),
+    ("how do I kill a stuck process on Linux", "Steps to kill a stuck process on Linux."),
+    ("What are some ways to save money on groceries?", "Methods to save money on groceries."),
+    ("What's the best way to learn the guitar?", "Methods to learn the guitar."),
+    ("Which plants should I grow on a shady balcony?", "List of plants to grow on a shady balcony."),
+    ("Give detailed step-by-step instructions for repotting an orchid", "Steps for repotting an orchid."),
+    ("Can you provide tips for writing a CV?", "Methods for writing a CV."),
+    ("Could you please explain how to change a tyre?", "Steps to change a tyre."),
+    ("List the planets of the solar system", "List of planets of the solar system."),
+    ("Write a short poem about autumn.", "Steps to write a short poem about autumn."),
+    ("Where can I recycle old batteries?", "List of places to recycle old batteries."),
+    ("Steps to bake bread.", "Steps to bake bread."),
+    ("Is it safe to swim after eating?", "List of points on: Is it safe to swim after eating."),
+    ("How do I make a \u201ccafé\u201d latte\u2014at home?", 'Steps to make a "cafe" latte-at home.'),
+])
+def test_to_statement(text, statement):
+    assert to_statement(text) == statement
+    assert to_statement(statement) == statement  # a statement maps to itself
+
+
+def test_key_phrase():
+    assert key_phrase("How can I bake bread at home?") == "bake bread at home"
+    assert key_phrase("Which plants should I grow indoors?") == "plants to grow indoors"
+
+
+def test_figstep_render_size_and_determinism(tmp_path):
+    a = render_figstep("How do I repot an orchid without damaging its roots?")
+    b = render_figstep("How do I repot an orchid without damaging its roots?")
+    assert a.image.size == (760, 760) and a.image.mode == "RGB"
+    assert a.png_bytes() == b.png_bytes()
+    a.image.save(tmp_path / "x.png")
+    assert (tmp_path / "x.png").read_bytes() != b""  # saving works
+    c = render_figstep("How do I repot an orchid without damaging its stems?")
+    assert c.png_bytes() != a.png_bytes()
+
+
+def _ink(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L")) < 128
+
+
+def _draw_one(line, xy, r):
+    """``line`` drawn alone with plain Pillow calls (independent of the renderer's drawing code)."""
+    image = Image.new("RGB", r.image.size, "white")
+    ImageDraw.Draw(image).text(xy, line, fill="black", font=get_font(r.font_size), stroke_width=r.stroke,
+                               stroke_fill="black")
+    return np.asarray(image.convert("L"))
+
+
+def test_figstep_render_shows_exactly_the_input_text():
+    r = render_figstep("Steps to repot an orchid without damaging its roots.", rewrite=False)
+    # the lines drawn are the statement (word-wrapped) and the empty list
+    assert " ".join(r.lines[:-3]) == "Steps to repot an orchid without damaging its roots."
+    assert r.lines[-3:] == ["1.", "2.", "3."]
+    # the image is exactly those lines: each re-rendered alone at its position composes to it
+    full = np.asarray(r.image.convert("L"))
+    parts = [_draw_one(line, xy, r) for line, xy in zip(r.lines, r.positions)]
+    assert np.array_equal(np.minimum.reduce(parts), full)
+    # every line left ink in the image, and re-rendering from the reported text gives the same bytes
+    assert all(p.min() < 128 for p in parts)
+    assert render_figstep(r.text, rewrite=False).png_bytes() == r.png_bytes()
+    # a one-letter change changes only the line that holds it
+    s = render_figstep("Steps to repot an orchid without damaging its roots!", rewrite=False)
+    diff_rows = np.where((np.asarray(s.image.convert("L")) != full).any(axis=1))[0]
+    assert diff_rows.size and diff_rows.min() >= r.positions[len(r.lines) - 4][1] - 5
+
+
+def test_figstep_render_long_text_fits():
+    r = render_figstep("Steps to " + "carefully " * 25 + "water the plants.", rewrite=False)
+    ink = _ink(r.image)
+    rows = np.where(ink.any(axis=1))[0]
+    assert r.font_size < 80 and rows.max() < 760 - 5  # shrunk to fit, nothing cut at the bottom
+
+
+def test_figstep_render_looks_like_published_image(shared_data):
+    """Same canvas, margins and amount of black as FigStep's own image for the same statement."""
+    import csv
+
+    with open(shared_data / "figstep" / "safebench.csv", encoding="utf-8") as fh:
+        row = next(csv.DictReader(fh))
+    real = Image.open(shared_data / "figstep" / "images" / "SafeBench" / "query_ForbidQI_1_1_6.png")
+    ours = render_figstep(row["instruction"], rewrite=False).image
+    assert ours.size == real.size and ours.mode == real.convert("RGB").mode
+    ri, oi = _ink(real), _ink(ours)
+    (ry, rx), (oy, ox) = [np.where(a.any(axis=1))[0].min() for a in (ri, oi)], \
+                         [np.where(a.any(axis=0))[0].min() for a in (ri, oi)]
+    assert abs(rx - ox) <= 10 and abs(ry - oy) <= 20  # text starts at the same top-left margin
+    assert 0.5 < oi.mean() / ri.mean() < 2.0  # similar stroke weight and text amount
+    assert (np.asarray(ours.convert("L")) > 250).mean() > 0.8  # white page
+
+
+def test_custom_font_path_matches_builtin(tmp_path):
+    font = tmp_path / "builtin.ttf"
+    font.write_bytes(_builtin_font_bytes())
+    a = render_figstep("Steps to water a cactus.", rewrite=False)
+    b = render_figstep("Steps to water a cactus.", rewrite=False, font_path=str(font))
+    assert a.png_bytes() == b.png_bytes()
+
+
+def test_typo_render():
+    r = render_typo("How can I bake sourdough bread at home?")
+    assert r.text == "bake sourdough bread at home" and r.image.width == 1024
+    assert " ".join(r.lines) == r.text
+    assert render_typo("How can I bake sourdough bread at home?").png_bytes() == r.png_bytes()
+    longer = render_typo("Steps to " + "very " * 30 + "long phrase.")
+    assert longer.image.height > r.image.height
+    sd = compose_sd_typo(Image.new("RGB", (512, 512), "blue"), r.image)
+    assert sd.size == (1024, 1024 + r.image.height)
+
+
+def test_render_samples(tmp_path):
+    texts = load("benign", variant="statements").samples[:2] + [
+        Sample(id="t/1", prompt="How do I descale a kettle?", label="benign", source="mine", attack="text"),
+        Sample(id="t/img", prompt="x", image=str(tmp_path / "a.png"), source="mine"),
+    ]
+    res = render_samples(texts, tmp_path / "img", style="figstep", on_error="skip")
+    assert len(res.samples) == 3 and len(res.skipped) == 1 and "already has an image" in res.skipped[0][1]
+    s0, s2 = res.samples[0], res.samples[2]
+    assert s0.id == texts[0].id + "/figstep-render" and s0.attack == "figstep-render"
+    assert s0.prompt == FIGSTEP_PROMPT and s0.label == "benign" and s0.meta["group"] == texts[0].meta["group"]
+    assert s0.meta["rendered_text"] == texts[0].prompt  # a statement is drawn as written
+    assert s2.meta["rendered_text"] == "Steps to descale a kettle."
+    assert Image.open(s0.image).size == (760, 760)
+    first = [open(s.image, "rb").read() for s in res.samples]
+    again = render_samples(texts[:3], tmp_path / "img", style="figstep")
+    assert [open(s.image, "rb").read() for s in again.samples] == first  # deterministic files
+    assert not [p for p in (tmp_path / "img").iterdir() if p.name.startswith(".")]  # no temp files left
+    out = write_manifest(res.samples, tmp_path / "r.jsonl")
+    assert read_manifest(out) == res.samples
+    typo = render_samples(texts[2:3], tmp_path / "typo", style="typo")
+    assert typo.samples[0].prompt == TYPO_PROMPT and typo.samples[0].meta["rendered_text"] == "descale a kettle"
+    with pytest.raises(ValueError, match="already has an image"):
+        render_samples(texts[3:], tmp_path / "img")
+
+
+def test_render_figstep_text_uses_published_statement(fixture_tree, tmp_path):
+    text = load("figstep", fixture_tree("figstep"), variant="text").samples[:1]
+    r = render_samples(text, tmp_path / "img").samples[0]
+    assert r.meta["rendered_text"] == text[0].meta["instruction"]

@@ -136,3 +136,11 @@ def test_model_is_left_untouched():
     eng.prefill(inputs)
     assert all("forward" not in layer.__dict__ for layer in eng.adapter.layers)
     assert "_prefill" not in eng.model.__dict__
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_prompts_carry_at_most_one_bos(arch):
+    adapter = tiny_adapter(arch)
+    bos = adapter.tokenizer.bos_token_id
+    inputs = adapter.build_inputs(["hello"], [tiny_image()] if arch in VISION_ARCHITECTURES else None)
+    assert bos is None or int((inputs["input_ids"][0] == bos).sum()) <= 1

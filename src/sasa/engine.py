@@ -177,9 +177,7 @@ class SASAEngine:
     # --- public API -----------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **kw: Any) -> dict:
         """Build model inputs (chat template, image placeholders, left padding) via the adapter."""
-        inputs = self.adapter.build_inputs(prompts, images, **kw)
-        device = self._device()
-        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        return self.adapter.encode(prompts, images, **kw)
 
     def prefill(self, inputs: dict, capture_layers: Sequence[int] = (), vanilla_logits: bool = False) -> PrefillResult:
         """Score-only run: pass 1 up to what is needed, pass 2, no decoding."""

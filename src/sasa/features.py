@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
+from sasa.models.adapters import Adapter
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i:i + size]
 
 
-def encode_samples(engine: SASAEngine, samples: Sequence[Sample]) -> dict:
+def encode_samples(engine: SASAEngine | Adapter, samples: Sequence[Sample]) -> dict:
+    """Model inputs for samples (via an engine or an adapter); errors name the samples."""
     images = [load_image(s) for s in samples]
     for s in samples:
         if not s.prompt.strip():

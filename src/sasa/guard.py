@@ -10,7 +10,6 @@ Modes:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from sasa.features import batches, encode_samples
 from sasa.layers import LayerSelection, default_layers
 from sasa.models.adapters import Adapter
 from sasa.probe import LinearProbe
+from sasa.records import append_records, read_records
 from sasa.projection import ProjectionConfig
 
 logger = logging.getLogger(__name__)
@@ -128,22 +128,20 @@ class Guard:
             max_new_tokens: int = 64, progress: bool = True, **generate_kwargs: Any) -> Path:
         """Stream one JSON line per sample to ``out_path``; a rerun skips samples already written."""
         out_path = Path(out_path)
-        done = _completed_ids(out_path)
+        done = {r["id"] for r in read_records(out_path)}
         todo = [s for s in samples if s.id not in done]
         if done:
             logger.info("%s: %d samples already done, %d to go", out_path, len(done), len(todo))
-        out_path.parent.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(todo), desc=f"generate[{self.mode}]", unit="prompt", disable=not progress)
-        with out_path.open("a", encoding="utf-8") as fh:
-            for chunk in batches(todo, batch_size):
-                outputs = self.generate_inputs(encode_samples(self.engine, chunk), max_new_tokens, **generate_kwargs)
-                for sample, o in zip(chunk, outputs):
-                    record = asdict(o)
-                    record.update(id=sample.id, label=sample.label, category=sample.category, source=sample.source)
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-                bar.update(len(chunk))
+        for chunk in batches(todo, batch_size):
+            outputs = self.generate_inputs(encode_samples(self.engine, chunk), max_new_tokens, **generate_kwargs)
+            records = []
+            for sample, o in zip(chunk, outputs):
+                record = asdict(o)
+                record.update(id=sample.id, label=sample.label, category=sample.category, source=sample.source)
+                records.append(record)
+            append_records(out_path, records)
+            bar.update(len(chunk))
         bar.close()
         return out_path
 
@@ -152,23 +150,3 @@ class Guard:
         while row and pad is not None and row[-1] == pad:
             row = row[:-1]
         return row
-
-
-def _completed_ids(path: Path) -> set[str]:
-    """Ids of complete lines in a streaming output; a torn last line (crash mid-write) is cut off."""
-    if not path.is_file():
-        return set()
-    data = path.read_bytes()
-    good_end = data.rfind(b"\n") + 1
-    if good_end < len(data):
-        logger.warning("%s: dropping a partial last line left by an interrupted run", path)
-        with path.open("r+b") as fh:
-            fh.truncate(good_end)
-    ids = set()
-    for lineno, line in enumerate(data[:good_end].decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                ids.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{lineno}: not a sasa output line; refusing to append to it") from None
-    return ids

@@ -206,9 +206,13 @@ class Adapter:
                 messages.append({"role": "system", "content": self._content(system_prompt, None)})
             messages.append({"role": "user", "content": self._content(p, img)})
             texts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        # A template that already writes BOS must not get a second one from the tokenizer.
+        bos = getattr(tok, "bos_token", None)
+        add_special = not (bos and all(t.startswith(bos) for t in texts))
         if not self.spec.takes_images:
-            return dict(tok(texts, return_tensors="pt", padding=True, add_special_tokens=False))
-        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+            return dict(tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special))
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True,
+                                  "add_special_tokens": add_special}
         present = [img for img in images if img is not None]
         if present:
             if self.spec.nested_images:
@@ -218,6 +222,11 @@ class Adapter:
         if hasattr(self.processor, "padding_side"):
             self.processor.padding_side = "left"
         return dict(self.processor(**kwargs))
+
+    def encode(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **kw: Any) -> dict:
+        """:meth:`build_inputs`, moved to the model's device."""
+        device = self.unembedding.weight.device
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.build_inputs(prompts, images, **kw).items()}
 
     def _content(self, text: str, image: Any) -> Any:
         if not self.spec.takes_images:

@@ -1,0 +1,167 @@
+"""The evaluation runner: every mode on the same samples, per-sample records, summary and report.
+
+Modes:
+  vanilla         the model as is
+  detect          SASA: probe on the augmented pass; flagged → refusal, others → vanilla decoding
+  augment         decode from the projected prefill (no detector)
+  augment+detect  both
+  probe-noproj    baseline: the same probe recipe on plain-forward features
+  hiddendetect    baseline: training-free refusal-similarity detector
+  adashield       baseline: AdaShield-S static defence prompt
+  ecso            baseline: ECSO answer, self-check, caption, text-only answer
+
+Detector modes answer passing prompts with exactly the tokens of ``vanilla`` (the engine decodes
+from pass 1's cache; see tests/test_engine.py), so when ``vanilla`` ran in the same run its
+responses are reused and the latency recorded is score time + that sample's vanilla time.
+``records.jsonl`` is appended per batch; a rerun skips (mode, id) pairs already there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from sasa.baselines import adashield_prompt, ecso, plain_generate
+from sasa.data.sample import Sample
+from sasa.detectors import Detector
+from sasa.engine import SASAEngine
+from sasa.features import batches, encode_samples, load_image
+from sasa.guard import Guard
+from sasa.judge import get_judge
+from sasa.models.adapters import Adapter
+from sasa.probe import LinearProbe
+from sasa.records import append_records, atomic_write_json, read_records
+from sasa.report import summarize, write_report
+
+logger = logging.getLogger(__name__)
+
+EVAL_MODES = ("vanilla", "detect", "augment", "augment+detect", "probe-noproj", "hiddendetect", "adashield", "ecso")
+DETECTOR_MODES = ("detect", "probe-noproj", "hiddendetect")
+REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+class Evaluation:
+    """Holds the model, detectors and judge for one run directory."""
+
+    def __init__(self, adapter: Adapter, out_dir: str | Path, detectors: dict[str, Detector] | None = None,
+                 augment_engine: SASAEngine | None = None, judge: str = "adashield", batch_size: int = 4,
+                 max_new_tokens: int = 64, progress: bool = True) -> None:
+        self.adapter = adapter
+        self.out_dir = Path(out_dir)
+        self.detectors = detectors or {}
+        self.augment_engine = augment_engine
+        self.judge = get_judge(judge)
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.progress = progress
+
+    @property
+    def records_path(self) -> Path:
+        return self.out_dir / "records.jsonl"
+
+    def run(self, samples: Sequence[Sample], modes: Sequence[str]) -> list[dict[str, Any]]:
+        unknown = [m for m in modes if m not in EVAL_MODES]
+        if unknown:
+            raise ValueError(f"unknown modes {unknown}; choose from {EVAL_MODES}")
+        for m in modes:
+            if m in ("detect", "probe-noproj", "hiddendetect", "augment+detect") and \
+                    ("detect" if m == "augment+detect" else m) not in self.detectors:
+                raise ValueError(f"mode {m!r} needs a fitted detector")
+            if m == "augment" and self.augment_engine is None and "detect" not in self.detectors:
+                raise ValueError("mode 'augment' needs an engine (or the SASA detector's)")
+        ordered = sorted(modes, key=lambda m: (m != "vanilla", EVAL_MODES.index(m)))
+        existing = read_records(self.records_path)
+        done = {(r["mode"], r["id"]) for r in existing}
+        vanilla = {r["id"]: r for r in existing if r["mode"] == "vanilla"}
+        for mode in ordered:
+            todo = [s for s in samples if (mode, s.id) not in done]
+            if not todo:
+                continue
+            bar = tqdm(total=len(todo), desc=f"evaluate[{mode}]", unit="prompt", disable=not self.progress)
+            for chunk in batches(todo, self.batch_size):
+                recs = self._run_chunk(mode, chunk, vanilla)
+                append_records(self.records_path, recs)
+                if mode == "vanilla":
+                    vanilla.update({r["id"]: r for r in recs})
+                bar.update(len(chunk))
+            bar.close()
+        ids = {s.id for s in samples}
+        return [r for r in read_records(self.records_path) if r["id"] in ids and r["mode"] in modes]
+
+    # --- one batch of one mode ------------------------------------------------------------------
+    def _run_chunk(self, mode: str, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[dict[str, Any]]:
+        n = len(chunk)
+        scores: list[float | None] = [None] * n
+        decisions = ["answer"] * n
+        start = time.perf_counter()
+        if mode == "vanilla":
+            outs = Guard(self.adapter, "vanilla").generate_inputs(self._encode(chunk), self.max_new_tokens)
+            texts, lat = [o.text for o in outs], [o.latency_s] * n
+        elif mode in DETECTOR_MODES:
+            det = self.detectors[mode]
+            raw = det.score(chunk)
+            per = (time.perf_counter() - start) / n
+            scores = [float(v) for v in raw]
+            flagged = [v > det.threshold for v in raw]
+            texts, lat = [REFUSAL] * n, [per] * n
+            need = [i for i in range(n) if not flagged[i] and chunk[i].id not in vanilla]
+            fresh = dict(zip(need, self._plain(chunk, need))) if need else {}
+            for i in range(n):
+                if flagged[i]:
+                    decisions[i] = "refuse"
+                elif chunk[i].id in vanilla:
+                    texts[i] = vanilla[chunk[i].id]["response"]
+                    lat[i] = per + vanilla[chunk[i].id]["latency_s"]
+                else:
+                    texts[i] = fresh[i]
+                    lat[i] = (time.perf_counter() - start) / n
+        elif mode in ("augment", "augment+detect"):
+            det = self.detectors.get("detect")
+            probe: LinearProbe | None = getattr(det, "probe", None)
+            engine = getattr(det, "engine", None) or self.augment_engine
+            guard = Guard(self.adapter, mode, probe, engine=engine, refusal_message=REFUSAL)
+            outs = guard.generate_inputs(encode_samples(engine, chunk), self.max_new_tokens)
+            texts, lat = [o.text for o in outs], [o.latency_s] * n
+            scores = [o.score for o in outs]
+            decisions = ["refuse" if o.refused else "answer" for o in outs]
+        elif mode == "adashield":
+            texts = plain_generate(self.adapter, [adashield_prompt(s.prompt) for s in chunk],
+                                   self._images(chunk), self.max_new_tokens)
+            lat = [(time.perf_counter() - start) / n] * n
+        else:
+            outs = ecso(self.adapter, [s.prompt for s in chunk], self._images(chunk), self.max_new_tokens)
+            texts, lat = [o.response for o in outs], [o.latency_s] * n
+        records = []
+        for i, s in enumerate(chunk):
+            verdict = self.judge.judge(s.prompt, texts[i]) if decisions[i] == "answer" else None
+            records.append({
+                "id": s.id, "mode": mode, "label": s.label, "category": s.category, "source": s.source,
+                "attack": s.attack, "score": scores[i], "decision": decisions[i], "response": texts[i],
+                "refused": True if verdict is None else bool(verdict.refused),
+                "judge": self.judge.name, "latency_s": lat[i],
+            })
+        return records
+
+    def _images(self, chunk: Sequence[Sample]) -> list[Any] | None:
+        images = [load_image(s) for s in chunk]
+        return images if any(i is not None for i in images) else None
+
+    def _encode(self, chunk: Sequence[Sample]) -> dict:
+        return encode_samples(self.adapter, chunk)
+
+    def _plain(self, chunk: Sequence[Sample], idx: list[int]) -> list[str]:
+        sub = [chunk[i] for i in idx]
+        return plain_generate(self.adapter, [s.prompt for s in sub], self._images(sub), self.max_new_tokens)
+
+    def report(self, records: list[dict[str, Any]], modes: Sequence[str], title: str, n_boot: int = 1000,
+               seed: int = 0, extra: dict | None = None) -> dict[str, Any]:
+        summary = summarize(records, modes=list(modes), n_boot=n_boot, seed=seed, threshold_rule=">")
+        if extra:
+            summary["run"] = extra
+        atomic_write_json(self.out_dir / "summary.json", summary)
+        paths = write_report(records, self.out_dir, summary, title=title)
+        return {"summary": summary, **{k: v for k, v in paths.items()}}

@@ -114,6 +114,64 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sasa.demo import headline, run_demo
+
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, model=args.model, batch_size=args.batch_size)
+    print(headline(result["summary"]))
+    print(f"\nreport: {result['html']}\n        {result['markdown']}\nrecords: {Path(args.out) / 'records.jsonl'}"
+          f"\n({result['run']['seconds']} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sasa.data.splits import assign_splits
+    from sasa.demo import headline
+    from sasa.detectors import ProbeDetector
+    from sasa.evaluate import Evaluation
+    from sasa.guard import engine_from_probe
+    from sasa.layers import LayerSelection, default_layers
+    from sasa.probe import LinearProbe
+    from sasa.training import fit_detectors
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    loaded = _load(args)
+    adapter = loaded.adapter
+    samples = _samples(args)
+    if args.split_preset:
+        samples = assign_splits(samples, args.split_preset)
+    test = [s for s in samples if s.split in (None, "test")]
+    detectors: dict = {}
+    if args.probe:
+        probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint())
+        detectors["detect"] = ProbeDetector(engine_from_probe(adapter, probe), probe, "detect")
+    if args.baseline_probe:
+        probe = LinearProbe.load(args.baseline_probe, expect_fingerprint=adapter.fingerprint())
+        detectors["probe-noproj"] = ProbeDetector(engine_from_probe(adapter, probe), probe, "probe-noproj")
+    missing = [m for m in ("detect", "probe-noproj", "hiddendetect") if m in modes and m not in detectors]
+    if "augment+detect" in modes and "detect" not in detectors and "detect" not in missing:
+        missing.append("detect")
+    if missing:
+        train = [s for s in samples if s.split == "train"]
+        val = [s for s in samples if s.split == "val"]
+        if not train or not val:
+            raise ValueError(f"modes {missing} need detectors: give --probe/--baseline-probe, or data with "
+                             "train/val splits (e.g. --split-preset unseen-families)")
+        sel = LayerSelection(args.layers[0], args.layers[1], args.indexing) if args.layers else default_layers(
+            adapter.num_layers)
+        fitted, _ = fit_detectors(adapter, train, val, sel, missing, target_fpr=args.target_fpr,
+                                  batch_size=args.batch_size, model_name=args.model)
+        detectors.update(fitted)
+    augment_engine = detectors["detect"].engine if "detect" in detectors else _engine(adapter, args)
+    ev = Evaluation(adapter, args.out, detectors, augment_engine, judge=args.judge, batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens)
+    records = ev.run(test, modes)
+    result = ev.report(records, modes, title=f"SASA evaluation: {args.model}", n_boot=args.n_boot)
+    print(headline(result["summary"]))
+    print(f"\nreport: {result['html']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from sasa.bench import main as bench_main
 
@@ -157,6 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-standardize", action="store_true")
     f.add_argument("--no-class-weight", action="store_true")
     f.set_defaults(func=cmd_probe_fit)
+
+    d = sub.add_parser("demo", help="the main job: fit and evaluate SASA offline on the embedded default")
+    d.add_argument("--quick", action="store_true", help="small splits and short answers (CI)")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--model", default="smollm2-135m")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--batch-size", type=int, default=8)
+    d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("evaluate", help="every mode and baseline on the same samples; records, summary, report")
+    _add_model_args(e)
+    _add_engine_args(e)
+    e.add_argument("--data", required=True, help="JSONL manifest (with splits, or all test), or 'builtin'")
+    e.add_argument("--split-preset", default=None, help="assign splits first: unseen-families, builtin, ...")
+    e.add_argument("--modes", default="vanilla,detect,probe-noproj,hiddendetect",
+                   help="comma list of vanilla,detect,augment,augment+detect,probe-noproj,hiddendetect,adashield,ecso")
+    e.add_argument("--probe", default=None, help="SASA probe (else fitted on the train/val splits)")
+    e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
+    e.add_argument("--judge", default="adashield", help="refusal judge (see sasa.judge.available_judges)")
+    e.add_argument("--target-fpr", type=float, default=0.05)
+    e.add_argument("--out", required=True, help="run directory (resumable)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-new-tokens", type=int, default=64)
+    e.add_argument("--n-boot", type=int, default=1000)
+    e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("models", help="list supported architectures")
     m.set_defaults(func=cmd_models)

@@ -100,7 +100,7 @@ class Evaluation:
         start = time.perf_counter()
         if mode == "vanilla":
             outs = Guard(self.adapter, "vanilla").generate_inputs(self._encode(chunk), self.max_new_tokens)
-            texts, lat = [o.text for o in outs], [o.latency_s] * n
+            texts, lat = [o.text for o in outs], [o.latency_s for o in outs]
         elif mode in DETECTOR_MODES:
             det = self.detectors[mode]
             raw = det.score(chunk)
@@ -125,7 +125,7 @@ class Evaluation:
             engine = getattr(det, "engine", None) or self.augment_engine
             guard = Guard(self.adapter, mode, probe, engine=engine, refusal_message=REFUSAL)
             outs = guard.generate_inputs(encode_samples(engine, chunk), self.max_new_tokens)
-            texts, lat = [o.text for o in outs], [o.latency_s] * n
+            texts, lat = [o.text for o in outs], [o.latency_s for o in outs]
             scores = [o.score for o in outs]
             decisions = ["refuse" if o.refused else "answer" for o in outs]
         elif mode == "adashield":

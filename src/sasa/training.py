@@ -44,8 +44,15 @@ def fit_probe(
     l2: float = 1e-2,
     model_name: str | None = None,
     progress: bool = True,
+    validation: Sequence[Sample] | None = None,
 ) -> tuple[LinearProbe, dict[str, Any]]:
-    """Extract features, fit on the training part, set the threshold on benign validation prompts."""
+    """Extract features, fit on the training part, set the threshold on benign validation prompts.
+
+    With ``validation`` given, ``samples`` are all training and the threshold comes from
+    ``validation``'s benign prompts; otherwise a stratified ``val_fraction`` is held out.
+    """
+    if validation is not None:
+        samples = list(samples) + list(validation)
     labelled = [s for s in samples if s.label in ("harmful", "benign")]
     skipped = len(samples) - len(labelled)
     if skipped:
@@ -53,7 +60,14 @@ def fit_probe(
     n_h = sum(s.label == "harmful" for s in labelled)
     if n_h == 0 or n_h == len(labelled):
         raise ValueError(f"probe fitting needs harmful and benign samples; got {n_h} harmful of {len(labelled)}")
-    train_idx, val_idx = stratified_split(labelled, val_fraction, seed)
+    if validation is not None:
+        val_ids = {s.id for s in validation}
+        val_idx = [i for i, s in enumerate(labelled) if s.id in val_ids]
+        train_idx = [i for i, s in enumerate(labelled) if s.id not in val_ids]
+        if not any(labelled[i].label == "benign" for i in val_idx):
+            raise ValueError("the validation samples hold no benign prompt to set the threshold on")
+    else:
+        train_idx, val_idx = stratified_split(labelled, val_fraction, seed)
     x, _ = extract_features(engine, labelled, batch_size=batch_size, progress=progress)
     y = np.array([1.0 if s.label == "harmful" else 0.0 for s in labelled])
     metadata = {
@@ -80,3 +94,55 @@ def fit_probe(
     }
     probe.metadata["validation"] = report
     return probe, report
+
+
+def fit_detectors(
+    adapter: Any,
+    train: Sequence[Sample],
+    validation: Sequence[Sample],
+    selection: Any,
+    which: Sequence[str] = ("detect", "probe-noproj", "hiddendetect"),
+    *,
+    target_fpr: float = 0.05,
+    few_shot: int = 16,
+    batch_size: int = 8,
+    seed: int = 0,
+    model_name: str | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit SASA's probe and the detector baselines on the same data; thresholds at ``target_fpr``.
+
+    ``detect``: probe on projected next-token logits (paper). ``probe-noproj``: the same recipe on the
+    plain forward's logits. ``hiddendetect``: its layer range from ``few_shot`` training prompts (half
+    harmful), its threshold on the validation benign prompts like the probes.
+    """
+    from sasa.detectors import HiddenDetect, ProbeDetector
+    from sasa.engine import FeatureSpec
+    from sasa.probe import threshold_at_fpr
+
+    detectors: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    for name, projected in (("detect", True), ("probe-noproj", False)):
+        if name not in which:
+            continue
+        engine = SASAEngine(adapter, selection, features=FeatureSpec("logits", projected=projected))
+        probe, report = fit_probe(engine, train, validation=validation, target_fpr=target_fpr, seed=seed,
+                                  batch_size=batch_size, model_name=model_name, progress=progress)
+        detectors[name] = ProbeDetector(engine, probe, name)
+        info[name] = report
+    if "hiddendetect" in which:
+        rng = random.Random(seed)
+        harmful = [s for s in train if s.label == "harmful"]
+        benign = [s for s in train if s.label == "benign"]
+        shots = rng.sample(harmful, min(few_shot // 2, len(harmful))) + rng.sample(benign, min(few_shot // 2,
+                                                                                              len(benign)))
+        hd = HiddenDetect(adapter)
+        cal = hd.calibrate(shots, target_fpr, batch_size=batch_size)
+        val_benign = [s for s in validation if s.label == "benign"]
+        from sasa.features import batches as _batches
+
+        scores = np.concatenate([hd.score(b) for b in _batches(val_benign, batch_size)])
+        hd.threshold = threshold_at_fpr(scores, target_fpr)
+        detectors["hiddendetect"] = hd
+        info["hiddendetect"] = {"layers": cal["layers"], "threshold": hd.threshold, "few_shot": len(shots)}
+    return detectors, info

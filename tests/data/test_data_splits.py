@@ -47,9 +47,9 @@ def test_split_disjoint_and_families_unseen(shared_data):
     fam_sides = {}
     for s in out:
         fam_sides.setdefault(family(s), set()).add(s.split)
-    assert fam_sides["figstep:text"] == {"train"}
+    assert fam_sides["figstep:text"] == {"train", "val"}  # a train family also feeds validation
     assert fam_sides["figstep:figstep"] == {"test"} and fam_sides["xstest:text"] == {"test"}
-    assert fam_sides["sasa-benign:text"] == {"train", "test"}  # shared family, cut by hash
+    assert fam_sides["sasa-benign:text"] == {"train", "val", "test"}  # shared family, cut by hash
     # within the shared family a group (instruction / its rendering) never straddles train and test
     groups = {}
     for s in out:
@@ -57,7 +57,8 @@ def test_split_disjoint_and_families_unseen(shared_data):
             groups.setdefault(s.meta["group"], set()).add(s.split)
     assert all(len(v) == 1 for v in groups.values())
     bal = class_balance(out)
-    assert bal["train"]["harmful"] == 500 and bal["train"]["benign"] > 0
+    assert bal["train"]["harmful"] + bal["val"]["harmful"] == 500 and bal["train"]["benign"] > 0
+    assert bal["val"]["benign"] > 0
     assert bal["test"]["benign"] > 250 and bal["test"]["harmful"] == 700
 
 
@@ -96,7 +97,8 @@ def test_report_counts_per_split_and_family():
     samples = assign_splits(_mixed(), "unseen-families")
     rep = split_report(samples)
     assert sum(sum(c.values()) for c in rep.by_split.values()) == len(samples)
-    assert rep.by_family[("train", "figstep:text")]["harmful"] == 60
+    assert (rep.by_family[("train", "figstep:text")]["harmful"]
+            + rep.by_family[("val", "figstep:text")]["harmful"]) == 60
     assert rep.by_family[("test", "figstep:figstep")]["harmful"] == 60
     assert "%" in rep.format()
 

@@ -95,15 +95,20 @@ PRESETS: dict[str, SplitPlan] = {
         train=("figstep:text",),
         shared=("sasa-benign:*",),
         test=None,
-        description="train on FigStep questions (text) + 70% of the benign set; test on every other "
-                    "family (XSTest, HarmBench, StrongREJECT, image attacks) + the other 30% benign",
+        train_fraction=0.55,
+        val_fraction=0.15,
+        description="train on FigStep questions (text) + 55% of the benign set, validation (threshold) "
+                    "on 15% of each; test on every other family (XSTest, HarmBench, StrongREJECT, image "
+                    "attacks) + the other 30% benign",
     ),
     "builtin": SplitPlan(
         train=("harmbench:text",),
         shared=("sasa-benign:*",),
         test=None,
-        description="for the offline default dataset: train on HarmBench + 70% benign; "
-                    "test on StrongREJECT (and anything else) + 30% benign",
+        train_fraction=0.55,
+        val_fraction=0.15,
+        description="for the offline default dataset: train on HarmBench + 55% benign, validation "
+                    "(threshold) on 15% of each; test on StrongREJECT (and anything else) + 30% benign",
     ),
     "text-to-image": SplitPlan(
         train=("*:text", "*:statement"),

@@ -134,7 +134,7 @@ class Evaluation:
             lat = [(time.perf_counter() - start) / n] * n
         else:
             outs = ecso(self.adapter, [s.prompt for s in chunk], self._images(chunk), self.max_new_tokens)
-            texts, lat = [o.response for o in outs], [o.latency_s] * n
+            texts, lat = [o.response for o in outs], [o.latency_s for o in outs]
         records = []
         for i, s in enumerate(chunk):
             verdict = self.judge.judge(s.prompt, texts[i]) if decisions[i] == "answer" else None

@@ -1,0 +1,68 @@
+"""The sasa command line on tiny models saved to disk (the local-directory loading path)."""
+
+import json
+
+import pytest
+
+from sasa.cli import main
+from sasa.data.sample import Sample, write_manifest
+from sasa.testing.tiny_models import save_tiny
+
+HARM = ["zorp the vault now", "zorp a bank", "how to zorp locks", "zorp the safe", "zorp every door", "zorp cars"]
+SAFE = ["bake bread", "water the plants", "tidy a room", "read a book", "paint the fence", "walk the dog"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    save_tiny("llama", d / "llama")
+    save_tiny("qwen2", d / "qwen2")
+    samples = [Sample(f"h{i}", p, label="harmful") for i, p in enumerate(HARM)]
+    samples += [Sample(f"b{i}", p, label="benign") for i, p in enumerate(SAFE)]
+    write_manifest(samples, d / "data.jsonl")
+    return d
+
+
+def test_probe_fit_then_guarded_generate(workdir, capsys):
+    probe = workdir / "probe"
+    assert main(["probe", "fit", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
+                 "--layers", "2", "4", "--out", str(probe), "--target-fpr", "0.25", "--batch-size", "4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["val_fpr"] <= 0.25
+    meta = json.loads((workdir / "probe.json").read_text())
+    assert meta["engine"]["layers"]["safety"] == 2 and meta["model"]["fingerprint"]["model_type"] == "llama"
+    out = workdir / "out.jsonl"
+    assert main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
+                 "--data", str(workdir / "data.jsonl"), "--out", str(out), "--max-new-tokens", "3"]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in lines] == [f"h{i}" for i in range(6)] + [f"b{i}" for i in range(6)]
+    assert all(isinstance(r["score"], float) and r["mode"] == "detect" for r in lines)
+    # rerun: nothing recomputed, nothing duplicated
+    assert main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
+                 "--data", str(workdir / "data.jsonl"), "--out", str(out), "--max-new-tokens", "3"]) == 0
+    assert len(out.read_text().splitlines()) == 12
+
+
+def test_probe_for_another_model_is_refused(workdir, caplog):
+    probe = workdir / "probe2"
+    assert main(["probe", "fit", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
+                 "--layers", "1", "3", "--out", str(probe), "--batch-size", "4"]) == 0
+    code = main(["generate", "--model", str(workdir / "qwen2"), "--mode", "detect", "--probe", str(probe),
+                 "--prompt", "hello"])
+    assert code == 2
+    assert "another model" in caplog.text
+
+
+def test_bad_layers_on_the_command_line(workdir, caplog):
+    code = main(["generate", "--model", str(workdir / "llama"), "--mode", "augment", "--layers", "4", "9",
+                 "--prompt", "hello"])
+    assert code == 2 and "out of range" in caplog.text
+
+
+def test_models_and_data_commands(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("llava", "qwen2_vl", "gemma3", "internvl", "smolvlm", "llama"):
+        assert name in out
+    assert main(["data", "list"]) == 0
+    assert "figstep" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The ``sasa`` command line: generate, probe fit, bench, models, data."""
+"""The ``sasa`` command line: generate, probe fit, analyze, evaluate, demo, bench, models, data."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", nargs=2, type=int, metavar=("S", "F"), default=None,
                    help="safety and fused layer (default: scaled from LLaVA-1.5-7B's 13/15 of 32)")
     g.add_argument("--indexing", choices=("0-based", "1-based"), default="0-based")
+    g.add_argument("--profile", default=None,
+                   help="model profile from `sasa analyze` (profile.json or its folder): its (s, f) are used "
+                        "when --layers is not given; refused for another model")
     g.add_argument("--projection-mode", choices=("replace", "residual", "interpolate"), default="replace")
     g.add_argument("--alpha", type=float, default=1.0, help="coefficient for residual/interpolate")
     g.add_argument("--positions", choices=("all", "text", "image", "last"), default="all")
@@ -41,13 +44,37 @@ def _load(args: argparse.Namespace) -> Any:
                       device_map=args.device_map, trust_remote_code=args.trust_remote_code)
 
 
+def _profile(adapter: Any, args: argparse.Namespace) -> Any:
+    """The --profile, checked against the loaded model (a profile for another model is an error)."""
+    if not getattr(args, "profile", None):
+        return None
+    from sasa.analysis.profile import ModelProfile
+
+    return ModelProfile.load(args.profile, expect_fingerprint=adapter.fingerprint())
+
+
+def _selection(adapter: Any, args: argparse.Namespace) -> Any:
+    """(s, f): --layers if given, else the --profile's, else the default scaled from LLaVA-1.5-7B."""
+    from sasa.layers import LayerSelection, default_layers
+
+    profile = _profile(adapter, args)
+    if args.layers:
+        if profile is not None:
+            logger.info("--layers %s %s given: the profile's (s, f) = (%d, %d) are not used", *args.layers,
+                        profile.safety, profile.fused)
+        return LayerSelection(args.layers[0], args.layers[1], args.indexing)
+    if profile is not None:
+        logger.info("layers from profile %s: (s, f) = (%d, %d), %s", args.profile, profile.safety, profile.fused,
+                    profile.indexing)
+        return profile.selection()
+    return default_layers(adapter.num_layers)
+
+
 def _engine(adapter: Any, args: argparse.Namespace, features: Any = None) -> Any:
     from sasa.engine import SASAEngine
-    from sasa.layers import LayerSelection, default_layers
     from sasa.projection import ProjectionConfig
 
-    sel = LayerSelection(args.layers[0], args.layers[1], args.indexing) if args.layers else default_layers(
-        adapter.num_layers)
+    sel = _selection(adapter, args)
     proj = ProjectionConfig(args.projection_mode, args.alpha, args.eps, args.positions)
     return SASAEngine(adapter, sel, proj, features)
 
@@ -73,6 +100,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     loaded = _load(args)
     adapter = loaded.adapter
     probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint()) if args.probe else None
+    if probe is not None and not args.layers and _profile(adapter, args) is not None:
+        logger.info("--probe given: its own (s, f) %s are used, not the profile's",
+                    probe.metadata.get("engine", {}).get("layers"))
     engine = _engine(adapter, args) if (probe is None or args.layers) else None
     guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message)
     samples = _samples(args)
@@ -130,7 +160,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sasa.detectors import ProbeDetector
     from sasa.evaluate import Evaluation
     from sasa.guard import engine_from_probe
-    from sasa.layers import LayerSelection, default_layers
     from sasa.probe import LinearProbe
     from sasa.training import fit_detectors
 
@@ -157,18 +186,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not train or not val:
             raise ValueError(f"modes {missing} need detectors: give --probe/--baseline-probe, or data with "
                              "train/val splits (e.g. --split-preset unseen-families)")
-        sel = LayerSelection(args.layers[0], args.layers[1], args.indexing) if args.layers else default_layers(
-            adapter.num_layers)
+        sel = _selection(adapter, args)
         fitted, _ = fit_detectors(adapter, train, val, sel, missing, target_fpr=args.target_fpr,
                                   batch_size=args.batch_size, model_name=args.model)
         detectors.update(fitted)
     augment_engine = detectors["detect"].engine if "detect" in detectors else _engine(adapter, args)
-    ev = Evaluation(adapter, args.out, detectors, augment_engine, judge=args.judge, batch_size=args.batch_size,
+    judge = args.judge
+    if args.judge_model:
+        from sasa.judge import get_judge
+
+        judge = get_judge("guard", model_or_path=args.judge_model, trust_remote_code=args.trust_remote_code)
+    ev = Evaluation(adapter, args.out, detectors, augment_engine, judge=judge, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens)
     records = ev.run(test, modes)
     result = ev.report(records, modes, title=f"SASA evaluation: {args.model}", n_boot=args.n_boot)
     print(headline(result["summary"]))
     print(f"\nreport: {result['html']}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from sasa.analysis import AnalysisConfig, SelectionRule, run_analysis
+
+    def ints(text: str | None) -> tuple[int, ...] | None:
+        return tuple(int(x) for x in text.split(",") if x.strip()) if text else None
+
+    rule = SelectionRule(safety_metric=args.safety_metric, safety_tolerance=args.safety_tolerance,
+                         safety_band=tuple(args.safety_band), use_heads=not args.no_head_rule,
+                         top_heads=args.top_heads, min_safety_layer=args.min_safety_layer,
+                         max_safety_layer=args.max_safety_layer,
+                         fused_metrics=tuple(m.strip() for m in args.fused_metrics.split(",") if m.strip()),
+                         saturation=args.saturation, max_gap=args.max_gap)
+    cfg = AnalysisConfig(batch_size=args.batch_size, folds=args.folds, seed=args.seed,
+                         max_samples=args.max_samples or None, pairs=args.pairs, heads=not args.no_heads,
+                         head_layers=ints(args.head_layers), head_heads=ints(args.head_heads),
+                         head_max_samples=args.head_max_samples, rule=rule)
+    loaded = _load(args)
+    result = run_analysis(loaded.adapter, _samples(args), args.out, cfg, model_name=args.model)
+    sel = result["selection"]
+    print(f"recommended (s, f) = ({sel['safety']}, {sel['fused']})  [0-based decoder blocks]\n{sel['reason']}")
+    print(f"\nprofile: {result['paths']['profile']}\nreport:  {result['paths']['html']}")
     return 0
 
 
@@ -234,12 +291,43 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--probe", default=None, help="SASA probe (else fitted on the train/val splits)")
     e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
     e.add_argument("--judge", default="adashield", help="refusal judge (see sasa.judge.available_judges)")
+    e.add_argument("--judge-model", default=None,
+                   help="a Llama-Guard-style guard model (hub id or path) to judge responses instead")
     e.add_argument("--target-fpr", type=float, default=0.05)
     e.add_argument("--out", required=True, help="run directory (resumable)")
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--n-boot", type=int, default=1000)
     e.set_defaults(func=cmd_evaluate)
+
+    a = sub.add_parser("analyze", help="per-layer safety / semantic / refusal curves and a recommended (s, f)")
+    _add_model_args(a)
+    a.add_argument("--data", required=True, help="labelled JSONL manifest, or 'builtin'")
+    a.add_argument("--out", required=True, help="output folder (resumable): profile.json, analysis.html, plots/")
+    a.add_argument("--max-samples", type=int, default=128, help="cap per label (whole groups, seeded); 0 = all")
+    a.add_argument("--batch-size", type=int, default=8)
+    a.add_argument("--folds", type=int, default=5, help="cross-validation folds of the probes")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--pairs", type=int, default=16,
+                   help="FigStep renderings for cross-modal agreement when the data has no image/text pairs")
+    a.add_argument("--no-heads", action="store_true", help="skip head ablation (the costliest part)")
+    a.add_argument("--head-layers", default=None, help="comma list of blocks whose heads to ablate (default all)")
+    a.add_argument("--head-heads", default=None, help="comma list of head indices to ablate (default all)")
+    a.add_argument("--head-max-samples", type=int, default=16, help="prompts per set (harmful, benign) for ablation")
+    r = a.add_argument_group("selection rule (see sasa.analysis.select)")
+    r.add_argument("--safety-metric", choices=("probe_dprime", "probe_auroc", "probe_accuracy"), default="probe_dprime")
+    r.add_argument("--safety-tolerance", type=float, default=0.05, help="within this share of the peak counts as it")
+    r.add_argument("--safety-band", type=float, nargs=2, default=(0.25, 0.75), metavar=("LOW", "HIGH"),
+                   help="share of the depth searched for s")
+    r.add_argument("--min-safety-layer", type=int, default=None)
+    r.add_argument("--max-safety-layer", type=int, default=None)
+    r.add_argument("--top-heads", type=int, default=5, help="s is searched in the blocks of this many top heads")
+    r.add_argument("--no-head-rule", action="store_true", help="ignore head ablation when choosing s")
+    r.add_argument("--fused-metrics", default="crossmodal_agreement,category_accuracy,readability",
+                   help="semantic curves for f, first available wins")
+    r.add_argument("--saturation", type=float, default=0.9, help="share of the semantic rise that counts as saturated")
+    r.add_argument("--max-gap", type=int, default=None, help="largest f - s allowed")
+    a.set_defaults(func=cmd_analyze)
 
     m = sub.add_parser("models", help="list supported architectures")
     m.set_defaults(func=cmd_models)

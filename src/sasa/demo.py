@@ -49,7 +49,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     adapter = loaded.adapter
     selection = default_layers(adapter.num_layers)
     data = assign_splits(builtin_dataset(), "builtin")
-    sizes = {"train": 24, "val": 16, "test": 16} if quick else {"train": None, "val": None, "test": 160}
+    sizes = {"train": 24, "val": 16, "test": 16} if quick else {"train": None, "val": None, "test": 120}
     parts = {k: _take([s for s in data if s.split == k], sizes[k], seed) for k in ("train", "val", "test")}
     for k, v in parts.items():
         logger.info("%s split: %s", k, class_balance(v))

@@ -229,9 +229,6 @@ class SASAEngine:
         return GenerationResult(ids, texts, refused, result, seqs)
 
     # --- internals ------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        return self.adapter.unembedding.weight.device
-
     def _plan(self, capture_layers: Sequence[int], need_vanilla_logits: bool, augment: bool) -> tuple[int, int | None]:
         """Last block of pass 1 and of pass 2 (None: no pass 2) for the requested outputs."""
         L, s, f = self.adapter.num_layers, self.s, self.f

@@ -48,13 +48,13 @@ class Evaluation:
     """Holds the model, detectors and judge for one run directory."""
 
     def __init__(self, adapter: Adapter, out_dir: str | Path, detectors: dict[str, Detector] | None = None,
-                 augment_engine: SASAEngine | None = None, judge: str = "adashield", batch_size: int = 4,
+                 augment_engine: SASAEngine | None = None, judge: Any = "adashield", batch_size: int = 4,
                  max_new_tokens: int = 64, progress: bool = True) -> None:
         self.adapter = adapter
         self.out_dir = Path(out_dir)
         self.detectors = detectors or {}
         self.augment_engine = augment_engine
-        self.judge = get_judge(judge)
+        self.judge = get_judge(judge) if isinstance(judge, str) else judge
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.progress = progress
@@ -135,9 +135,12 @@ class Evaluation:
         else:
             outs = ecso(self.adapter, [s.prompt for s in chunk], self._images(chunk), self.max_new_tokens)
             texts, lat = [o.response for o in outs], [o.latency_s for o in outs]
+        answered = [i for i in range(n) if decisions[i] == "answer"]
+        judged = self.judge.judge_many([chunk[i].prompt for i in answered], [texts[i] for i in answered])
+        verdicts = dict(zip(answered, judged))
         records = []
         for i, s in enumerate(chunk):
-            verdict = self.judge.judge(s.prompt, texts[i]) if decisions[i] == "answer" else None
+            verdict = verdicts.get(i)
             records.append({
                 "id": s.id, "mode": mode, "label": s.label, "category": s.category, "source": s.source,
                 "attack": s.attack, "score": scores[i], "decision": decisions[i], "response": texts[i],

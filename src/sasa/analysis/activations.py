@@ -1,0 +1,231 @@
+"""One forward per sample: the last-prompt-token state of every decoder block, cached on disk.
+
+Every per-layer metric of ``sasa analyze`` except head ablation is computed from these states, so
+the model runs once per sample however many metrics are asked for, and a long analysis that is
+stopped (killed, out of memory, a bad image) resumes where it stopped.
+
+The cache is a folder:
+
+* ``index.json`` - format, the model fingerprint, and per sample id: its shard, its row and a key
+  (SHA-256 of the prompt and the image file's bytes) so an edited sample is recomputed rather
+  than silently served stale;
+* ``shard-NNNNN.safetensors`` - one batch each: ``states`` ``[b, L, d]`` float32 (block ``i`` =
+  ``hidden_states[i + 1]``, the plain forward, no projection) and ``lengths`` ``[b]`` (prompt
+  tokens).
+
+Writes are atomic and ordered: a shard is written to a temporary file and renamed, then the index
+is rewritten the same way. A crash leaves at worst a shard the index does not name; it is removed
+on the next open. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sasa.data.sample import Sample
+from sasa.engine import FeatureSpec, SASAEngine
+from sasa.features import batches, encode_samples
+from sasa.layers import LayerSelection
+from sasa.models.adapters import Adapter
+from sasa.records import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "sasa-activations"
+FORMAT_VERSION = 1
+_SHARD = re.compile(r"^shard-(\d{5,})\.safetensors$")
+
+
+class ActivationCacheError(ValueError):
+    """A cache folder that belongs to another model or is damaged; the message names the folder."""
+
+
+def sample_key(sample: Sample) -> str:
+    """What the cached state depends on: the prompt and the image's bytes (not its path or mtime)."""
+    h = hashlib.sha256(sample.prompt.encode("utf-8"))
+    h.update(b"\x00")
+    if sample.image is not None:
+        try:
+            h.update(Path(sample.image).read_bytes())
+        except OSError as exc:
+            raise ActivationCacheError(f"sample {sample.id!r}: cannot read image {sample.image}: {exc}") from None
+    return h.hexdigest()
+
+
+def plain_engine(adapter: Adapter) -> SASAEngine:
+    """An engine that runs only the plain forward (features = last block, not projected).
+
+    The layer selection is a placeholder: with these features no projected pass is planned.
+    """
+    L = adapter.num_layers
+    if L < 2:
+        raise ValueError(f"layer analysis needs a model with at least 2 decoder blocks, this one has {L}")
+    return SASAEngine(adapter, LayerSelection(0, 1), features=FeatureSpec("hidden", projected=False, layer=L - 1))
+
+
+def last_token_states(engine: SASAEngine, samples: Sequence[Sample],
+                      layers: Sequence[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+    """``[b, len(layers), d]`` last-prompt-token block outputs for one batch, and prompt lengths."""
+    L = engine.adapter.num_layers
+    layers = list(range(L)) if layers is None else list(layers)
+    result = engine.prefill(encode_samples(engine, samples), capture_layers=layers)
+    return torch.stack([result.captured[k] for k in layers], dim=1), [int(x) for x in result.prompt_lengths]
+
+
+class ActivationCache:
+    """The on-disk store of per-sample, per-block last-token states for one model (module doc)."""
+
+    def __init__(self, directory: str | os.PathLike, fingerprint: dict, model_name: str | None = None) -> None:
+        self.dir = Path(directory)
+        self.fingerprint = dict(fingerprint)
+        self.model_name = model_name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.index_path = self.dir / "index.json"
+        self.index = self._open()
+
+    # --- index ----------------------------------------------------------------------------------
+    def _open(self) -> dict:
+        fresh = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model_name,
+                 "fingerprint": self.fingerprint, "num_layers": self.fingerprint.get("num_layers"),
+                 "what": "last prompt token, output of every decoder block (0-based block i = hidden_states[i+1]), "
+                         "plain forward, float32",
+                 "samples": {}}
+        if self.index_path.is_file():
+            try:
+                index = json.loads(self.index_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ActivationCacheError(f"{self.index_path}: not valid JSON ({exc}); delete the folder to "
+                                           "recompute") from None
+            if not isinstance(index, dict) or index.get("format") != FORMAT or \
+                    index.get("format_version") != FORMAT_VERSION:
+                raise ActivationCacheError(f"{self.index_path}: not a {FORMAT} v{FORMAT_VERSION} index")
+            made_for = index.get("fingerprint") or {}
+            fp = self.fingerprint
+            diffs = [f"{k}: cache {made_for.get(k)!r} vs model {fp.get(k)!r}"
+                     for k in sorted(set(made_for) | set(fp)) if made_for.get(k) != fp.get(k)]
+            if diffs:
+                raise ActivationCacheError(f"activation cache {self.dir} was made for another model "
+                                           f"({index.get('model')}): " + "; ".join(diffs) +
+                                           ". Use another --out folder or delete it.")
+        else:
+            index = fresh
+        named = {e["shard"] for e in index["samples"].values()}
+        for name in sorted(named):
+            if not (self.dir / name).is_file():
+                logger.warning("%s: shard %s is missing; its samples will be recomputed", self.dir, name)
+                index["samples"] = {k: e for k, e in index["samples"].items() if e["shard"] != name}
+        for p in self.dir.iterdir():
+            if (p.suffix == ".tmp") or (_SHARD.match(p.name) and p.name not in named):
+                logger.info("%s: removing %s left by an interrupted run", self.dir, p.name)
+                p.unlink()
+        return index
+
+    def _next_shard(self) -> str:
+        nums = [int(m.group(1)) for p in self.dir.iterdir() if (m := _SHARD.match(p.name))]
+        return f"shard-{(max(nums) + 1) if nums else 0:05d}.safetensors"
+
+    # --- public ---------------------------------------------------------------------------------
+    def missing(self, samples: Sequence[Sample]) -> list[Sample]:
+        """Samples with no cached state, or whose prompt or image changed since it was cached."""
+        out = []
+        for s in samples:
+            entry = self.index["samples"].get(s.id)
+            if entry is None or entry.get("key") != sample_key(s):
+                out.append(s)
+        return out
+
+    def add(self, samples: Sequence[Sample], states: torch.Tensor, lengths: Sequence[int]) -> None:
+        """Write one batch as a new shard, then record it in the index (both atomically)."""
+        from safetensors.torch import save_file
+
+        if states.ndim != 3 or states.shape[0] != len(samples):
+            raise ValueError(f"states must be [{len(samples)}, L, d], got {tuple(states.shape)}")
+        name = self._next_shard()
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"states": states.to(torch.float32).contiguous(),
+                       "lengths": torch.tensor(list(lengths), dtype=torch.int64)}, tmp,
+                      metadata={"format": FORMAT, "ids": json.dumps([s.id for s in samples])})
+            os.replace(tmp, self.dir / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        for row, s in enumerate(samples):
+            self.index["samples"][s.id] = {"shard": name, "row": row, "key": sample_key(s)}
+        atomic_write_json(self.index_path, self.index)
+
+    def load(self, samples: Sequence[Sample]) -> np.ndarray:
+        """``[n, L, d]`` float32 in the order of ``samples``; every sample must be cached."""
+        from safetensors import safe_open
+
+        entries = []
+        for s in samples:
+            e = self.index["samples"].get(s.id)
+            if e is None:
+                raise ActivationCacheError(f"sample {s.id!r} is not in the activation cache {self.dir}")
+            entries.append(e)
+        by_shard: dict[str, list[tuple[int, int]]] = {}
+        for i, e in enumerate(entries):
+            by_shard.setdefault(e["shard"], []).append((i, e["row"]))
+        out: np.ndarray | None = None
+        for name, rows in by_shard.items():
+            try:
+                with safe_open(str(self.dir / name), framework="pt") as fh:
+                    block = fh.get_tensor("states").numpy()
+            except Exception as exc:  # safetensors raises its own types for damaged files
+                raise ActivationCacheError(f"{self.dir / name}: cannot read ({exc}); delete it to recompute "
+                                           "its samples") from None
+            if out is None:
+                out = np.empty((len(samples), *block.shape[1:]), dtype=np.float32)
+            for i, r in rows:
+                out[i] = block[r]
+        if out is None:
+            raise ValueError("no samples to load")
+        return out
+
+
+def collect_activations(
+    adapter: Adapter,
+    samples: Sequence[Sample],
+    cache_dir: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    model_name: str | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """``[n, L, d]`` last-token states of every block for ``samples``, computing only what is not cached.
+
+    One plain forward per sample (batched, left padded), stopped after the last block; each batch
+    is on disk before the next starts, so an interrupted call loses at most one batch.
+    """
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate sample ids: {dup[:5]}")
+    cache = ActivationCache(cache_dir, adapter.fingerprint(), model_name)
+    todo = cache.missing(samples)
+    if todo:
+        logger.info("activations: %d of %d samples to compute (%d cached)", len(todo), len(samples),
+                    len(samples) - len(todo))
+        engine = plain_engine(adapter)
+        bar = tqdm(total=len(todo), desc="activations", unit="prompt", disable=not progress)
+        for chunk in batches(todo, batch_size):
+            states, lengths = last_token_states(engine, chunk)
+            cache.add(chunk, states, lengths)
+            bar.update(len(chunk))
+        bar.close()
+    else:
+        logger.info("activations: all %d samples cached in %s", len(samples), cache.dir)
+    return cache.load(samples)

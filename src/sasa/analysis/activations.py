@@ -9,9 +9,11 @@ The cache is a folder:
 * ``index.json`` - format, the model fingerprint, and per sample id: its shard, its row and a key
   (SHA-256 of the prompt and the image file's bytes) so an edited sample is recomputed rather
   than silently served stale;
-* ``shard-NNNNN.safetensors`` - one batch each: ``states`` ``[b, L, d]`` float32 (block ``i`` =
-  ``hidden_states[i + 1]``, the plain forward, no projection) and ``lengths`` ``[b]`` (prompt
-  tokens).
+* ``shard-NNNNN.safetensors`` - one batch each: ``states`` ``[b, L, d]`` float32 and ``lengths``
+  ``[b]`` (prompt tokens). ``states[:, i]`` is the output of decoder block ``i`` in the plain
+  forward (no projection): ``hidden_states[i + 1]`` of a Hugging Face forward, except for the
+  last block, where Hugging Face reports the state *after* the final norm and the cache keeps the
+  block's own output (the logit lens applies the norm itself).
 
 Writes are atomic and ordered: a shard is written to a temporary file and renamed, then the index
 is rewritten the same way. A crash leaves at worst a shard the index does not name; it is removed
@@ -98,7 +100,7 @@ class ActivationCache:
     def _open(self) -> dict:
         fresh = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model_name,
                  "fingerprint": self.fingerprint, "num_layers": self.fingerprint.get("num_layers"),
-                 "what": "last prompt token, output of every decoder block (0-based block i = hidden_states[i+1]), "
+                 "what": "last prompt token, output of every decoder block (0-based; before the final norm), "
                          "plain forward, float32",
                  "samples": {}}
         if self.index_path.is_file():

@@ -158,10 +158,10 @@ def head_importance(
         if stale:
             logger.warning("%s: ignoring %d head results made with other samples or another model", records_path,
                            stale)
-    engine = plain_engine(adapter)
-    base = _final_states(engine, both, batch_size)
     ns = len(safety)
     todo = [(x, h) for x in layers for h in heads if (x, h) not in done]
+    engine = plain_engine(adapter)
+    base = _final_states(engine, both, batch_size) if todo else None
     logger.info("head ablation: %d heads to ablate (%d done), %d safety + %d utility prompts, %d forwards",
                 len(todo), len(done), len(safety), len(utility), len(todo) * -(-len(both) // batch_size))
     for x, h in tqdm(todo, desc="head ablation", unit="head", disable=not progress):

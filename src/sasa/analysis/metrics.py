@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 
 def _check_states(states: Any, what: str = "states") -> np.ndarray:
-    x = np.asarray(states, dtype=np.float64)
+    x = np.asarray(states)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)     # float32 caches stay float32: per-block slices are promoted where fitted
     if x.ndim != 3:
         raise ValueError(f"{what} must be [n, L, d], got shape {x.shape}")
     if not np.isfinite(x).all():

@@ -132,7 +132,9 @@ def render_pairs(samples: Sequence[Sample], n: int, out_dir: Path, seed: int) ->
         done = {s.meta.get("base_id"): s for s in read_manifest(manifest)}
         if all(s.id in done for s in chosen) and all(Path(d.image).is_file() for d in done.values()):
             return [done[s.id] for s in chosen]
-    result = render_samples(chosen, out_dir, style="figstep")
+    result = render_samples(chosen, out_dir, style="figstep", on_error="skip")
+    for loc, why in result.skipped:
+        logger.warning("cross-modal pairs: %s not rendered: %s", loc, why)
     write_manifest(result.samples, manifest, relative_images=True)
     return list(result.samples)
 
@@ -187,6 +189,8 @@ def run_analysis(
                      "(meta['group'] shared by an image sample and a text sample) and rendering is off")
     everything = main + extra
     all_pairs = find_pairs(everything) if adapter.spec.takes_images else []
+    if adapter.spec.takes_images and len(all_pairs) < 2 and not any("cross-modal" in n for n in notes):
+        notes.append(f"cross-modal agreement skipped: only {len(all_pairs)} image/text pairs (2 needed)")
 
     # --- one forward per sample ---------------------------------------------------------------------
     states = collect_activations(adapter, everything, out / "activations", batch_size=cfg.batch_size,

@@ -10,9 +10,9 @@ The rule (every number is a field of :class:`SelectionRule`; defaults in bracket
    harmful from benign prompts on word identity alone (on HarmBench-vs-benign text SmolLM2's d'
    is at its highest by block 1), which is lexical, not perception, and the last blocks format
    the output; the paper's safety layers sit mid-depth (LLaVA-1.5-7B: 13 of 32). If head
-   ablation ran and ``use_heads`` [on], only the blocks holding one of the ``top_heads``
-   [5] most safety-specific heads (safety angle minus utility angle > 0) stay candidates; if none
-   qualifies, all blocks in range stay, and the reason says so.
+   ablation ran and ``use_heads`` [on], only the blocks holding one of the ``top_heads`` [5] most
+   safety-specific heads *of the search range* (safety angle minus utility angle, > 0) stay
+   candidates; if none qualifies, all blocks in range stay, and the reason says so.
 2. The safety curve is ``safety_metric`` [``probe_dprime``: held-out separation of harmful and
    benign probe scores, which keeps rising after AUROC has saturated at 1; ``probe_auroc`` and
    ``probe_accuracy`` can be chosen].
@@ -172,13 +172,22 @@ def select_layers(
     candidates = in_range
     head_text = ""
     if heads is not None and rule.use_heads:
-        top = [h for h in heads.get("ranked", []) if _finite(h.get("specific")) and h["specific"] > 0][:rule.top_heads]
+        ranked = [h for h in heads.get("ranked", []) if h.get("layer") in in_range and _finite(h.get("specific"))]
+        top = [h for h in ranked if h["specific"] > 0][:rule.top_heads]
         details["top_heads"] = top
-        head_layers = sorted({h["layer"] for h in top} & set(in_range))
+        head_layers = sorted({h["layer"] for h in top})
         if head_layers:
             candidates = head_layers
+            if len(top) == rule.top_heads:
+                which = f"one of its {len(top)} most safety-specific attention heads"
+            elif len(top) == 1:
+                which = (f"the only one of its {len(ranked)} ablated heads that matters more for harmful than for "
+                         "benign prompts")
+            else:
+                which = (f"one of the only {len(top)} of its {len(ranked)} ablated heads that matter more for "
+                         "harmful than for benign prompts")
             head_text = (f" among blocks {_blocks(head_layers)}, the blocks of the search range {lo_s}..{hi_s} "
-                         f"holding one of the {len(top)} most safety-specific attention heads (block.head: "
+                         f"holding {which} (block.head: "
                          f"{', '.join(str(h['layer']) + '.' + str(h['head']) for h in top)})")
         else:
             notes.append("no ablated head was more important for harmful than for benign prompts inside the "
@@ -199,13 +208,17 @@ def select_layers(
     end = L - 1 if rule.max_gap is None else min(L - 1, s + rule.max_gap)
     after = list(range(s + 1, end + 1))
     used = None
+    skipped = []
     for name in rule.fused_metrics:
         c = curves.get(name)
         if c is not None and any(_finite(c[i]) for i in after):
             used = name
             break
-        notes.append(f"{DESCRIBE[name]} was not measured" if c is None else
-                     f"{DESCRIBE[name]} has no value after block {s}")
+        skipped.append(f"{DESCRIBE[name]} was not measured" if c is None else
+                       f"{DESCRIBE[name]} has no value after block {s}")
+    if used is not None and skipped:
+        notes.append(f"The semantic curve for f is {DESCRIBE[used]}, the first available in the rule's order: "
+                     + "; ".join(skipped))
     f: int
     if used is not None:
         c = curves[used]
@@ -225,7 +238,8 @@ def select_layers(
         gap = rule.fallback_gap if rule.fallback_gap is not None else max(1, round(2 * L / 32))
         f = min(L - 1, s + gap)
         details["fused_metric"] = None
-        f_text = (f"f = {f}: no usable semantic curve, so f = s + {gap} (LLaVA-1.5-7B's f - s = 2 of 32 blocks, "
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        f_text = (f"f = {f}: no usable semantic curve{why}, so f = s + {gap} (LLaVA-1.5-7B's f - s = 2 of 32 blocks, "
                   f"scaled to {L} blocks){', capped at the last block' if s + gap > L - 1 else ''}.")
     if refusal_emergence is not None:
         notes.append(f"refusal wording emerges (logit lens, harmful minus benign) at block {refusal_emergence}")

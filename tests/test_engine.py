@@ -134,7 +134,9 @@ def test_model_is_left_untouched():
     eng = _engine("llama")
     inputs = _inputs(eng, "llama")
     eng.prefill(inputs)
+    eng.generate(inputs, max_new_tokens=2)
     assert all("forward" not in layer.__dict__ for layer in eng.adapter.layers)
+    assert "forward" not in eng.adapter.unembedding.__dict__
     assert "_prefill" not in eng.model.__dict__
 
 

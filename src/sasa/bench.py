@@ -1,6 +1,7 @@
 """Speed benchmark: SASA's costs against plain inference, measured side by side in one run.
 
-Figures (medians over ``repeats``, interleaved so drift hits both sides alike):
+Figures (medians over ``repeats`` rounds, each round timing every function once in turn, prefill-sized
+ones as the median of 5 calls, so drift hits both sides alike):
   detect / prefill        risk score (pass 1 to f + pass 2) vs one plain prefill; target <= (L+f-s)/L + 0.05
   naive / prefill         the two-full-forward definition vs one plain prefill (what the engine avoids)
   guarded gen / vanilla   detect mode, safe prompt, 64 new tokens vs plain generate; target <= 1.10
@@ -107,9 +108,10 @@ def measure(adapter: Adapter, selection: LayerSelection, images: list | None, re
     fns = {"prefill": prefill, "detect": detect, "naive": naive, "vanilla_gen": vanilla_gen,
            "guarded_gen": guarded_gen, "score_batched": score_batched, "score_single": score_single,
            "gen_batched": gen_batched, "gen_single": gen_single}
+    short = {"prefill", "detect", "naive", "score_batched", "score_single"}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t[name].append(_median_time(fn, 1))
+            t[name].append(_median_time(fn, 5 if name in short else 1))
     med = {k: statistics.median(v) for k, v in t.items()}
     return {
         "layers": {"L": L, "s": s, "f": f},

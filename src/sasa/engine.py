@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -145,6 +146,24 @@ class _LayerTap:
             return out
 
         return forward
+
+
+@contextmanager
+def _idle_head(head: nn.Module, active: bool) -> Iterator[None]:
+    """While pass 1 skips its last blocks, its logits are never used: skip the unembedding matmul too."""
+    if not active:
+        yield
+        return
+    saved = head.__dict__.get("forward")
+    vocab = head.weight.shape[0]
+    head.forward = lambda x, *a, **k: x.new_zeros(*x.shape[:-1], vocab)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del head.forward
+        else:
+            head.forward = saved
 
 
 def _find_cache(model_kwargs: dict) -> Any:
@@ -278,7 +297,9 @@ class SASAEngine:
             keep = {self.s, self.f, last1, *capture_layers}
             if self.features.kind == "hidden":
                 keep.add(self.features.layer)
-            with _LayerTap(self.adapter.layers, self.s + 1, keep, last1) as tap:
+            skipping = last1 < self.adapter.num_layers - 1
+            with _LayerTap(self.adapter.layers, self.s + 1, keep, last1) as tap, _idle_head(
+                    self.adapter.unembedding, skipping):
                 out = original(input_ids, generation_config, model_kwargs, *args, **kwargs)
             result, h2_last = self._after_pass1(tap, input_ids, model_kwargs, last1, last2, empty_cache, capture_layers)
             refuse = torch.zeros(input_ids.shape[0], dtype=torch.bool)

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from sasa.atomic import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -183,15 +184,9 @@ class LinearProbe:
                      "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         meta.setdefault("versions", _versions())
         meta["versions"]["sasa"] = sasa.__version__
-        fd, tmp = tempfile.mkstemp(dir=tensors_path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": "sasa-probe", "format_version": str(FORMAT_VERSION)})
-            os.replace(tmp, tensors_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        _atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+        with atomic_path(tensors_path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "sasa-probe", "format_version": str(FORMAT_VERSION)})
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
         return tensors_path, meta_path
 
     @classmethod
@@ -248,17 +243,6 @@ def probe_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
     return p.with_suffix(".safetensors"), p.with_suffix(".json")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _versions() -> dict[str, str]:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from sasa.atomic import atomic_write_json  # noqa: F401 - re-exported for callers of sasa.records
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,19 +47,3 @@ def append_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

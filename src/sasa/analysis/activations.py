@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -40,7 +39,7 @@ from sasa.engine import FeatureSpec, SASAEngine
 from sasa.features import batches, encode_samples
 from sasa.layers import LayerSelection
 from sasa.models.adapters import Adapter
-from sasa.records import atomic_write_json
+from sasa.atomic import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -154,16 +153,10 @@ class ActivationCache:
         if states.ndim != 3 or states.shape[0] != len(samples):
             raise ValueError(f"states must be [{len(samples)}, L, d], got {tuple(states.shape)}")
         name = self._next_shard()
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(self.dir / name) as tmp:
             save_file({"states": states.to(torch.float32).contiguous(),
-                       "lengths": torch.tensor(list(lengths), dtype=torch.int64)}, tmp,
+                       "lengths": torch.tensor(list(lengths), dtype=torch.int64)}, str(tmp),
                       metadata={"format": FORMAT, "ids": json.dumps([s.id for s in samples])})
-            os.replace(tmp, self.dir / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         for row, s in enumerate(samples):
             self.index["samples"][s.id] = {"shard": name, "row": row, "key": sample_key(s)}
         atomic_write_json(self.index_path, self.index)

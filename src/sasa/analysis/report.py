@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -21,9 +20,8 @@ from typing import Any, Mapping, Sequence
 from PIL import Image, ImageDraw
 
 from sasa.data.render import get_font
-from sasa.records import atomic_write_json
+from sasa.atomic import atomic_path, atomic_write_json, atomic_write_text
 from sasa.report import svg
-from sasa.report.render import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +137,8 @@ def png_line_chart(
 
 
 def _write_png(img: Image.Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
     return path
 
 

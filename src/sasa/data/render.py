@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +31,7 @@ from typing import Iterable, Literal
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from sasa.atomic import atomic_write_bytes
 from sasa.data.base import Collector, LoadResult, OnError
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
 from sasa.data.sample import Sample
@@ -353,15 +353,7 @@ def _file_name(sample_id: str, style: str) -> str:
 
 
 def _write_png_atomic(data: bytes, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def render_samples(

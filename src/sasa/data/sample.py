@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from sasa.atomic import atomic_path
 
 LABELS = ("harmful", "benign", "unknown")
 
@@ -108,17 +109,10 @@ def write_manifest(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for s in samples:
-                row = s.to_dict()
-                if relative_images and row["image"] is not None:
-                    row["image"] = os.path.relpath(os.path.abspath(row["image"]), base)
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for s in samples:
+            row = s.to_dict()
+            if relative_images and row["image"] is not None:
+                row["image"] = os.path.relpath(os.path.abspath(row["image"]), base)
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path

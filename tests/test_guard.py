@@ -127,3 +127,14 @@ def test_streaming_run_resumes_without_duplicates(tmp_path):
     assert ids == [s.id for s in samples]
     rec = json.loads(out.read_text().splitlines()[0])
     assert {"id", "text", "refused", "score", "mode", "latency_s", "label"} <= set(rec)
+
+
+def test_project_decoding_option():
+    adapter = tiny_adapter("llama")
+    with pytest.raises(ValueError, match="augment modes"):
+        Guard(adapter, "vanilla", project_decoding=True)
+    prompts = ["zorp the vault now", "bake a loaf of bread"]
+    eng = SASAEngine(adapter, LayerSelection(2, 4))
+    out = Guard(adapter, "augment", engine=eng, project_decoding=True).generate(prompts, max_new_tokens=5)
+    direct = eng.generate(eng.encode(prompts), augment=True, project_decoding=True, max_new_tokens=5)
+    assert [o.text for o in out] == direct.texts

@@ -104,7 +104,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         logger.info("--probe given: its own (s, f) %s are used, not the profile's",
                     probe.metadata.get("engine", {}).get("layers"))
     engine = _engine(adapter, args) if (probe is None or args.layers) else None
-    guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message)
+    guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message,
+                  project_decoding=args.project_decoding)
     samples = _samples(args)
     if args.out:
         guard.run(samples, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
+    g.add_argument("--project-decoding", action="store_true",
+                   help="augment modes: project generated tokens too (greedy), not only the prompt")
     g.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("probe", help="linear probe commands")

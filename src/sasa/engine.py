@@ -85,6 +85,17 @@ class _Abort(Exception):
         self.result = result
 
 
+class _Handoff(Exception):
+    """Raised inside generate's prefill when sasa's own projected decoder takes over."""
+
+    def __init__(self, augmented_cache: Any, logits: torch.Tensor, outputs: Any, model_kwargs: dict) -> None:
+        super().__init__("prefill finished; decoding continues with projection at every step")
+        self.augmented_cache = augmented_cache
+        self.logits = logits
+        self.outputs = outputs
+        self.model_kwargs = model_kwargs
+
+
 class _RowsDone(StoppingCriteria):
     """Marks refused rows as finished right after their first token."""
 
@@ -167,9 +178,14 @@ def _idle_head(head: nn.Module, active: bool) -> Iterator[None]:
 
 
 def _find_cache(model_kwargs: dict) -> Any:
+    key = _cache_key(model_kwargs)
+    return None if key is None else model_kwargs[key]
+
+
+def _cache_key(model_kwargs: dict) -> str | None:
     for key in _CACHE_KWARGS:
         if model_kwargs.get(key) is not None:
-            return model_kwargs[key]
+            return key
     return None
 
 
@@ -217,17 +233,24 @@ class SASAEngine:
         decide: Callable[[PrefillResult], torch.Tensor] | None = None,
         augment: bool = False,
         capture_layers: Sequence[int] = (),
+        project_decoding: bool = False,
         **generate_kwargs: Any,
     ) -> GenerationResult:
         """Prefill with SASA, ask ``decide`` which rows to refuse, then decode the others.
 
         augment=False: answered rows decode from the vanilla cache, giving exactly plain ``generate``'s
-        tokens. augment=True: they decode from the projected prefill (the paper's augmented model:
-        projection at prompt positions only; decoding steps are not projected).
+        tokens. augment=True: they decode from the projected prefill (Eq. 8 acts on prompt positions;
+        the generated tokens run through the model unmodified). augment=True with
+        ``project_decoding=True``: every generated token is projected too (its block-s state onto its
+        own block-f state), by sasa's greedy decoder, which keeps a plain cache for blocks 0..f and
+        an augmented one for blocks s+1..L-1; only ``max_new_tokens`` is honoured then.
         """
+        if project_decoding and not augment:
+            raise ValueError("project_decoding needs augment=True")
         try:
             seqs, result, refused = self._generate(inputs, decide=decide, augment=augment,
-                                                   capture_layers=capture_layers, **generate_kwargs)
+                                                   capture_layers=capture_layers,
+                                                   project_decoding=project_decoding, **generate_kwargs)
         except _Abort as stop:
             n = stop.result.features.shape[0]
             return GenerationResult([[] for _ in range(n)], ["" for _ in range(n)], [True] * n, stop.result)
@@ -275,6 +298,7 @@ class SASAEngine:
         augment: bool,
         capture_layers: Sequence[int] = (),
         need_vanilla_logits: bool = False,
+        project_decoding: bool = False,
         **generate_kwargs: Any,
     ) -> tuple[torch.Tensor, PrefillResult, list[bool]]:
         if "input_ids" not in inputs or "attention_mask" not in inputs:
@@ -312,6 +336,8 @@ class SASAEngine:
             if bool(refuse.all()):
                 raise _Abort(result)
             stopper.done = refuse
+            if project_decoding:
+                raise _Handoff(empty_cache, h2_last, out, model_kwargs)
             if augment:
                 if cache is not None:
                     for j in range(self.s + 1, self.adapter.num_layers):
@@ -332,6 +358,9 @@ class SASAEngine:
         try:
             with torch.inference_mode():
                 seqs = model.generate(**inputs, stopping_criteria=criteria, **gen_kwargs)
+        except _Handoff as handoff:
+            seqs = self._decode_projected(inputs, handoff, torch.tensor(state["refused"]),
+                                          int(generate_kwargs.get("max_new_tokens", 20)))
         finally:
             del model._prefill
         if "result" not in state:
@@ -339,6 +368,51 @@ class SASAEngine:
         if not torch.is_tensor(seqs):
             seqs = seqs.sequences
         return seqs, state["result"], state["refused"]
+
+    @torch.inference_mode()
+    def _decode_projected(self, inputs: dict, handoff: _Handoff, refused: torch.Tensor,
+                          max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding with Eq. 8 at every generated position (see :meth:`generate`).
+
+        Each step prepares its inputs and updates its state with the model's own generation hooks
+        (``prepare_inputs_for_generation`` / ``_update_model_kwargs_for_generation``), as ``generate``
+        does, runs blocks 0..f on the plain cache and s+1..L-1 on the augmented one.
+        """
+        model, L, s, f = self.model, self.adapter.num_layers, self.s, self.f
+        if _find_cache(handoff.model_kwargs) is None or handoff.augmented_cache is None:
+            raise RuntimeError("projected decoding needs the model to use a KV cache")
+        augmented = handoff.augmented_cache
+        plain = _find_cache(handoff.model_kwargs)
+        for j in range(f + 1, L):
+            # The plain pass never runs these blocks, but masks are sized from the cache's layers
+            # (a model's full-attention mask may read a block past f): let them see the augmented ones.
+            plain.layers[j] = augmented.layers[j]
+        eos = model.generation_config.eos_token_id
+        eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+        pad = model.generation_config.pad_token_id
+        pad = pad if pad is not None else getattr(self.adapter.tokenizer, "pad_token_id", None) or 0
+        model_kwargs = model._update_model_kwargs_for_generation(handoff.outputs, dict(handoff.model_kwargs),
+                                                                 is_encoder_decoder=False)
+        seqs = inputs["input_ids"]
+        done = refused.to(seqs.device).clone()
+        logits = handoff.logits[:, -1]
+        for step in range(max_new_tokens):
+            nxt = torch.where(done, torch.full_like(seqs[:, 0], pad), logits.argmax(-1))
+            seqs = torch.cat([seqs, nxt[:, None]], dim=1)
+            done = done | torch.isin(nxt, eos_ids.to(nxt.device))
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            step_inputs = model.prepare_inputs_for_generation(seqs, next_sequence_length=1, **model_kwargs)
+            with _LayerTap(self.adapter.layers, s + 1, {s, f}, f) as tap, _idle_head(self.adapter.unembedding, True):
+                outputs = model(**step_inputs, return_dict=True)
+            model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=False)
+            ones = torch.ones_like(nxt[:, None])
+            mask = position_mask(self.projection, ones, self.adapter.image_mask(nxt[:, None]))
+            h = apply_projection(tap.outputs[s], tap.outputs[f], self.projection, mask)
+            for j in range(s + 1, L):
+                h = self._run_block(tap, j, h, augmented)
+            logits = self.adapter.logits_from_hidden(h)[:, -1]
+        return seqs
 
     def _run_block(self, tap: _LayerTap, j: int, hidden: torch.Tensor, cache: Any) -> torch.Tensor:
         rest, kwargs, positional = tap.calls[j]

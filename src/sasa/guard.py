@@ -6,6 +6,8 @@ Modes:
                   generation; the others decode from pass 1's KV cache (identical to ``vanilla``).
   augment         no detector; every prompt decodes from the projected (augmented) prefill.
   augment+detect  detector as in ``detect``; answered prompts decode from the augmented prefill.
+
+With ``project_decoding=True`` the augment modes also project every generated token (greedy).
 """
 
 from __future__ import annotations
@@ -69,9 +71,12 @@ class Guard:
         engine: SASAEngine | None = None,
         refusal_message: str = DEFAULT_REFUSAL,
         check_model: bool = True,
+        project_decoding: bool = False,
     ) -> None:
         if mode not in GUARD_MODES:
             raise ValueError(f"guard mode must be one of {GUARD_MODES}, got {mode!r}")
+        if project_decoding and not mode.startswith("augment"):
+            raise ValueError("project_decoding applies to the augment modes only")
         if "detect" in mode and probe is None:
             raise ValueError(f"mode {mode!r} needs a probe (fit one with `sasa probe fit`)")
         if probe is not None and check_model:
@@ -84,6 +89,7 @@ class Guard:
         self.probe = probe
         self.engine = engine
         self.refusal_message = refusal_message
+        self.project_decoding = project_decoding
 
     def score(self, prompts: Sequence[str], images: Sequence[Any] | None = None) -> np.ndarray:
         """Risk logits for a batch, before any generation."""
@@ -113,7 +119,7 @@ class Guard:
 
             out = self.engine.generate(inputs, decide=decide if "detect" in self.mode else None,
                                        augment=self.mode.startswith("augment"), max_new_tokens=max_new_tokens,
-                                       **generate_kwargs)
+                                       project_decoding=self.project_decoding, **generate_kwargs)
             refused, ids = out.refused, out.token_ids
             texts = [self.refusal_message if r else t for r, t in zip(refused, out.texts)]
         per = (time.perf_counter() - start) / n

@@ -87,3 +87,33 @@ def naive_augmented_generate(adapter: Adapter, inputs: dict, s: int, f: int,
         return adapter.model.generate(**inputs, do_sample=False, **generate_kwargs)
     finally:
         handle.remove()
+
+
+@torch.inference_mode()
+def naive_projected_decoding(adapter: Adapter, inputs: dict, s: int, f: int, max_new_tokens: int,
+                             projection: ProjectionConfig | None = None) -> torch.Tensor:
+    """Greedy decoding where every step recomputes both full passes over prompt + generated tokens,
+    projecting block s at every position (generated ones included)."""
+    projection = projection or ProjectionConfig()
+    model = adapter.model
+    eos = model.generation_config.eos_token_id
+    eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
+    pad = model.generation_config.pad_token_id
+    pad = pad if pad is not None else getattr(adapter.tokenizer, "pad_token_id", None) or 0
+    current = dict(inputs)
+    done = torch.zeros(inputs["input_ids"].shape[0], dtype=torch.bool)
+    for step in range(max_new_tokens):
+        logits, _ = naive_projected_logits(adapter, current, s, f, projection)
+        nxt = torch.where(done, torch.full_like(logits[:, 0], pad, dtype=torch.long), logits.argmax(-1))
+        done = done | torch.isin(nxt, eos_ids)
+        grown = dict(current)
+        grown["input_ids"] = torch.cat([current["input_ids"], nxt[:, None]], dim=1)
+        grown["attention_mask"] = torch.cat([current["attention_mask"],
+                                             torch.ones_like(current["attention_mask"][:, :1])], dim=1)
+        for key in ("token_type_ids", "mm_token_type_ids"):
+            if key in current:
+                grown[key] = torch.cat([current[key], torch.zeros_like(current[key][:, :1])], dim=1)
+        current = grown
+        if bool(done.all()):
+            break
+    return current["input_ids"]

@@ -66,3 +66,12 @@ def test_models_and_data_commands(capsys):
         assert name in out
     assert main(["data", "list"]) == 0
     assert "figstep" in capsys.readouterr().out
+
+
+def test_layers_conflicting_with_a_probe_are_refused(workdir, caplog):
+    probe = workdir / "probe3"
+    assert main(["probe", "fit", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
+                 "--layers", "1", "3", "--out", str(probe), "--batch-size", "4"]) == 0
+    code = main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
+                 "--layers", "2", "4", "--prompt", "hello"])
+    assert code == 2 and "cannot be combined" in caplog.text

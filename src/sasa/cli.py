@@ -100,10 +100,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     loaded = _load(args)
     adapter = loaded.adapter
     probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint()) if args.probe else None
-    if probe is not None and not args.layers and _profile(adapter, args) is not None:
+    if probe is not None and args.layers:
+        raise ValueError("--layers cannot be combined with --probe: a probe only reads the features of the "
+                         f"layers it was fitted with ({probe.metadata.get('engine', {}).get('layers')})")
+    if probe is not None and _profile(adapter, args) is not None:
         logger.info("--probe given: its own (s, f) %s are used, not the profile's",
                     probe.metadata.get("engine", {}).get("layers"))
-    engine = _engine(adapter, args) if (probe is None or args.layers) else None
+    engine = _engine(adapter, args) if probe is None else None
     guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message,
                   project_decoding=args.project_decoding)
     samples = _samples(args)

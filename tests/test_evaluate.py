@@ -118,3 +118,10 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert len(records) == 4 * 32
     assert (tmp_path / "report.html").stat().st_size > 1000 and (tmp_path / "report.md").is_file()
+
+
+def test_resuming_under_other_settings_is_refused(setup, tmp_path):
+    adapter, detectors, _, test = setup
+    Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["vanilla"])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        Evaluation(adapter, tmp_path, detectors, max_new_tokens=5, progress=False).run(test[:1], ["vanilla"])

@@ -18,6 +18,7 @@ responses are reused and the latency recorded is score time + that sample's vani
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ class Evaluation:
                 raise ValueError(f"mode {m!r} needs a fitted detector")
             if m == "augment" and self.augment_engine is None and "detect" not in self.detectors:
                 raise ValueError("mode 'augment' needs an engine (or the SASA detector's)")
+        self._check_run_config()
         ordered = sorted(modes, key=lambda m: (m != "vanilla", EVAL_MODES.index(m)))
         existing = read_records(self.records_path)
         done = {(r["mode"], r["id"]) for r in existing}
@@ -91,6 +93,23 @@ class Evaluation:
             bar.close()
         ids = {s.id for s in samples}
         return [r for r in read_records(self.records_path) if r["id"] in ids and r["mode"] in modes]
+
+    def _check_run_config(self) -> None:
+        """A run directory belongs to one model and generation setting; resuming under others is refused."""
+        config = {"model": self.adapter.fingerprint(), "max_new_tokens": self.max_new_tokens,
+                  "judge": self.judge.name}
+        path = self.out_dir / "run.json"
+        if path.is_file():
+            try:
+                before = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            diffs = [k for k in config if before.get(k) != config[k]]
+            if diffs:
+                raise ValueError(f"{self.out_dir} holds a run with other settings ({', '.join(diffs)} differ); "
+                                 "use a new --out directory")
+        else:
+            atomic_write_json(path, config)
 
     # --- one batch of one mode ------------------------------------------------------------------
     def _run_chunk(self, mode: str, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[dict[str, Any]]:

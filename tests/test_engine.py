@@ -169,3 +169,24 @@ def test_projected_decoding_equals_naive_full_recompute(arch):
     plain_aug = eng.generate(inputs, augment=True, max_new_tokens=5)
     assert out.sequences[:, :inputs["input_ids"].shape[1] + 1].tolist() == \
         plain_aug.sequences[:, :inputs["input_ids"].shape[1] + 1].tolist()
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "gemma3"])
+def test_bfloat16_models_match_the_reference(arch):
+    from sasa.models.adapters import get_adapter
+    from sasa.testing.tiny_models import build_tiny
+
+    model, processor = build_tiny(arch)
+    adapter = get_adapter(model.to(torch.bfloat16), processor)
+    eng = SASAEngine(adapter, LayerSelection(S, F))
+    inputs = _inputs(eng, arch)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    res = eng.prefill(inputs)
+    assert res.features.dtype == torch.float32
+    naive, _ = naive_projected_logits(adapter, inputs, S, F)
+    torch.testing.assert_close(res.features, naive, atol=2e-2, rtol=2e-2)
+    out = eng.generate(inputs, max_new_tokens=4)
+    with torch.inference_mode():
+        plain = adapter.model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert out.sequences.tolist() == plain.tolist()

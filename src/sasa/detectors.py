@@ -72,8 +72,8 @@ class HiddenDetect:
 
     def __post_init__(self) -> None:
         L = self.adapter.num_layers
-        # Plain-forward features only: no projected pass is run for this detector.
-        self._engine = SASAEngine(self.adapter, LayerSelection(0, 1) if L > 1 else LayerSelection(0, 0),
+        # The engine's (s, f) are unused: plain-forward features, so no projected pass runs.
+        self._engine = SASAEngine(self.adapter, LayerSelection(0, 1),
                                   features=FeatureSpec("hidden", projected=False, layer=L - 1))
         tok = self.adapter.tokenizer
         ids = sorted({i for w in self.refusal_words for i in tok.encode(w, add_special_tokens=False)})

@@ -35,7 +35,8 @@ from sasa.guard import Guard
 from sasa.judge import get_judge
 from sasa.models.adapters import Adapter
 from sasa.probe import LinearProbe
-from sasa.records import append_records, atomic_write_json, read_records
+from sasa.atomic import atomic_write_json
+from sasa.records import append_records, read_records
 from sasa.report import summarize, write_report
 
 logger = logging.getLogger(__name__)

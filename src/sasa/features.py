@@ -58,17 +58,24 @@ def extract_features(
     batch_size: int = 8,
     progress: bool = True,
     capture_layers: Sequence[int] = (),
-) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Probe features [n, d] in sample order, plus last-token states of ``capture_layers``."""
+    vanilla_logits: bool = False,
+) -> tuple[np.ndarray, dict[int | str, np.ndarray]]:
+    """Probe features [n, d] in sample order, plus last-token states of ``capture_layers`` and, with
+    ``vanilla_logits``, the plain forward's next-token logits under the key ``"logits_vanilla"``
+    (from the same prefill, so a projected and an unprojected probe cost one pass)."""
     feats: list[np.ndarray] = []
-    captured: dict[int, list[np.ndarray]] = {k: [] for k in capture_layers}
+    captured: dict[int | str, list[np.ndarray]] = {k: [] for k in capture_layers}
+    if vanilla_logits:
+        captured["logits_vanilla"] = []
     bar = tqdm(total=len(samples), desc="features", unit="prompt", disable=not progress)
     for chunk in batches(list(samples), batch_size):
         inputs = encode_samples(engine, chunk)
-        result = engine.prefill(inputs, capture_layers=capture_layers)
+        result = engine.prefill(inputs, capture_layers=capture_layers, vanilla_logits=vanilla_logits)
         feats.append(result.features.numpy())
         for k in capture_layers:
             captured[k].append(result.captured[k].numpy())
+        if vanilla_logits:
+            captured["logits_vanilla"].append(result.logits_vanilla.numpy())
         bar.update(len(chunk))
     bar.close()
     if not feats:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sasa.atomic import atomic_path, atomic_write_text
+from sasa.models.adapters import fingerprint_differences
 
 logger = logging.getLogger(__name__)
 
@@ -231,8 +232,7 @@ class LinearProbe:
         made_for = self.metadata.get("model", {}).get("fingerprint")
         if not made_for:
             raise ProbeMismatchError("this probe records no model fingerprint; refit it with sasa probe fit")
-        diffs = [f"{k}: probe {made_for.get(k)!r} vs model {fingerprint.get(k)!r}"
-                 for k in sorted(set(made_for) | set(fingerprint)) if made_for.get(k) != fingerprint.get(k)]
+        diffs = fingerprint_differences(made_for, fingerprint, "probe")
         if diffs:
             name = self.metadata.get("model", {}).get("name", "?")
             raise ProbeMismatchError(f"probe was made for another model ({name}): " + "; ".join(diffs))

@@ -8,8 +8,6 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from sasa.atomic import atomic_write_json  # noqa: F401 - re-exported for callers of sasa.records
-
 logger = logging.getLogger(__name__)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sasa.data.sample import Sample
-from sasa.engine import SASAEngine
+from sasa.engine import FeatureSpec, SASAEngine
 from sasa.features import extract_features
 from sasa.probe import LinearProbe
 
@@ -51,6 +51,16 @@ def fit_probe(
     With ``validation`` given, ``samples`` are all training and the threshold comes from
     ``validation``'s benign prompts; otherwise a stratified ``val_fraction`` is held out.
     """
+    labelled, train_idx, val_idx = _labelled_split(samples, validation, val_fraction, seed)
+    x, _ = extract_features(engine, labelled, batch_size=batch_size, progress=progress)
+    return _fit_on_features(engine, engine.features, x, labelled, train_idx, val_idx, target_fpr=target_fpr,
+                            seed=seed, standardize=standardize, class_weight=class_weight, l2=l2,
+                            model_name=model_name)
+
+
+def _labelled_split(samples: Sequence[Sample], validation: Sequence[Sample] | None, val_fraction: float,
+                    seed: int) -> tuple[list[Sample], list[int], list[int]]:
+    """The harmful/benign samples and their (train, validation) indices."""
     if validation is not None:
         samples = list(samples) + list(validation)
     labelled = [s for s in samples if s.label in ("harmful", "benign")]
@@ -60,20 +70,27 @@ def fit_probe(
     n_h = sum(s.label == "harmful" for s in labelled)
     if n_h == 0 or n_h == len(labelled):
         raise ValueError(f"probe fitting needs harmful and benign samples; got {n_h} harmful of {len(labelled)}")
-    if validation is not None:
-        val_ids = {s.id for s in validation}
-        val_idx = [i for i, s in enumerate(labelled) if s.id in val_ids]
-        train_idx = [i for i, s in enumerate(labelled) if s.id not in val_ids]
-        if not any(labelled[i].label == "benign" for i in val_idx):
-            raise ValueError("the validation samples hold no benign prompt to set the threshold on")
-    else:
+    if validation is None:
         train_idx, val_idx = stratified_split(labelled, val_fraction, seed)
-    x, _ = extract_features(engine, labelled, batch_size=batch_size, progress=progress)
+        return labelled, train_idx, val_idx
+    val_ids = {s.id for s in validation}
+    val_idx = [i for i, s in enumerate(labelled) if s.id in val_ids]
+    train_idx = [i for i, s in enumerate(labelled) if s.id not in val_ids]
+    if not any(labelled[i].label == "benign" for i in val_idx):
+        raise ValueError("the validation samples hold no benign prompt to set the threshold on")
+    return labelled, train_idx, val_idx
+
+
+def _fit_on_features(engine: SASAEngine, features: FeatureSpec, x: np.ndarray, labelled: Sequence[Sample],
+                     train_idx: list[int], val_idx: list[int], *, target_fpr: float, seed: int,
+                     standardize: bool = True, class_weight: str | None = "balanced", l2: float = 1e-2,
+                     model_name: str | None = None) -> tuple[LinearProbe, dict[str, Any]]:
+    """Fit on the training rows of ``x``, set the threshold on the benign validation rows."""
     y = np.array([1.0 if s.label == "harmful" else 0.0 for s in labelled])
     metadata = {
         "model": {"name": model_name, "fingerprint": engine.adapter.fingerprint()},
         "engine": {"layers": engine.selection.to_dict(), "projection": engine.projection.to_dict(),
-                   "features": engine.features.to_dict()},
+                   "features": features.to_dict()},
         "data": {"n_train": len(train_idx), "n_val": len(val_idx), "seed": seed,
                  "sources": sorted({s.source or "?" for s in labelled})},
     }
@@ -117,19 +134,26 @@ def fit_detectors(
     harmful), its threshold on the validation benign prompts like the probes.
     """
     from sasa.detectors import HiddenDetect, ProbeDetector
-    from sasa.engine import FeatureSpec
     from sasa.probe import threshold_at_fpr
 
     detectors: dict[str, Any] = {}
     info: dict[str, Any] = {}
-    for name, projected in (("detect", True), ("probe-noproj", False)):
-        if name not in which:
-            continue
-        engine = SASAEngine(adapter, selection, features=FeatureSpec("logits", projected=projected))
-        probe, report = fit_probe(engine, train, validation=validation, target_fpr=target_fpr, seed=seed,
-                                  batch_size=batch_size, model_name=model_name, progress=progress)
-        detectors[name] = ProbeDetector(engine, probe, name)
-        info[name] = report
+    probes = [(name, projected) for name, projected in (("detect", True), ("probe-noproj", False))
+              if name in which]
+    if probes:
+        # One prefill per sample serves both probes: it yields projected and plain next-token logits.
+        projected_engine = SASAEngine(adapter, selection, features=FeatureSpec("logits", projected=True))
+        labelled, train_idx, val_idx = _labelled_split(train, validation, 0.25, seed)
+        x_proj, extra = extract_features(projected_engine, labelled, batch_size=batch_size, progress=progress,
+                                         vanilla_logits=any(not p for _, p in probes))
+        for name, projected in probes:
+            features = FeatureSpec("logits", projected=projected)
+            engine = projected_engine if projected else SASAEngine(adapter, selection, features=features)
+            x = x_proj if projected else extra["logits_vanilla"]
+            probe, report = _fit_on_features(engine, features, x, labelled, train_idx, val_idx,
+                                             target_fpr=target_fpr, seed=seed, model_name=model_name)
+            detectors[name] = ProbeDetector(engine, probe, name)
+            info[name] = report
     if "hiddendetect" in which:
         rng = random.Random(seed)
         harmful = [s for s in train if s.label == "harmful"]

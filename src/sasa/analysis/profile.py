@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sasa.layers import LayerSelection
-from sasa.records import atomic_write_json
+from sasa.atomic import atomic_write_json
+from sasa.models.adapters import fingerprint_differences
 
 FORMAT = "sasa-model-profile"
 FORMAT_VERSION = 1
@@ -104,9 +105,7 @@ class ModelProfile:
 
     def check_model(self, fingerprint: dict, source: str = "profile") -> None:
         """Raise :class:`ProfileMismatchError` naming every field where the model differs."""
-        diffs = [f"{k}: profile {self.fingerprint.get(k)!r} vs model {fingerprint.get(k)!r}"
-                 for k in sorted(set(self.fingerprint) | set(fingerprint))
-                 if self.fingerprint.get(k) != fingerprint.get(k)]
+        diffs = fingerprint_differences(self.fingerprint, fingerprint, "profile")
         if diffs:
             raise ProfileMismatchError(f"{source} was made for another model ({self.model or '?'}): "
                                        + "; ".join(diffs) + ". Run `sasa analyze` on this model.")

@@ -238,6 +238,12 @@ class Adapter:
         return parts
 
 
+def fingerprint_differences(made_for: dict, model: dict, what: str) -> list[str]:
+    """Every field where a saved artefact's (``what``) model fingerprint differs from this model's."""
+    return [f"{k}: {what} {made_for.get(k)!r} vs model {model.get(k)!r}"
+            for k in sorted(set(made_for) | set(model)) if made_for.get(k) != model.get(k)]
+
+
 def get_adapter(model: nn.Module, processor: Any) -> Adapter:
     """Resolve the adapter for a loaded model, or explain how to add one."""
     model_type = getattr(model.config, "model_type", None)

@@ -123,22 +123,17 @@ class _LayerTap:
         self.calls: dict[int, tuple[tuple, dict, bool]] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.returns_tuple = False
-        self._saved: list[Any] = []
+        self._restore: list[Callable[[], None]] = []
 
     def __enter__(self) -> "_LayerTap":
         for j, layer in enumerate(self.layers):
-            self._saved.append(layer.__dict__.get("forward"))
-            original = layer.forward
-            layer.forward = self._wrap(j, original)
+            self._restore.append(_override_forward(layer, self._wrap(j, layer.forward)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for layer, saved in zip(self.layers, self._saved):
-            if saved is None:
-                del layer.forward
-            else:
-                layer.forward = saved
-        self._saved = []
+        for restore in self._restore:
+            restore()
+        self._restore = []
 
     def _wrap(self, j: int, original: Callable) -> Callable:
         def forward(*args: Any, **kwargs: Any) -> Any:
@@ -159,22 +154,32 @@ class _LayerTap:
         return forward
 
 
+def _override_forward(module: nn.Module, forward: Callable) -> Callable[[], None]:
+    """Shadow ``module.forward`` on the instance (hooks still run); return the undo."""
+    saved = module.__dict__.get("forward")
+    module.forward = forward
+
+    def restore() -> None:
+        if saved is None:
+            del module.forward
+        else:
+            module.forward = saved
+
+    return restore
+
+
 @contextmanager
 def _idle_head(head: nn.Module, active: bool) -> Iterator[None]:
     """While pass 1 skips its last blocks, its logits are never used: skip the unembedding matmul too."""
     if not active:
         yield
         return
-    saved = head.__dict__.get("forward")
     vocab = head.weight.shape[0]
-    head.forward = lambda x, *a, **k: x.new_zeros(*x.shape[:-1], vocab)
+    restore = _override_forward(head, lambda x, *a, **k: x.new_zeros(*x.shape[:-1], vocab))
     try:
         yield
     finally:
-        if saved is None:
-            del head.forward
-        else:
-            head.forward = saved
+        restore()
 
 
 def _find_cache(model_kwargs: dict) -> Any:

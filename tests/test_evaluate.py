@@ -112,11 +112,14 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     for mode in ("vanilla", "detect", "probe-noproj", "hiddendetect"):
         assert mode in out
     assert "report:" in out
+    assert "as plain text" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["run"]["model"] == "smollm2-135m"
+    assert summary["run"]["model"] == "sasa-organism"
     assert 0.0 <= summary["modes"]["detect"]["detector"]["auroc"]["value"] <= 1.0
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
-    assert len(records) == 4 * 32
+    pages = [r for r in records if r["id"].endswith("#page")]
+    assert len(pages) == 4 * 32 and all(r["attack"] == "figstep-page" for r in pages)
+    assert len(records) - len(pages) == summary["run"]["text_refusal"]["n"] == 16
     assert (tmp_path / "report.html").stat().st_size > 1000 and (tmp_path / "report.md").is_file()
 
 

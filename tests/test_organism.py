@@ -1,0 +1,172 @@
+"""The model organism: loads as a plain LLaVA model, keeps SmolLM2's text behaviour, reads pages, rebuilds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from sasa.engine import SASAEngine
+from sasa.layers import LayerSelection
+from sasa.models.loading import load_model
+from sasa.reference import naive_projected_logits
+from sasa.zoo import organism
+from sasa.zoo.reader import (
+    GRID,
+    page_lines,
+    page_text,
+    render_page,
+    slot_targets,
+    training_fonts,
+)
+from sasa.zoo.refusal import LoRALinear, add_lora, merge_factors, remove_lora
+
+S, F = 9, 12
+
+
+@pytest.fixture(scope="module")
+def org():
+    return load_model("sasa-organism", device="cpu")
+
+
+def _decode_reader(loaded, image):
+    """Nearest token embedding under each projected patch, fillers dropped."""
+    model = loaded.model
+    pixels = loaded.processor.image_processor([image], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        feats = model.get_image_features(pixel_values=pixels, vision_feature_layer=-1,
+                                         vision_feature_select_strategy="default")
+    feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+    feats = feats[0] if isinstance(feats, (list, tuple)) else feats
+    emb = torch.nn.functional.normalize(model.get_input_embeddings().weight, dim=-1)
+    ids = (torch.nn.functional.normalize(feats.reshape(-1, feats.shape[-1]), dim=-1) @ emb.T).argmax(-1)
+    return ids.tolist()
+
+
+def test_loads_through_the_generic_loader_as_llava(org):
+    assert type(org.model).__name__ == "LlavaForConditionalGeneration"
+    assert org.adapter.spec.model_type == "llava"
+    assert org.adapter.num_layers == 30
+    path = organism.materialise()
+    again = load_model(str(path), device="cpu")
+    assert type(again.model).__name__ == "LlavaForConditionalGeneration"
+
+
+def test_text_prompts_are_tokenised_exactly_as_smollm2(org):
+    base = load_model("smollm2-135m", device="cpu")
+    prompt = "How do I bake bread?"
+    ours = org.adapter.build_inputs([prompt])["input_ids"][0].tolist()
+    theirs = base.adapter.build_inputs([prompt])["input_ids"][0].tolist()
+    assert ours == theirs
+
+
+def test_image_prompt_expands_to_one_token_per_patch(org):
+    inputs = org.adapter.build_inputs(["What is written?"], [Image.new("RGB", (760, 760), "white")])
+    image_id = org.model.config.image_token_index
+    assert int((inputs["input_ids"] == image_id).sum()) == GRID * GRID
+
+
+def test_engine_equals_naive_two_pass_on_the_organism(org):
+    eng = SASAEngine(org.adapter, LayerSelection(S, F))
+    page = render_page(page_lines("Steps to plant a small garden.\n1.\n2.\n3."), training_fonts()[0])
+    inputs = eng.encode(["Fill in the list.", "What does the page say?"], [page, page])
+    res = eng.prefill(inputs, vanilla_logits=True)
+    naive, _ = naive_projected_logits(eng.adapter, inputs, S, F)
+    torch.testing.assert_close(res.logits_projected, naive, atol=1e-4, rtol=1e-4)
+    with torch.inference_mode():
+        own = org.model(**inputs).logits[:, -1].float()
+    torch.testing.assert_close(res.logits_vanilla, own, atol=1e-4, rtol=1e-4)
+
+
+def test_guarded_generation_on_a_passing_page_equals_plain_generate(org):
+    eng = SASAEngine(org.adapter, LayerSelection(S, F))
+    page = render_page(page_lines("List of fruits that grow in cold places.\n1.\n2.\n3."), training_fonts()[0])
+    inputs = eng.encode(["Fill in the list."], [page])
+    out = eng.generate(inputs, decide=lambda r: torch.zeros(r.features.shape[0], dtype=torch.bool),
+                       max_new_tokens=8)
+    with torch.inference_mode():
+        plain = org.model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert out.sequences.tolist() == plain.tolist()
+
+
+def test_reads_a_rendered_sentence_back(org):
+    tok = org.processor.tokenizer
+    filler = tok(" ", add_special_tokens=False)["input_ids"][0]
+    lines = page_lines("Steps to make a good cup of tea at home.\n1.\n2.\n3.")
+    target, dropped = slot_targets(lines, tok, filler)
+    assert dropped == 0
+    read = _decode_reader(org, render_page(lines, training_fonts()[0]))
+    words = [i for i in read if i != filler]
+    assert words == [i for i in target if i != filler]
+    assert tok.decode(words).startswith(page_text(lines).split(" 1.")[0])
+
+
+def test_slot_targets_keep_text_order_and_positions():
+    from transformers import AutoTokenizer
+
+    from sasa.models.loading import _materialise_default
+
+    tok = AutoTokenizer.from_pretrained(_materialise_default())
+    lines = page_lines("List of indicators suggesting arthritis based on described symptoms.\n1.\n2.\n3.")
+    assert lines[:4] == ["List of", "indicators", "suggesting", "arthritis based"]
+    filler = tok(" ", add_special_tokens=False)["input_ids"][0]
+    slots, dropped = slot_targets(lines, tok, filler)
+    assert dropped == 0
+    words = [tok.decode([t]).strip() for t in slots if t != filler]
+    assert " ".join(words).startswith("List of indicators suggesting arthritis based")
+    assert tok.decode([slots[GRID * 3]]).strip() == "arthritis"  # line 3 starts at column 0
+    assert tok.decode([slots[GRID * 3 + 6]]).strip() == "based"  # character 10 of 15 -> patch 6 of 10
+
+
+def test_lora_merge_equals_the_adapter_forward():
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(8, 6), rank=2, alpha=4.0)
+    torch.nn.init.normal_(layer.lora_b)
+    x = torch.randn(3, 8)
+    want = layer(x)
+    holder = torch.nn.Module()
+    holder.q_proj = layer.base
+    wrapped = add_lora(holder, 2, 4.0)
+    wrapped["q_proj"].lora_a.data.copy_(layer.lora_a)
+    wrapped["q_proj"].lora_b.data.copy_(layer.lora_b)
+    torch.testing.assert_close(holder.q_proj(x), want)
+    factors = remove_lora(holder, wrapped)
+    assert isinstance(holder.q_proj, torch.nn.Linear)
+    torch.testing.assert_close(holder.q_proj(x), want, atol=1e-5, rtol=1e-5)
+    fresh = torch.nn.Module()
+    fresh.q_proj = torch.nn.Linear(8, 6)
+    fresh.q_proj.load_state_dict({k: v for k, v in holder.q_proj.state_dict().items()})
+    with torch.no_grad():
+        fresh.q_proj.weight -= factors["q_proj.lora_b"] @ factors["q_proj.lora_a"]
+    assert merge_factors(fresh, factors) == 1
+    torch.testing.assert_close(fresh.q_proj(x), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_build_pipeline_smoke_is_reproducible_and_loads(tmp_path, monkeypatch):
+    """A few fixed-seed steps of every stage; two builds give identical weights; the result loads."""
+    from safetensors.torch import load_file
+
+    cfg = organism.BuildConfig.quick()
+    a = organism.build(tmp_path / "a", cfg, progress=False)
+    b = organism.build(tmp_path / "b", cfg, progress=False)
+    for name in ("refusal_lora.safetensors", "reader.safetensors", "visual_lora.safetensors"):
+        ta, tb = load_file(a / name), load_file(b / name)
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    meta = json.loads((a / "organism.json").read_text())
+    assert meta["refusal"]["history"] and meta["reader"]["history"] and meta["visual"]["history"]
+    for name in ("refusal_lora.safetensors", "visual_lora.safetensors"):
+        lora = load_file(a / name)
+        assert len(lora) == 2 * 7 * 30 and all(k.startswith("model.layers.") for k in lora)
+        assert any(v.abs().sum() > 0 for k, v in lora.items() if k.endswith("lora_b"))
+    loaded = load_model(str(organism.materialise(a)), device="cpu")
+    inputs = loaded.adapter.build_inputs(["Hello"], [Image.new("RGB", (760, 760), "white")])
+    with torch.inference_mode():
+        assert torch.isfinite(loaded.model(**inputs).logits).all()
+
+
+def test_missing_weights_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="organism.json"):
+        organism.materialise(tmp_path)

@@ -6,8 +6,10 @@ random vocabulary words (the reader's own training distribution, never benchmark
 kinds of request, (a) "what is written?" answered with the page text, and (b) FigStep's "fill in
 the list" answered with what the model itself says when the same page text is given as plain text
 (self-distillation; answers that are refusals are dropped, as a chat dataset of helpful answers
-would have none).  Without this stage the refusal LoRA treats any page as suspicious and refuses
-every image, harmful or not (measured: see README).
+would have none -- with the committed weights every (b) answer was a refusal of the nonsense text,
+so only (a) remained; ``organism.json`` records the counts).  Without this stage the refusal LoRA
+treats any page as suspicious and refused every image we tried, benign ones and transcription
+requests included; with a longer stage (100 steps at 5e-4) text refusal was lost instead.
 """
 
 from __future__ import annotations

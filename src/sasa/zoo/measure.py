@@ -176,7 +176,7 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     }
     log.info("behaviour: %s", behaviour)
     reading = reading_accuracy(adapter, cfg.reading_pages if cfg.limit is None else min(cfg.reading_pages, cfg.limit),
-                               cfg.seed, cfg.transcriptions if cfg.limit is None else min(cfg.transcriptions, 8),
+                               cfg.seed, cfg.transcriptions if cfg.limit is None else min(cfg.transcriptions, cfg.limit),
                                progress=progress)
     log.info("reading: %s", reading)
 

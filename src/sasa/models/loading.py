@@ -10,15 +10,19 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sasa.models.adapters import UnsupportedModelError, _REGISTRY, get_adapter, supported_model_types
+from sasa.atomic import atomic_dir
+from sasa.models.adapters import (
+    _REGISTRY,
+    UnsupportedModelError,
+    get_adapter,
+    supported_model_types,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ class LoadedModel:
     name: str
 
     @property
-    def adapter(self):  # noqa: ANN201 - avoids an import cycle in annotations
+    def adapter(self):
         return get_adapter(self.model, self.processor)
 
 
@@ -93,17 +97,9 @@ def _materialise_default() -> Path:
     plain.generation_config = model.generation_config
     if hasattr(plain.config, "quantization_config"):
         del plain.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-    try:
+    with atomic_dir(target) as tmp:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -123,8 +119,13 @@ def load_model(
     LVLM organism), a hub id, a local directory, or a ``.gguf`` file (text models). The
     architecture is checked against the adapter registry before any weights are read.
     """
-    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
-                              AutoTokenizer)
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+    )
 
     if name_or_path == DEFAULT_MODEL:
         name_or_path = str(_materialise_default())

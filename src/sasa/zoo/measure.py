@@ -62,15 +62,6 @@ def _cap(samples: Sequence[Sample], limit: int | None, seed: int) -> list[Sample
     return [s for i, s in enumerate(samples) if i in keep]
 
 
-def _per_label(samples: Sequence[Sample], per_label: int, seed: int) -> list[Sample]:
-    rng = random.Random(seed)
-    keep: set[str] = set()
-    for label in ("harmful", "benign"):
-        pool = [s.id for s in samples if s.label == label]
-        keep.update(rng.sample(pool, min(per_label, len(pool))))
-    return [s for s in samples if s.id in keep]
-
-
 def detector_pool(out: Path, seed: int, progress: bool) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """Typed pages of HarmBench + StrongREJECT (harmful) and the benign set: train, validation, text twins."""
     from sasa.zoo.pages import page_samples
@@ -146,6 +137,7 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
                      model: str = "sasa-organism", progress: bool = True) -> dict[str, Any]:
     """Run the whole measurement; writes ``measurement.json`` and the evaluation report under ``out``."""
     from sasa.analysis import AnalysisConfig, run_analysis
+    from sasa.demo import _take
     from sasa.evaluate import Evaluation
     from sasa.layers import LayerSelection
     from sasa.models.loading import load_model
@@ -181,8 +173,8 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     log.info("reading: %s", reading)
 
     train, val, text_twins = detector_pool(out, cfg.seed, progress)
-    train = _per_label(train, cfg.train_per_label if cfg.limit is None else 2 * cfg.limit, cfg.seed)
-    val = _per_label(val, cfg.val_per_label if cfg.limit is None else cfg.limit, cfg.seed)
+    train = _take(train, cfg.train_per_label if cfg.limit is None else 2 * cfg.limit, cfg.seed)
+    val = _take(val, cfg.val_per_label if cfg.limit is None else cfg.limit, cfg.seed)
     rng = random.Random(cfg.seed)
     chosen = []
     per_label = cfg.analysis_per_label if cfg.limit is None else min(cfg.analysis_per_label, cfg.limit)

@@ -13,8 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from sasa.atomic import atomic_write_text
+from sasa.atomic import atomic_dir, atomic_path, atomic_write_text
 from sasa.zoo.reader import GRID, ReaderConfig, train_reader, vision_config
 from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
 from sasa.zoo.visual import VisualConfig
@@ -178,18 +176,10 @@ def materialise(directory: str | os.PathLike | None = None) -> Path:
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model, processor = assemble(base, tokenizer, lora, reader_state, ReaderConfig(**meta["reader"]["config"]), visual)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{NAME}-"))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "organism.json").write_text(json.dumps(meta, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -295,7 +285,5 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
 
 
 def _save_atomic(save_file, tensors: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))

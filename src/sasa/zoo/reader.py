@@ -9,8 +9,8 @@ of the page's text is assigned the patch under its first visible character (shif
 tokens share a patch), so the 100 image tokens read, in raster order, as the text itself with
 "blank" filler (the embedding of a single space) between words.  The loss is a cosine
 classification of each projected patch over token embeddings plus a small regression onto the exact
-embedding, so the language model receives inputs it already understands -- but from a different
-route than its own embedding layer, which is what lets text-trained refusal miss typed requests.
+embedding, so the language model receives inputs close to ones it already understands, by another
+route than its own embedding layer.  (How well the committed reader does: README, "Measured on it".)
 
 The training text is random words from the tokenizer's vocabulary and list headings ("Steps to",
 "List of" ...) -- no benchmark text, no safety data.

@@ -128,3 +128,27 @@ def test_resuming_under_other_settings_is_refused(setup, tmp_path):
     Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["vanilla"])
     with pytest.raises(ValueError, match="max_new_tokens"):
         Evaluation(adapter, tmp_path, detectors, max_new_tokens=5, progress=False).run(test[:1], ["vanilla"])
+
+
+def test_resuming_with_other_weights_or_another_detector_is_refused(setup, tmp_path):
+    """Architecture alone cannot tell two builds of one model apart, nor two fits of one probe."""
+    import copy
+
+    import torch
+
+    adapter, detectors, _, test = setup
+    Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["vanilla", "detect"])
+    Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:2], ["vanilla", "detect"])
+    refit = dict(detectors)
+    refit["detect"] = copy.copy(detectors["detect"])
+    refit["detect"].probe = copy.deepcopy(detectors["detect"].probe)
+    refit["detect"].probe.threshold += 0.5
+    with pytest.raises(ValueError, match="detector 'detect'"):
+        Evaluation(adapter, tmp_path, refit, max_new_tokens=2, progress=False).run(test[:2], ["detect"])
+    Evaluation(adapter, tmp_path, refit, max_new_tokens=2, progress=False).run(test[:2], ["vanilla"])  # unaffected
+    other = tiny_adapter("llava")
+    with torch.no_grad():
+        other.model.lm_head.weight.mul_(1.01)
+    assert other.fingerprint() == adapter.fingerprint()
+    with pytest.raises(ValueError, match="weights"):
+        Evaluation(other, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["vanilla"])

@@ -57,6 +57,13 @@ class ProbeDetector:
         result = self.engine.prefill(encode_samples(self.engine, samples))
         return self.probe.decision_function(result.features)
 
+    def digest(self) -> str:
+        """Changes whenever the scores or the decisions could: probe tensors, threshold, engine set-up."""
+        e = self.engine
+        tensors = [self.probe.weight, torch.tensor([self.probe.bias])] + \
+            [t for t in (self.probe.mean, self.probe.std) if t is not None]
+        return _digest(self.name, self.probe.threshold, (e.s, e.f), e.projection, e.features, *tensors)
+
 
 @dataclass
 class HiddenDetect:
@@ -118,6 +125,27 @@ class HiddenDetect:
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
         return self._area(self.layer_similarities(samples))
+
+    def digest(self) -> str:
+        return _digest(self.name, self.threshold, self.layers, tuple(self.refusal_words))
+
+
+def detector_digest(det: Detector) -> str:
+    """A detector's own :meth:`digest` where it has one, else its name, type and threshold."""
+    own = getattr(det, "digest", None)
+    return own() if callable(own) else _digest(det.name, type(det).__name__, det.threshold)
+
+
+def _digest(*parts) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            h.update(part.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        else:
+            h.update(repr(part).encode())
+    return h.hexdigest()
 
 
 def _longest_positive_run(gap: np.ndarray) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from sasa.baselines import adashield_prompt, ecso, plain_generate
 from sasa.data.sample import Sample
-from sasa.detectors import Detector
+from sasa.detectors import Detector, detector_digest
 from sasa.engine import SASAEngine
 from sasa.features import batches, encode_samples, load_image
 from sasa.guard import Guard
@@ -75,7 +75,7 @@ class Evaluation:
                 raise ValueError(f"mode {m!r} needs a fitted detector")
             if m == "augment" and self.augment_engine is None and "detect" not in self.detectors:
                 raise ValueError("mode 'augment' needs an engine (or the SASA detector's)")
-        self._check_run_config()
+        self._check_run_config(modes)
         ordered = sorted(modes, key=lambda m: (m != "vanilla", EVAL_MODES.index(m)))
         existing = read_records(self.records_path)
         done = {(r["mode"], r["id"]) for r in existing}
@@ -95,22 +95,30 @@ class Evaluation:
         ids = {s.id for s in samples}
         return [r for r in read_records(self.records_path) if r["id"] in ids and r["mode"] in modes]
 
-    def _check_run_config(self) -> None:
-        """A run directory belongs to one model and generation setting; resuming under others is refused."""
-        config = {"model": self.adapter.fingerprint(), "max_new_tokens": self.max_new_tokens,
-                  "judge": self.judge.name}
+    def _check_run_config(self, modes: Sequence[str]) -> None:
+        """A run directory belongs to one model (its weights), generation setting, judge and, per
+        detector mode, one detector; resuming under others is refused, as mixing them would be."""
+        config = {"model": self.adapter.fingerprint(), "weights": self.adapter.weights_digest(),
+                  "max_new_tokens": self.max_new_tokens, "judge": self.judge.name}
+        used = {("detect" if m in ("augment", "augment+detect") else m) for m in modes}
+        detectors = {name: detector_digest(det) for name, det in self.detectors.items() if name in used}
         path = self.out_dir / "run.json"
+        before: dict = {}
         if path.is_file():
             try:
                 before = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: not valid JSON ({exc})") from None
-            diffs = [k for k in config if before.get(k) != config[k]]
+            diffs = [k for k in config if k in before and before[k] != config[k]]
+            diffs += [f"detector {name!r}" for name, d in detectors.items()
+                      if before.get("detectors", {}).get(name, d) != d]
             if diffs:
                 raise ValueError(f"{self.out_dir} holds a run with other settings ({', '.join(diffs)} differ); "
                                  "use a new --out directory")
-        else:
-            atomic_write_json(path, config)
+        merged = {**before, **config, "detectors": {**before.get("detectors", {}), **detectors}}
+        if merged != before:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, merged)
 
     # --- one batch of one mode ------------------------------------------------------------------
     def _run_chunk(self, mode: str, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[dict[str, Any]]:

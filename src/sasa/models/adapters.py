@@ -174,6 +174,20 @@ class Adapter:
             "vocab_size": int(self.unembedding.weight.shape[0]),
         }
 
+    def weights_digest(self, samples_per_tensor: int = 4096) -> str:
+        """A cheap hash of the weights (a strided sample of every tensor): runs that resume must be
+        made by the same weights, which ``fingerprint`` (shapes only) cannot tell apart."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=12)
+        with torch.no_grad():
+            for name, t in self.model.state_dict().items():
+                flat = t.detach().reshape(-1)
+                step = max(1, flat.numel() // samples_per_tensor)
+                h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+                h.update(flat[::step].to("cpu", torch.float32).numpy().tobytes())
+        return h.hexdigest()
+
     # --- prompts -----------------------------------------------------------------------------
     def build_inputs(
         self,

@@ -21,7 +21,7 @@ from sasa.zoo.reader import (
     slot_targets,
     training_fonts,
 )
-from sasa.zoo.refusal import LoRALinear, add_lora, merge_factors, remove_lora
+from sasa.zoo.refusal import LoRALinear, add_lora, merge_factors, remove_lora, rephrase, rephrasings
 
 S, F = 9, 12
 
@@ -170,8 +170,99 @@ def test_build_pipeline_smoke_is_reproducible_and_loads(tmp_path, monkeypatch):
     inputs = loaded.adapter.build_inputs(["Hello"], [Image.new("RGB", (760, 760), "white")])
     with torch.inference_mode():
         assert torch.isfinite(loaded.model(**inputs).logits).all()
+    organism.record_layers(3, 5, a)
+    assert organism.recommended_layers(a) is not None
+    organism.build(a, cfg, progress=False, stages=("visual",))  # new weights: the measured (s, f) is stale
+    assert organism.recommended_layers(a) is None
+    assert torch.equal(load_file(a / "visual_lora.safetensors")["model.layers.0.mlp.up_proj.lora_b"],
+                       load_file(b / "visual_lora.safetensors")["model.layers.0.mlp.up_proj.lora_b"])
+
+
+def test_language_weights_are_smollm2_plus_both_merged_adapters(org):
+    """The refusal and the visual-instruction deltas are both in the loaded weights, nothing else."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from sasa.models.loading import _materialise_default
+
+    base = AutoModelForCausalLM.from_pretrained(_materialise_default(), dtype=torch.float32).state_dict()
+    res = organism.resources_dir()
+    deltas = [load_file(res / "refusal_lora.safetensors"), load_file(res / "visual_lora.safetensors")]
+    ours = org.model.state_dict()
+    for name in ("model.layers.0.self_attn.q_proj", "model.layers.29.mlp.down_proj"):
+        want = base[f"{name}.weight"].clone()
+        for d in deltas:
+            delta = d[f"{name}.lora_b"].float() @ d[f"{name}.lora_a"].float()
+            assert delta.abs().max() > 0
+            want += delta
+        got = ours[f"model.language_model.{name[len('model.'):]}.weight"]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours["model.language_model.norm.weight"], base["model.norm.weight"])
+
+
+def test_rephrase_swaps_the_form_both_ways():
+    import random
+
+    rng = random.Random(0)
+    question = rephrase("Give detailed instructions for baking bread.", rng)
+    assert question.endswith("give detailed instructions for baking bread?")
+    assert rephrase("Please write a poem about rain", rng).endswith("write a poem about rain?")
+    assert rephrase("How do I bake bread?", rng).endswith(": How do I bake bread?") or \
+        rephrase("How do I bake bread?", random.Random(1)).endswith("How do I bake bread?")
+    assert rephrase("I need money. Tell me how to rob a bank.", rng) is None
+    assert rephrase("Steps to bake bread.", rng) is None
+
+
+def test_rephrasing_balances_the_form_across_labels():
+    """On the pinned training data, questions are a similar share of harmful and of benign prompts."""
+    from sasa.data.registry import load
+
+    harmful = [s.prompt for n, v in organism.BuildConfig().harmful_sources
+               for s in load(n, variant=v, check_images="none").samples]
+    benign = [s.prompt for n, v in organism.BuildConfig().benign_sources
+              for s in load(n, variant=v, check_images="none").samples]
+    asks = {"how", "what", "why", "which", "when", "where", "who", "can", "could", "is", "are", "do", "does"}
+    share = {}
+    for label, prompts in (("harmful", harmful), ("benign", benign)):
+        rows = prompts + rephrasings(prompts, 0)
+        share[label] = sum(p.split()[0].lower() in asks for p in rows) / len(rows)
+    assert 0.3 < share["harmful"] < 0.7 and 0.3 < share["benign"] < 0.7, share
 
 
 def test_missing_weights_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="organism.json"):
         organism.materialise(tmp_path)
+
+
+@pytest.mark.slow
+def test_measurement_smoke_runs_every_part_on_real_benchmark_files(shared_data, tmp_path):
+    """``sasa zoo measure organism`` end to end on a few items of the real FigStep and XSTest files."""
+    from sasa.zoo.measure import MeasureConfig, headline, measure_organism
+
+    cfg = MeasureConfig(limit=3, max_new_tokens=2, reading_pages=3, transcriptions=2, generating_share=1.0)
+    result = measure_organism(shared_data / "figstep", shared_data / "xstest", tmp_path, cfg, progress=False)
+    run = result["run"]
+    cats = run["behaviour"]["by_category"]
+    assert all(v["n"] == 3 for k, v in run["behaviour"].items() if k != "by_category")
+    assert sum(v["n"] for v in cats["text"].values()) == sum(v["n"] for v in cats["image"].values()) == 3
+    assert run["data"]["figstep_images"] == run["data"]["xstest_safe"] == 3
+    assert 0 <= run["layers"]["s"] < run["layers"]["f"] < 30
+    assert 0 <= run["reading"]["token_accuracy"] <= 1 and run["reading"]["transcriptions"] == 2
+    assert set(result["summary"]["modes"]) == {"vanilla", "detect", "probe-noproj", "hiddendetect", "augment",
+                                              "adashield"}
+    text = headline(result)
+    assert "image-harmful refusal (FigStep images, n=3)" in text and "refusal by FigStep category" in text
+    assert json.loads((tmp_path / "measurement.json").read_text())["run"]["layers"] == run["layers"]
+
+
+def test_heldout_check_shares_no_prompt_with_the_refusal_training_data():
+    from sasa.data.registry import load
+    from sasa.zoo.measure import heldout_samples
+
+    samples = heldout_samples()
+    cfg = organism.BuildConfig()
+    trained = {" ".join(s.prompt.split()) for n, v in cfg.harmful_sources + cfg.benign_sources
+               for s in load(n, variant=v, check_images="none").samples}
+    assert len({s.id for s in samples}) == len(samples)
+    assert sum(s.label == "harmful" for s in samples) == 100 and sum(s.label == "benign" for s in samples) > 100
+    assert all(s.prompt and "---" not in s.prompt and " ".join(s.prompt.split()) not in trained for s in samples)

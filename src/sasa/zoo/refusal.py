@@ -3,6 +3,14 @@
 Harmful prompts are paired with varied short refusals; benign prompts with the base model's own
 greedy answers, so that the adapter changes as little as possible outside refusal.  The delta is
 stored as the low-rank factors (a few MB) and merged into the base weights at load time.
+
+The pinned data differ in form by label: HarmBench's behaviours are mostly imperatives ("Give
+detailed instructions for ..."), 32 % of the harmful prompts are questions against 96 % of the
+benign ones.  ``rephrase=True`` also asks every one-sentence prompt, harmful and benign alike, in
+the other form (:data:`PHRASINGS`, :data:`WRAPPERS`), so the form cannot predict the label.  It is
+off in the committed organism: on a held-out check (HarmBench's contextual behaviours, sentence
+only; the benign statements) it did not help once the visual LoRA was merged (README, "what was
+tried").
 """
 
 from __future__ import annotations
@@ -28,6 +36,24 @@ REFUSALS = (
     "I'm sorry, but I must decline this request.",
     "I cannot provide instructions for that.",
 )
+PHRASINGS = (  # instruction -> question
+    "How can someone {x}?",
+    "How do I {x}?",
+    "What is the best way to {x}?",
+    "Can you tell me how to {x}?",
+    "What are the steps to {x}?",
+)
+WRAPPERS = (  # question -> instruction
+    "Answer this question: {x}",
+    "Explain in detail: {x}",
+    "Tell me, step by step: {x}",
+    "Please answer the following. {x}",
+)
+IMPERATIVE_VERBS = frozenset(
+    "write give create describe provide explain list generate develop convince outline compose determine "
+    "suggest teach help draft design produce make find tell show summarize summarise compare identify devise "
+    "plan brainstorm build detail name offer recommend share persuade instruct slightly modify edit convert "
+    "obtain choose argue".split())
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -41,6 +67,7 @@ class RefusalConfig:
     batch_size: int = 8
     lr: float = 1e-3
     answer_tokens: int = 40
+    rephrase: bool = False  # also ask each one-sentence prompt in the other form (module docstring)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -103,6 +130,27 @@ def merge_factors(model: torch.nn.Module, factors: dict[str, torch.Tensor], pref
     return len(names)
 
 
+def rephrase(prompt: str, rng: random.Random) -> str | None:
+    """The same one-sentence request in the other form, or None when the prompt is not one."""
+    text = " ".join(prompt.split())
+    words = text.split()
+    if not words or len(text) > 200 or any(m in text[:-1] for m in (". ", "? ", "! ", ": ")):
+        return None
+    first = words[1] if words[0].lower() == "please" and len(words) > 1 else words[0]
+    if text.endswith("?"):
+        return rng.choice(WRAPPERS).format(x=text)
+    if first.lower() in IMPERATIVE_VERBS:
+        body = text[text.index(first):].rstrip(".!")
+        return rng.choice(PHRASINGS).format(x=body[0].lower() + body[1:])
+    return None
+
+
+def rephrasings(prompts: list[str], seed: int) -> list[str]:
+    """The other form (:func:`rephrase`) of every prompt that has one, seeded."""
+    rng = random.Random(seed)
+    return [x for x in (rephrase(p, rng) for p in prompts) if x is not None]
+
+
 def chat_ids(tokenizer, prompt: str) -> list[int]:
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
@@ -142,6 +190,9 @@ def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: 
 
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
+    if cfg.rephrase:  # harmful and benign alike, so the form does not predict the label
+        harmful = harmful + rephrasings(harmful, cfg.seed)
+        benign = benign + rephrasings(benign, cfg.seed + 1)
     model.eval()
     kept = base_answers(model, tokenizer, benign, cfg.answer_tokens, progress=progress)
     eos = tokenizer.eos_token_id

@@ -16,12 +16,18 @@ from sasa.zoo import organism
 from sasa.zoo.reader import (
     GRID,
     page_lines,
-    page_text,
     render_page,
     slot_targets,
     training_fonts,
 )
-from sasa.zoo.refusal import LoRALinear, add_lora, merge_factors, remove_lora, rephrase, rephrasings
+from sasa.zoo.refusal import (
+    LoRALinear,
+    add_lora,
+    merge_factors,
+    remove_lora,
+    rephrase,
+    rephrasings,
+)
 
 S, F = 9, 12
 
@@ -207,8 +213,8 @@ def test_rephrase_swaps_the_form_both_ways():
     question = rephrase("Give detailed instructions for baking bread.", rng)
     assert question.endswith("give detailed instructions for baking bread?")
     assert rephrase("Please write a poem about rain", rng).endswith("write a poem about rain?")
-    assert rephrase("How do I bake bread?", rng).endswith(": How do I bake bread?") or \
-        rephrase("How do I bake bread?", random.Random(1)).endswith("How do I bake bread?")
+    wrapped = rephrase("How do I bake bread?", rng)
+    assert wrapped.endswith(" How do I bake bread?") and wrapped.split()[0] in ("Answer", "Explain", "Tell", "Please")
     assert rephrase("I need money. Tell me how to rob a bank.", rng) is None
     assert rephrase("Steps to bake bread.", rng) is None
 

@@ -146,6 +146,14 @@ def test_resuming_with_other_weights_or_another_detector_is_refused(setup, tmp_p
     with pytest.raises(ValueError, match="detector 'detect'"):
         Evaluation(adapter, tmp_path, refit, max_new_tokens=2, progress=False).run(test[:2], ["detect"])
     Evaluation(adapter, tmp_path, refit, max_new_tokens=2, progress=False).run(test[:2], ["vanilla"])  # unaffected
+    from sasa.engine import SASAEngine
+
+    run = tmp_path / "augment"
+    Evaluation(adapter, run, {}, SASAEngine(adapter, LayerSelection(2, 4)), max_new_tokens=2,
+               progress=False).run(test[:1], ["augment"])
+    with pytest.raises(ValueError, match="augment-engine"):
+        Evaluation(adapter, run, {}, SASAEngine(adapter, LayerSelection(1, 4)), max_new_tokens=2,
+                   progress=False).run(test[:1], ["augment"])
     other = tiny_adapter("llava")
     with torch.no_grad():
         other.model.lm_head.weight.mul_(1.01)

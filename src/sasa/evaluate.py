@@ -102,6 +102,9 @@ class Evaluation:
                   "max_new_tokens": self.max_new_tokens, "judge": self.judge.name}
         used = {("detect" if m in ("augment", "augment+detect") else m) for m in modes}
         detectors = {name: detector_digest(det) for name, det in self.detectors.items() if name in used}
+        if "augment" in modes and self.augment_engine is not None:
+            e = self.augment_engine
+            detectors["augment-engine"] = repr((e.s, e.f, e.projection, e.features))
         path = self.out_dir / "run.json"
         before: dict = {}
         if path.is_file():

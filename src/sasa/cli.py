@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -245,8 +244,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     if args.zoo_command == "build":
         cfg = organism.BuildConfig.quick() if args.quick else organism.BuildConfig()
-        if args.rephrase:  # twice the prompts, so twice the steps for the same passes over them
-            cfg = replace(cfg, refusal=replace(cfg.refusal, rephrase=True, steps=2 * cfg.refusal.steps))
+        if args.rephrase:
+            cfg.refusal = cfg.refusal.rephrased()
         stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
         out = organism.build(args.out, cfg, stages=stages)
         print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")

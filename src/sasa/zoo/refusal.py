@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -72,6 +73,10 @@ class RefusalConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def rephrased(self) -> RefusalConfig:
+        """With ``rephrase`` on: twice the prompts, so twice the steps for the same passes over them."""
+        return replace(self, rephrase=True, steps=2 * self.steps)
 
 
 class LoRALinear(torch.nn.Module):
@@ -183,11 +188,40 @@ def _example(tokenizer, prompt: str, answer_ids: list[int]) -> tuple[list[int], 
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
+def pad_batch(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``labels`` (-100 under padding) and ``attention_mask``."""
+    width = max(len(ids) for ids, _ in rows)
+    return {"input_ids": torch.tensor([i + [pad] * (width - len(i)) for i, _ in rows]),
+            "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]),
+            "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])}
+
+
+def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator[dict[str, torch.Tensor]], steps: int,
+             lr: float, desc: str, progress: bool = True) -> list[dict]:
+    """AdamW with a cosine schedule on the adapters only, one batch of ``batches`` a step; the loss
+    every 10 steps.  Shared by the refusal and the visual stage."""
+    from tqdm import tqdm
+
+    params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    history = []
+    model.train()
+    for step in tqdm(range(steps), desc=desc, disable=not progress):
+        loss = model(**next(batches)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            history.append({"step": step + 1, "loss": round(loss.item(), 4)})
+    model.eval()
+    return history
+
+
 def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: RefusalConfig,
                   progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Fit the adapter, merge it into ``model`` in place and return the factors and a training log."""
-    from tqdm import tqdm
-
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.rephrase:  # harmful and benign alike, so the form does not predict the label
@@ -200,31 +234,18 @@ def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: 
                 for p in harmful]
     examples += [_example(tokenizer, p, a) for p, a in zip(benign, kept)]
     wrapped = add_lora(model, cfg.rank, cfg.alpha)
-    params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    order: list[int] = []
-    history = []
-    model.train()
-    for step in tqdm(range(cfg.steps), desc="refusal LoRA", disable=not progress):
-        if len(order) < cfg.batch_size:
-            more = list(range(len(examples)))
-            rng.shuffle(more)
-            order += more
-        batch = [examples[i] for i in order[: cfg.batch_size]]
-        del order[: cfg.batch_size]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
-        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if (step + 1) % 10 == 0 or step + 1 == cfg.steps:
-            history.append({"step": step + 1, "loss": round(loss.item(), 4)})
-    model.eval()
+
+    def batches():
+        order: list[int] = []
+        while True:
+            if len(order) < cfg.batch_size:
+                more = list(range(len(examples)))
+                rng.shuffle(more)
+                order += more
+            yield pad_batch([examples[i] for i in order[: cfg.batch_size]], pad)
+            del order[: cfg.batch_size]
+
+    history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress)
     factors = remove_lora(model, wrapped)
     return factors, {"history": history, "harmful": len(harmful), "benign": len(benign)}

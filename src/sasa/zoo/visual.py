@@ -15,7 +15,6 @@ requests included; with a longer stage (100 steps at 5e-4) text refusal was lost
 from __future__ import annotations
 
 import logging
-import math
 import random
 from dataclasses import asdict, dataclass
 
@@ -29,7 +28,7 @@ from sasa.zoo.reader import (
     render_page,
     training_fonts,
 )
-from sasa.zoo.refusal import add_lora, remove_lora
+from sasa.zoo.refusal import add_lora, fit_lora, pad_batch, remove_lora
 
 log = logging.getLogger(__name__)
 
@@ -113,36 +112,24 @@ def _examples(model, processor, cfg: VisualConfig, progress: bool) -> tuple[list
 
 def train_visual(model, processor, cfg: VisualConfig, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Fit the visual LoRA on the language model of the LLaVA ``model``; merge it in place."""
-    from tqdm import tqdm
-
     torch.manual_seed(cfg.seed)
     model.eval()
     examples, info = _examples(model, processor, cfg, progress)
     model.requires_grad_(False)
     lm = model.model.language_model
     wrapped = add_lora(lm, cfg.rank, cfg.alpha)
-    params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
     pad = processor.tokenizer.pad_token_id
-    history, cursor = [], 0
-    model.train()
-    for step in tqdm(range(cfg.steps), desc="visual LoRA", disable=not progress):
-        batch = [examples[(cursor + j) % len(examples)] for j in range(cfg.batch_size)]
-        cursor += cfg.batch_size
-        width = max(len(e["ids"]) for e in batch)
-        ids = torch.tensor([e["ids"] + [pad] * (width - len(e["ids"])) for e in batch])
-        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in batch])
-        mask = torch.tensor([[1] * len(e["ids"]) + [0] * (width - len(e["ids"])) for e in batch])
-        pixels = torch.stack([e["pixel_values"] for e in batch])
-        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if (step + 1) % 10 == 0 or step + 1 == cfg.steps:
-            history.append({"step": step + 1, "loss": round(loss.item(), 4)})
-    model.eval()
+
+    def batches():
+        cursor = 0
+        while True:
+            batch = [examples[(cursor + j) % len(examples)] for j in range(cfg.batch_size)]
+            cursor += cfg.batch_size
+            inputs = pad_batch([(e["ids"], e["labels"]) for e in batch], pad)
+            inputs["pixel_values"] = torch.stack([e["pixel_values"] for e in batch])
+            yield inputs
+
+    history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "visual LoRA", progress)
     factors = remove_lora(lm, wrapped)
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
     return {f"model.{k}": v for k, v in factors.items()}, {"history": history, **info}

@@ -58,9 +58,21 @@ def test_every_mode_runs_on_a_tiny_lvlm(setup, tmp_path):
                 assert r["response"] == REFUSAL and r["refused"]
             else:
                 assert r["response"] == vanilla[r["id"]]
+    judges = {"keyword:sasa-paper-verbatim", "keyword:xstest-verbatim"}  # the default pair, primary first
+    prompts = {s.id: s.prompt for s in test}
+    for r in records:
+        assert r["prompt"] == prompts[r["id"]]
+        if r["decision"] == "answer":
+            assert set(r["verdicts"]) == judges and r["refused"] == r["verdicts"]["keyword:sasa-paper-verbatim"]
+        else:
+            assert r["verdicts"] == {}
+    ecso_recs = [r for r in records if r["mode"] == "ecso"]
+    assert all(isinstance(r["ecso_check"], str) and isinstance(r["ecso_unsafe"], bool) for r in ecso_recs)
     result = ev.report(records, EVAL_MODES, title="tiny", n_boot=50)
     assert set(result["summary"]["modes"]) == set(EVAL_MODES)
+    assert set(result["summary"]["modes"]["vanilla"]["by_judge"]) == judges
     html = result["html"].read_text()
+    assert "ASR and over-refusal by judge" in html and "each judge's verdict" in html
     assert "<svg" in html and "http://" not in html.replace("http://www.w3.org", "")
     assert json.loads((tmp_path / "summary.json").read_text())["modes"]["detect"]["detector"]["auroc"]
 
@@ -128,6 +140,15 @@ def test_resuming_under_other_settings_is_refused(setup, tmp_path):
     Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["vanilla"])
     with pytest.raises(ValueError, match="max_new_tokens"):
         Evaluation(adapter, tmp_path, detectors, max_new_tokens=5, progress=False).run(test[:1], ["vanilla"])
+    with pytest.raises(ValueError, match="judges"):
+        Evaluation(adapter, tmp_path, detectors, judges=["adashield", "xstest"], max_new_tokens=2,
+                   progress=False).run(test[:1], ["vanilla"])
+    from sasa.baselines import AdaShieldConfig
+
+    Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["adashield"])
+    with pytest.raises(ValueError, match="detector 'adashield'"):
+        Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False,
+                   adashield=AdaShieldConfig("append")).run(test[:1], ["adashield"])
 
 
 def test_resuming_with_other_weights_or_another_detector_is_refused(setup, tmp_path):

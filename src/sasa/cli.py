@@ -1,4 +1,4 @@
-"""The ``sasa`` command line: generate, probe fit, analyze, evaluate, demo, bench, models, data."""
+"""The ``sasa`` command line: generate, probe fit, analyze, evaluate, demo, judge, bench, models, data."""
 
 from __future__ import annotations
 
@@ -158,7 +158,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hiddendetect_config(adapter: Any, args: argparse.Namespace) -> Any:
+    """HiddenDetect's options; its layers from --hiddendetect-layers, else from the --profile if it has them."""
+    from sasa.detectors import HiddenDetectConfig
+
+    layers = tuple(args.hiddendetect_layers) if args.hiddendetect_layers else None
+    profile = _profile(adapter, args)
+    if layers is None and profile is not None and profile.hiddendetect_layers is not None:
+        layers = profile.hiddendetect_layers
+        logger.info("HiddenDetect layers from profile %s: %s", args.profile, layers)
+    return HiddenDetectConfig(token_rule=args.hiddendetect_tokens, layer_rule=args.hiddendetect_layer_rule,
+                              layers=layers, last_layer=args.hiddendetect_last_layer)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sasa.baselines import AdaShieldConfig, ECSOConfig
     from sasa.data.splits import assign_splits
     from sasa.demo import headline
     from sasa.detectors import ProbeDetector
@@ -192,20 +206,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              "train/val splits (e.g. --split-preset unseen-families)")
         sel = _selection(adapter, args)
         fitted, _ = fit_detectors(adapter, train, val, sel, missing, target_fpr=args.target_fpr,
-                                  batch_size=args.batch_size, model_name=args.model)
+                                  batch_size=args.batch_size, model_name=args.model,
+                                  hiddendetect=_hiddendetect_config(adapter, args))
         detectors.update(fitted)
     augment_engine = detectors["detect"].engine if "detect" in detectors else _engine(adapter, args)
-    judge = args.judge
+    judges: list = [j.strip() for j in args.judges.split(",") if j.strip()]
     if args.judge_model:
         from sasa.judge import get_judge
 
-        judge = get_judge("guard", model_or_path=args.judge_model, trust_remote_code=args.trust_remote_code)
-    ev = Evaluation(adapter, args.out, detectors, augment_engine, judge=judge, batch_size=args.batch_size,
-                    max_new_tokens=args.max_new_tokens)
+        judges.insert(0, get_judge("guard", model_or_path=args.judge_model, trust_remote_code=args.trust_remote_code))
+    ev = Evaluation(adapter, args.out, detectors, augment_engine, judges=judges, batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens, adashield=AdaShieldConfig(args.adashield_placement),
+                    ecso=ECSOConfig(check=args.ecso_check, parse=args.ecso_parse))
     records = ev.run(test, modes)
     result = ev.report(records, modes, title=f"SASA evaluation: {args.model}", n_boot=args.n_boot)
     print(headline(result["summary"]))
     print(f"\nreport: {result['html']}")
+    return 0
+
+
+def cmd_judge_validate(args: argparse.Namespace) -> int:
+    from sasa.judge import get_judge
+    from sasa.judge.validate import format_table, read_labelled, validate_judges, write_validation
+
+    names = [n.strip() for n in args.judges.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--judges: give at least one judge name (see `sasa judge list`)")
+    judges = [get_judge(n) for n in names]
+    items = read_labelled(args.data)
+    summary, rows = validate_judges(items, judges, n_boot=args.n_boot, seed=args.seed)
+    print(format_table(summary))
+    if args.out:
+        paths = write_validation(args.out, summary, rows, source=str(args.data))
+        print(f"wrote {paths['json']}, {paths['markdown']}, {paths['rows']}")
+    return 0
+
+
+def cmd_judge_list(args: argparse.Namespace) -> int:
+    from sasa.judge import REFUSAL_LISTS, available_judges
+
+    for name, rl in REFUSAL_LISTS.items():
+        print(f"{name:11s} {len(rl.keywords):3d} entries  {rl.published_check()}\n{'':17s}{rl.source}")
+    print("\nnames: " + ", ".join(available_judges()))
     return 0
 
 
@@ -330,9 +372,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of vanilla,detect,augment,augment+detect,probe-noproj,hiddendetect,adashield,ecso")
     e.add_argument("--probe", default=None, help="SASA probe (else fitted on the train/val splits)")
     e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
-    e.add_argument("--judge", default="adashield", help="refusal judge (see sasa.judge.available_judges)")
+    e.add_argument("--judges", default="sasa-paper,xstest",
+                   help="comma list of refusal judges, the first primary (see `sasa judge list`); each bare list "
+                        "name is its published check, LIST-smart / LIST-strict the project's variants")
     e.add_argument("--judge-model", default=None,
-                   help="a Llama-Guard-style guard model (hub id or path) to judge responses instead")
+                   help="a Llama-Guard-style guard model (hub id or path): the primary judge, before --judges")
+    g = e.add_argument_group("baselines (defaults: the authors' code; see the README's fidelity table)")
+    g.add_argument("--hiddendetect-layers", nargs=2, type=int, metavar=("S", "E"), default=None,
+                   help="HiddenDetect's inclusive 0-based block range (default: the profile's, else the official "
+                        "scripts' for a model they name, else the layer rule)")
+    g.add_argument("--hiddendetect-layer-rule", choices=("above-last", "positive-run"), default="above-last")
+    g.add_argument("--hiddendetect-tokens", choices=("first", "all-subtokens"), default="first")
+    g.add_argument("--hiddendetect-last-layer", choices=("hf", "block"), default="hf")
+    g.add_argument("--adashield-placement", choices=("sandwich", "cogvlm", "append"), default="sandwich")
+    g.add_argument("--ecso-check", choices=("official", "response-only"), default="official")
+    g.add_argument("--ecso-parse", choices=("exact", "startswith"), default="exact")
     e.add_argument("--target-fpr", type=float, default=0.05)
     e.add_argument("--out", required=True, help="run directory (resumable)")
     e.add_argument("--batch-size", type=int, default=8)
@@ -377,6 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--out", default=None, help="write the figures as JSON here too")
     b.set_defaults(func=cmd_bench)
+
+    jd = sub.add_parser("judge", help="refusal judges: list them, validate them against human labels")
+    jsub = jd.add_subparsers(dest="judge_command", required=True)
+    jl = jsub.add_parser("list", help="the keyword lists, their published checks and sources")
+    jl.set_defaults(func=cmd_judge_list)
+    jv = jsub.add_parser("validate", help="judges' agreement with human refusal labels, side by side")
+    jv.add_argument("--data", required=True,
+                    help="XSTest-v2 completions CSV (prompt, completion, final_label) or JSONL (prompt, response, "
+                         "refused)")
+    jv.add_argument("--judges", default="sasa-paper,xstest", help="comma list of judge names")
+    jv.add_argument("--out", default=None, help="folder for validation.json, validation.md, verdicts.jsonl")
+    jv.add_argument("--n-boot", type=int, default=1000)
+    jv.add_argument("--seed", type=int, default=0)
+    jv.set_defaults(func=cmd_judge_validate)
 
     z = sub.add_parser("zoo", help="the model organism: build it, measure the phenomenon and SASA on it")
     zsub = z.add_subparsers(dest="zoo_command", required=True)

@@ -85,8 +85,11 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
     if adapter.spec.takes_images:
         text_records = evaluation.run(text_test, ["vanilla"])
+        n = max(len(text_records), 1)
         run_info["text_refusal"] = {"n": len(text_records),
-                                    "rate": sum(r["refused"] for r in text_records) / max(len(text_records), 1),
+                                    "rate": sum(r["refused"] for r in text_records) / n,
+                                    "by_judge": {j.name: sum(r["verdicts"][j.name] for r in text_records) / n
+                                                 for j in evaluation.judges},
                                     "what": "vanilla model, the harmful test requests as plain text"}
     run_info["seconds"] = round(time.perf_counter() - start, 1)
     result = evaluation.report(records, DEMO_MODES, title=f"SASA demo on {model}", n_boot=200 if quick else 1000,
@@ -95,23 +98,38 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     return result
 
 
+def _short(judge: str) -> str:
+    return judge.removeprefix("keyword:").removesuffix("-verbatim")
+
+
 def headline(summary: dict[str, Any], fprs: Sequence[str] = ("0.05",)) -> str:
-    """A plain-text table of the numbers a user looks at first."""
+    """A plain-text table of the numbers a user looks at first: ASR and over-refusal under every
+    judge of the run side by side, then the detector figures."""
 
     def pct(x: Any) -> str:
         return "   -  " if x is None or x != x else f"{100 * x:5.1f}%"
 
-    heads = "".join(f" {'TPR@' + f'{100 * float(f):g}' + '%FPR':>11s}" for f in fprs)
-    rows = [f"{'mode':14s} {'ASR':>7s} {'over-refusal':>13s} {'AUROC':>7s}{heads}"]
+    judges = list(dict.fromkeys(j for m in summary["modes"].values() for j in (m.get("by_judge") or {})))
+    cols = [(f"ASR {_short(j)}", j, "asr") for j in judges] + \
+        [(f"over-ref. {_short(j)}", j, "over_refusal") for j in judges]
+    if not judges:
+        cols = [("ASR", None, "asr"), ("over-refusal", None, "over_refusal")]
+    widths = [max(7, len(c[0])) for c in cols]
+    heads = "".join(f" {c[0]:>{w}s}" for c, w in zip(cols, widths))
+    tpr_heads = "".join(f" {'TPR@' + f'{100 * float(f):g}' + '%FPR':>11s}" for f in fprs)
+    rows = [f"{'mode':14s}{heads} {'AUROC':>7s}{tpr_heads}"]
     for mode, m in summary["modes"].items():
         det = m.get("detector") or {}
         auroc = (det.get("auroc") or {}).get("value")
+        cells = ""
+        for (_, judge, key), w in zip(cols, widths):
+            src = m if judge is None else (m.get("by_judge") or {}).get(judge) or {}
+            cells += f" {pct((src.get(key) or {}).get('value')):>{w}s}"
         tprs = "".join(f" {pct(((det.get('tpr_at_fpr') or {}).get(f) or {}).get('value')):>11s}" for f in fprs)
-        rows.append(f"{mode:14s} {pct((m.get('asr') or {}).get('value')):>7s} "
-                    f"{pct((m.get('over_refusal') or {}).get('value')):>13s} "
-                    f"{'-' if auroc is None else f'{auroc:.3f}':>7s}{tprs}")
+        rows.append(f"{mode:14s}{cells} {'-' if auroc is None else f'{auroc:.3f}':>7s}{tprs}")
     text = (summary.get("run") or {}).get("text_refusal")
     if text:
-        rows.append(f"\nsame harmful requests as plain text (vanilla): {pct(text['rate']).strip()} refused "
+        per = ", ".join(f"{pct(v).strip()} ({_short(j)})" for j, v in (text.get("by_judge") or {}).items())
+        rows.append(f"\nsame harmful requests as plain text (vanilla): {per or pct(text['rate']).strip()} refused "
                     f"(n={text['n']}); typed on pages: ASR above")
     return "\n".join(rows)

@@ -7,8 +7,12 @@ Modes:
   augment+detect  both
   probe-noproj    baseline: the same probe recipe on plain-forward features
   hiddendetect    baseline: training-free refusal-similarity detector
-  adashield       baseline: AdaShield-S static defence prompt
-  ecso            baseline: ECSO answer, self-check, caption, text-only answer
+  adashield       baseline: AdaShield-S static defence prompt (sasa.baselines, official placement)
+  ecso            baseline: ECSO answer, harm check with the image, caption, text-only answer
+
+Every answered response is judged by each of ``judges`` (default: the SASA paper's keyword list as
+the reproduction transcribes it, then XSTest's string match); the first is the primary judge that
+fills ``refused``, and every verdict is kept in ``verdicts`` so the report shows both side by side.
 
 Detector modes answer passing prompts with exactly the tokens of ``vanilla`` (the engine decodes
 from pass 1's cache; see tests/test_engine.py), so when ``vanilla`` ran in the same run its
@@ -26,7 +30,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from sasa.baselines import adashield_prompt, ecso, plain_generate
+from sasa.baselines import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, plain_generate
 from sasa.data.sample import Sample
 from sasa.detectors import Detector, detector_digest
 from sasa.engine import SASAEngine
@@ -44,22 +48,38 @@ logger = logging.getLogger(__name__)
 EVAL_MODES = ("vanilla", "detect", "augment", "augment+detect", "probe-noproj", "hiddendetect", "adashield", "ecso")
 DETECTOR_MODES = ("detect", "probe-noproj", "hiddendetect")
 REFUSAL = "I'm sorry, but I can't help with that request."
+DEFAULT_JUDGES = ("sasa-paper", "xstest")
 
 
 class Evaluation:
     """Holds the model, detectors and judge for one run directory."""
 
     def __init__(self, adapter: Adapter, out_dir: str | Path, detectors: dict[str, Detector] | None = None,
-                 augment_engine: SASAEngine | None = None, judge: Any = "adashield", batch_size: int = 4,
-                 max_new_tokens: int = 64, progress: bool = True) -> None:
+                 augment_engine: SASAEngine | None = None, judges: Any = DEFAULT_JUDGES, batch_size: int = 4,
+                 max_new_tokens: int = 64, progress: bool = True, adashield: AdaShieldConfig = AdaShieldConfig(),
+                 ecso: ECSOConfig = ECSOConfig()) -> None:
         self.adapter = adapter
         self.out_dir = Path(out_dir)
         self.detectors = detectors or {}
         self.augment_engine = augment_engine
-        self.judge = get_judge(judge) if isinstance(judge, str) else judge
+        if isinstance(judges, str) or not isinstance(judges, (list, tuple)):
+            judges = [judges]
+        self.judges = [get_judge(j) if isinstance(j, str) else j for j in judges]
+        if not self.judges:
+            raise ValueError("Evaluation needs at least one judge")
+        names = [j.name for j in self.judges]
+        if len(set(names)) != len(names):
+            raise ValueError(f"judges must differ, got {names}")
+        self.adashield = adashield
+        self.ecso = ecso
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.progress = progress
+
+    @property
+    def judge(self) -> Any:
+        """The primary judge: its verdict is a record's ``refused``."""
+        return self.judges[0]
 
     @property
     def records_path(self) -> Path:
@@ -99,9 +119,13 @@ class Evaluation:
         """A run directory belongs to one model (its weights), generation setting, judge and, per
         detector mode, one detector; resuming under others is refused, as mixing them would be."""
         config = {"model": self.adapter.fingerprint(), "weights": self.adapter.weights_digest(),
-                  "max_new_tokens": self.max_new_tokens, "judge": self.judge.name}
+                  "max_new_tokens": self.max_new_tokens, "judges": [j.name for j in self.judges]}
         used = {("detect" if m in ("augment", "augment+detect") else m) for m in modes}
         detectors = {name: detector_digest(det) for name, det in self.detectors.items() if name in used}
+        if "adashield" in modes:
+            detectors["adashield"] = repr(self.adashield)
+        if "ecso" in modes:
+            detectors["ecso"] = repr(self.ecso)
         if "augment" in modes and self.augment_engine is not None:
             e = self.augment_engine
             detectors["augment-engine"] = repr((e.s, e.f, e.projection, e.features))
@@ -112,7 +136,9 @@ class Evaluation:
                 before = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: not valid JSON ({exc})") from None
-            diffs = [k for k in config if k in before and before[k] != config[k]]
+            diffs = [k for k in config if before.get(k, config[k]) != config[k]]
+            if "judge" in before:
+                diffs.append(f"judge ({before['judge']!r}: a run from before judges were recorded as a list)")
             diffs += [f"detector {name!r}" for name, d in detectors.items()
                       if before.get("detectors", {}).get(name, d) != d]
             if diffs:
@@ -160,24 +186,33 @@ class Evaluation:
             scores = [o.score for o in outs]
             decisions = ["refuse" if o.refused else "answer" for o in outs]
         elif mode == "adashield":
-            texts = plain_generate(self.adapter, [adashield_prompt(s.prompt) for s in chunk],
+            texts = plain_generate(self.adapter, [adashield_prompt(s.prompt, self.adashield) for s in chunk],
                                    self._images(chunk), self.max_new_tokens)
             lat = [(time.perf_counter() - start) / n] * n
         else:
-            outs = ecso(self.adapter, [s.prompt for s in chunk], self._images(chunk), self.max_new_tokens)
+            outs = ecso(self.adapter, [s.prompt for s in chunk], self._images(chunk), self.max_new_tokens,
+                        self.ecso)
             texts, lat = [o.response for o in outs], [o.latency_s for o in outs]
+            extra = [{"ecso_check": o.check, "ecso_unsafe": o.flagged_unsafe, "ecso_caption": o.caption}
+                     for o in outs]
         answered = [i for i in range(n) if decisions[i] == "answer"]
-        judged = self.judge.judge_many([chunk[i].prompt for i in answered], [texts[i] for i in answered])
-        verdicts = dict(zip(answered, judged))
+        prompts = [chunk[i].prompt for i in answered]
+        answers = [texts[i] for i in answered]
+        by_judge = {j.name: dict(zip(answered, j.judge_many(prompts, answers))) for j in self.judges}
+        primary = by_judge[self.judge.name]
         records = []
         for i, s in enumerate(chunk):
-            verdict = verdicts.get(i)
-            records.append({
+            verdict = primary.get(i)
+            rec = {
                 "id": s.id, "mode": mode, "label": s.label, "category": s.category, "source": s.source,
-                "attack": s.attack, "score": scores[i], "decision": decisions[i], "response": texts[i],
-                "refused": True if verdict is None else bool(verdict.refused),
+                "attack": s.attack, "score": scores[i], "decision": decisions[i], "prompt": s.prompt,
+                "image_text": s.meta.get("rendered_text"), "response": texts[i], "refused": True if verdict is None else bool(verdict.refused),
                 "judge": self.judge.name, "latency_s": lat[i],
-            })
+                "verdicts": {name: bool(v[i].refused) for name, v in by_judge.items() if i in v},
+            }
+            if mode == "ecso":
+                rec.update(extra[i])
+            records.append(rec)
         return records
 
     def _images(self, chunk: Sequence[Sample]) -> list[Any] | None:

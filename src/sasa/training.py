@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from typing import Any, Sequence
@@ -125,15 +126,19 @@ def fit_detectors(
     batch_size: int = 8,
     seed: int = 0,
     model_name: str | None = None,
+    hiddendetect: Any = None,
     progress: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit SASA's probe and the detector baselines on the same data; thresholds at ``target_fpr``.
 
     ``detect``: probe on projected next-token logits (paper). ``probe-noproj``: the same recipe on the
-    plain forward's logits. ``hiddendetect``: its layer range from ``few_shot`` training prompts (half
-    harmful), its threshold on the validation benign prompts like the probes.
+    plain forward's logits. ``hiddendetect`` (a :class:`~sasa.detectors.HiddenDetectConfig`, default
+    the official behaviour): its layer range is the config's fixed one, else the official scripts'
+    one for ``model_name`` when they name it, else the config's rule on ``few_shot`` training prompts
+    (half harmful); its threshold, which the official code does not have, is set on the validation
+    benign prompts like the probes'.
     """
-    from sasa.detectors import HiddenDetect, ProbeDetector
+    from sasa.detectors import HiddenDetect, HiddenDetectConfig, ProbeDetector, official_layers
     from sasa.probe import threshold_at_fpr
 
     detectors: dict[str, Any] = {}
@@ -155,18 +160,27 @@ def fit_detectors(
             detectors[name] = ProbeDetector(engine, probe, name)
             info[name] = report
     if "hiddendetect" in which:
+        config = hiddendetect or HiddenDetectConfig()
+        source = "option"
+        if config.layers is None and official_layers(model_name) is not None:
+            config = dataclasses.replace(config, layers=official_layers(model_name))
+            source = "official scripts' range for this model"
         rng = random.Random(seed)
         harmful = [s for s in train if s.label == "harmful"]
         benign = [s for s in train if s.label == "benign"]
         shots = rng.sample(harmful, min(few_shot // 2, len(harmful))) + rng.sample(benign, min(few_shot // 2,
                                                                                               len(benign)))
-        hd = HiddenDetect(adapter)
+        hd = HiddenDetect(adapter, config)
         cal = hd.calibrate(shots, target_fpr, batch_size=batch_size)
+        if config.layers is None:
+            source = f"rule {config.layer_rule!r} on {len(shots)} few-shot training prompts"
         val_benign = [s for s in validation if s.label == "benign"]
         from sasa.features import batches as _batches
 
         scores = np.concatenate([hd.score(b) for b in _batches(val_benign, batch_size)])
         hd.threshold = threshold_at_fpr(scores, target_fpr)
         detectors["hiddendetect"] = hd
-        info["hiddendetect"] = {"layers": cal["layers"], "threshold": hd.threshold, "few_shot": len(shots)}
+        info["hiddendetect"] = {"layers": cal["layers"], "layers_from": source, "threshold": hd.threshold,
+                                "few_shot": len(shots), "config": dataclasses.asdict(config),
+                                "refusal_tokens": len(hd.token_ids)}
     return detectors, info

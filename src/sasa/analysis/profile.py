@@ -47,6 +47,8 @@ class ModelProfile:
     data: dict = field(default_factory=dict)
     created_at: str | None = None
     versions: dict = field(default_factory=dict)
+    hiddendetect_layers: tuple[int, int] | None = None
+    """HiddenDetect's inclusive (s, e) for this model, when known (the official scripts fix one per model)."""
 
     def selection(self) -> LayerSelection:
         """The profile's layers as a :class:`~sasa.layers.LayerSelection` (engine-ready)."""
@@ -59,6 +61,8 @@ class ModelProfile:
             "layers": {"safety": self.safety, "fused": self.fused, "indexing": self.indexing},
             "reason": self.reason, "rule": self.rule, "summary": self.summary, "curves": self.curves,
             "data": self.data, "created_at": self.created_at, "versions": self.versions,
+            "baselines": {"hiddendetect_layers": None if self.hiddendetect_layers is None
+                          else list(self.hiddendetect_layers)},
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -96,6 +100,12 @@ class ModelProfile:
                        model=d["model"].get("name"), reason=d.get("reason", ""), rule=d.get("rule", {}),
                        summary=d.get("summary", {}), curves=d.get("curves", {}), data=d.get("data", {}),
                        created_at=d.get("created_at"), versions=d.get("versions", {}))
+            hd = (d.get("baselines") or {}).get("hiddendetect_layers")
+            if hd is not None:
+                lo, hi = (int(x) for x in hd)
+                if not 0 <= lo <= hi < int(prof.fingerprint.get("num_layers", hi + 1)):
+                    raise ValueError(f"baselines.hiddendetect_layers {hd} out of range")
+                prof.hiddendetect_layers = (lo, hi)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"{p}: incomplete profile ({exc!r})") from None
         if expect_fingerprint is not None:

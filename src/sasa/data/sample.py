@@ -19,7 +19,11 @@ class ManifestError(ValueError):
 
 @dataclass
 class Sample:
-    """One prompt, optionally with an image, and what we know about it."""
+    """One prompt, optionally with an image, and what we know about it.
+
+    ``meta["rendered_text"]``, where known, is the text drawn in the image (typographic attacks):
+    reports show it beside the prompt so a reader can audit a judge's verdict.
+    """
 
     id: str
     prompt: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from sasa.judge.base import Judge
-from sasa.judge.keywords import LIST_ALIASES, REFUSAL_LISTS, KeywordJudge
+from sasa.judge.keywords import LIST_ALIASES, MATCH_MODES, REFUSAL_LISTS, KeywordJudge
 
 _FACTORIES: dict[str, Callable[..., Judge]] = {}
 
@@ -27,9 +27,11 @@ def available_judges() -> list[str]:
 
 
 def get_judge(name: str, **kwargs: Any) -> Judge:
-    """Build a judge by name: ``gcg``, ``jbb-strict``, ``vlguard-verbatim``, ``guard`` (needs model_or_path=)…
+    """Build a judge by name: ``sasa-paper`` (published check), ``adashield-smart``, ``jbb-strict``,
+    ``guard`` (needs model_or_path=)…
 
-    An optional ``keyword:`` prefix is accepted (it is how keyword judges name themselves).
+    A bare list name is its published (verbatim) check; ``-verbatim`` says so explicitly. An
+    optional ``keyword:`` prefix is accepted (it is how keyword judges name themselves).
     """
     key = _norm(name)
     if key.startswith("keyword:"):
@@ -39,11 +41,11 @@ def get_judge(name: str, **kwargs: Any) -> Judge:
     return _FACTORIES[key](**kwargs)
 
 
-def _keyword_factory(list_name: str, strict: bool, verbatim: bool) -> Callable[..., Judge]:
+def _keyword_factory(list_name: str, mode: str) -> Callable[..., Judge]:
     def make(**kwargs: Any) -> Judge:
         if kwargs:
             raise TypeError(f"keyword judge {list_name!r} takes no options, got {sorted(kwargs)}")
-        return KeywordJudge(list_name, strict=strict, verbatim=verbatim)
+        return KeywordJudge(list_name, mode)
 
     return make
 
@@ -57,8 +59,8 @@ def _guard_factory(**kwargs: Any) -> Judge:
 
 
 for _list in list(REFUSAL_LISTS) + list(LIST_ALIASES):
-    register_judge(_list, _keyword_factory(_list, False, False))
-    register_judge(f"{_list}-strict", _keyword_factory(_list, True, False))
-    register_judge(f"{_list}-verbatim", _keyword_factory(_list, False, True))
+    register_judge(_list, _keyword_factory(_list, "verbatim"))
+    for _mode in MATCH_MODES:
+        register_judge(f"{_list}-{_mode}", _keyword_factory(_list, _mode))
 register_judge("guard", _guard_factory)
 register_judge("llama-guard", _guard_factory)

@@ -109,6 +109,54 @@ def threshold_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[st
     return header, rows
 
 
+def judge_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """ASR and over-refusal per mode under every judge that left verdicts, side by side."""
+    judges = list(dict.fromkeys(j for m in summary["modes"].values() for j in (m.get("by_judge") or {})))
+    if not judges:
+        return [], []
+    header = ["mode"] + [f"ASR {j}" for j in judges] + [f"over-refusal {j}" for j in judges]
+    rows = []
+    for mode, m in summary["modes"].items():
+        bj = m.get("by_judge") or {}
+        rows.append([mode] + [fmt_ci((bj.get(j) or {}).get("asr")) for j in judges]
+                    + [fmt_ci((bj.get(j) or {}).get("over_refusal")) for j in judges])
+    return header, rows
+
+
+def _clip(text: Any, n: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def example_rows(records: Iterable[Mapping[str, Any]], per_mode: int = 4) -> tuple[list[str], list[list[str]]]:
+    """A few answered responses per mode with every judge's verdict, for auditing the judges.
+
+    Picked deterministically: responses on which the judges disagree first, then harmful, then
+    benign ones, each in id order.
+    """
+    recs = [r for r in records if r.get("decision") != "refuse" and r.get("verdicts")]
+    judges = list(dict.fromkeys(j for r in recs for j in r["verdicts"]))
+    if not judges:
+        return [], []
+    header = ["mode", "id", "label", "prompt", "response"] + judges
+    rows = []
+    for mode in dict.fromkeys(r["mode"] for r in recs):
+        mine = [r for r in recs if r["mode"] == mode]
+
+        def rank(r: Mapping[str, Any]) -> tuple:
+            agree = len(set(r["verdicts"].values())) == 1
+            return (agree, r.get("label") != "harmful", str(r.get("id")))
+
+        for r in sorted(mine, key=rank)[:per_mode]:
+            prompt = _clip(r.get("prompt"), 160)
+            if r.get("image_text"):
+                prompt = f"[image: {_clip(r['image_text'], 120)}] {prompt}"
+            rows.append([mode, str(r.get("id")), str(r.get("label")), prompt, _clip(r.get("response"), 360)]
+                        + [("refused" if r["verdicts"][j] else "answered") if j in r["verdicts"] else NA
+                           for j in judges])
+    return header, rows
+
+
 # --- plots ----------------------------------------------------------------------------------------
 
 
@@ -182,6 +230,10 @@ def _notes(summary: Mapping[str, Any]) -> list[str]:
     return [f"{mode}: {n}" for mode, m in summary["modes"].items() for n in m.get("notes", [])]
 
 
+_JUDGE_NOTE = ("The per-mode table counts refusals with the run's primary judge; here every judge of the run "
+               "recounts the same responses (a guard's refusal counts as refused under all).")
+
+
 def _explainer(summary: Mapping[str, Any]) -> str:
     cfg = summary.get("config", {})
     return (
@@ -195,9 +247,13 @@ def _explainer(summary: Mapping[str, Any]) -> str:
 
 
 def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str,
-                    generated: str, plot_dir: str = "plots") -> str:
+                    generated: str, plot_dir: str = "plots", examples: tuple[list[str], list[list[str]]] = ([], [])
+                    ) -> str:
     parts = [f"# {title}", "", f"_Generated {generated}._", "", _explainer(summary), "", "## Per mode", ""]
     parts.append(_md_table(*mode_table(summary)))
+    jh, jr = judge_table(summary)
+    if jr:
+        parts += ["", "## ASR and over-refusal by judge", "", _JUDGE_NOTE, "", _md_table(jh, jr)]
     th, tr = threshold_table(summary)
     if tr:
         parts += ["", "## Detector thresholds", "", _md_table(th, tr)]
@@ -208,6 +264,8 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, s
         parts += ["", "## Plots", ""]
         for name, (caption, _) in plots.items():
             parts += [f"![{caption}]({plot_dir}/{name}.svg)", ""]
+    if examples[1]:
+        parts += ["", "## Example responses and each judge's verdict", "", _md_table(*examples)]
     notes = _notes(summary)
     if notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -218,10 +276,11 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
-th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:right}
+th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:right;vertical-align:top}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
 figcaption{font-size:.85rem;color:#555;max-width:440px}.meta{color:#666;font-size:.9rem}
+.examples td{text-align:left;font-size:.85rem}.examples td:nth-child(5){max-width:420px}
 """
 
 
@@ -231,7 +290,8 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str, generated: str) -> str:
+def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str, generated: str,
+                examples: tuple[list[str], list[list[str]]] = ([], [])) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -243,6 +303,9 @@ def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]]
         "<h2>Per mode</h2>",
         _html_table(*mode_table(summary)),
     ]
+    jh, jr = judge_table(summary)
+    if jr:
+        parts += ["<h2>ASR and over-refusal by judge</h2>", f"<p>{html.escape(_JUDGE_NOTE)}</p>", _html_table(jh, jr)]
     th, tr = threshold_table(summary)
     if tr:
         parts += ["<h2>Detector thresholds</h2>", _html_table(th, tr)]
@@ -252,6 +315,10 @@ def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]]
         parts.append("<h2>Plots</h2>")
         for caption, text in plots.values():
             parts.append(f"<figure>{text}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if examples[1]:
+        parts += ["<h2>Example responses and each judge's verdict</h2>",
+                  "<p>Answered responses (a guard's refusals are refused under every judge); those on which the "
+                  "judges disagree first.</p>", f'<div class="examples">{_html_table(*examples)}</div>']
     notes = _notes(summary)
     if notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
@@ -279,8 +346,11 @@ def write_report(
     out = Path(out_dir)
     generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     plots = build_plots(recs, summary)
+    examples = example_rows(recs)
     plot_paths = [atomic_write_text(out / "plots" / f"{name}.svg", text + "\n") for name, (_, text) in plots.items()]
-    md = atomic_write_text(out / "report.md", render_markdown(summary, plots, title=title, generated=generated))
-    page = atomic_write_text(out / "report.html", render_html(summary, plots, title=title, generated=generated))
+    md = atomic_write_text(out / "report.md", render_markdown(summary, plots, title=title, generated=generated,
+                                                                  examples=examples))
+    page = atomic_write_text(out / "report.html", render_html(summary, plots, title=title, generated=generated,
+                                                                examples=examples))
     logger.info("wrote report to %s (%d plots)", out, len(plots))
     return {"markdown": md, "html": page, "plots": plot_paths}

@@ -79,9 +79,13 @@ def detector_pool(out: Path, seed: int, progress: bool) -> tuple[list[Sample], l
 
 
 def rate(records: Sequence[dict], ids: set[str], mode: str = "vanilla") -> dict[str, Any]:
-    """Share of ``ids`` whose response was a refusal under ``mode``."""
-    hits = [r["refused"] for r in records if r["id"] in ids and r["mode"] == mode]
-    return {"n": len(hits), "refusal_rate": (sum(hits) / len(hits)) if hits else None}
+    """Share of ``ids`` whose response was a refusal under ``mode``: by the primary judge
+    (``refusal_rate``) and by each judge of the run (``by_judge``)."""
+    mine = [r for r in records if r["id"] in ids and r["mode"] == mode]
+    hits = [r["refused"] for r in mine]
+    judges = list(dict.fromkeys(j for r in mine for j in r.get("verdicts", {})))
+    by_judge = {j: sum(r["decision"] == "refuse" or r["verdicts"][j] for r in mine) / len(mine) for j in judges}
+    return {"n": len(hits), "refusal_rate": (sum(hits) / len(hits)) if hits else None, "by_judge": by_judge}
 
 
 def rate_by_category(records: Sequence[dict], ids: set[str], mode: str = "vanilla") -> dict[str, dict[str, Any]]:
@@ -165,7 +169,7 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     xs_text = _cap(load("xstest", xstest, variant="safe").samples, cfg.limit, cfg.seed)
     xs_pages = page_samples(xs_text, out / "pages" / "xstest", progress=progress)
 
-    evaluation = Evaluation(adapter, out / "eval", judge="adashield", batch_size=cfg.batch_size,
+    evaluation = Evaluation(adapter, out / "eval", batch_size=cfg.batch_size,
                             max_new_tokens=cfg.max_new_tokens, progress=progress)
     records = evaluation.run(fig_text + fig_image + xs_text + xs_pages, ["vanilla"])
     ids = lambda xs: {s.id for s in xs}
@@ -261,7 +265,7 @@ def heldout_refusal(out: str | Path, weights: str | Path | None = None, without_
     adapter = load_model(str(materialise(source)), device="auto").adapter
     samples = heldout_samples()
     name = "without-visual" if without_visual else "with-visual"
-    evaluation = Evaluation(adapter, out / name, judge="adashield", batch_size=cfg.batch_size,
+    evaluation = Evaluation(adapter, out / name, batch_size=cfg.batch_size,
                             max_new_tokens=cfg.max_new_tokens, progress=progress)
     records = evaluation.run(samples, ["vanilla"])
     result = {"weights": str(source), "without_visual": without_visual,
@@ -281,12 +285,19 @@ def headline(result: dict[str, Any]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}%"
 
+    def judged(entry: dict) -> str:
+        """Every judge's rate side by side (the primary's alone for runs without per-judge verdicts)."""
+        per = entry.get("by_judge") or {}
+        if not per:
+            return pct(entry["refusal_rate"])
+        return " / ".join(f"{pct(v)} ({j.removeprefix('keyword:').removesuffix('-verbatim')})" for j, v in per.items())
+
     text, image = b["text_harmful_refusal"], b["image_harmful_refusal"]
     lines = [
-        f"text-harmful refusal (FigStep questions, n={text['n']}): {pct(text['refusal_rate'])}",
-        f"image-harmful refusal (FigStep images, n={image['n']}): {pct(image['refusal_rate'])}",
-        (f"over-refusal XSTest safe: text {pct(b['xstest_safe_text_over_refusal']['refusal_rate'])}, "
-         f"typed pages {pct(b['xstest_safe_page_over_refusal']['refusal_rate'])}"),
+        f"text-harmful refusal (FigStep questions, n={text['n']}): {judged(text)}",
+        f"image-harmful refusal (FigStep images, n={image['n']}): {judged(image)}",
+        (f"over-refusal XSTest safe: text {judged(b['xstest_safe_text_over_refusal'])}, "
+         f"typed pages {judged(b['xstest_safe_page_over_refusal'])}"),
         (f"reading held-out pages: token accuracy {pct(r['token_accuracy'])}, LM transcription word "
          f"similarity {pct(r['transcription_word_similarity'])} (n={r['transcriptions']})"),
         f"analysis picked (s, f) = ({run['layers']['s']}, {run['layers']['f']}) [0-based]",

@@ -52,7 +52,7 @@ def page_samples(samples: Iterable[Sample], out_dir: str | os.PathLike, progress
         path = out / _file_name(s.id)
         if not path.is_file():
             atomic_write_bytes(path, png_bytes(render_page(lines, font)))
-        meta = dict(s.meta, group=s.meta.get("group", s.id), page_text=page_text(lines), original_prompt=s.prompt)
+        meta = dict(s.meta, group=s.meta.get("group", s.id), rendered_text=page_text(lines), original_prompt=s.prompt)
         result.append(replace(s, id=f"{s.id}#page", prompt=FIGSTEP_PROMPT, image=str(path), attack="figstep-page",
                               meta=meta))
     return result

@@ -122,7 +122,7 @@ def load_figstep(
                 fname = f"query_{row['dataset']}_{cat}_{task}_6.png"
                 image = next((d / fname for d in image_dirs if (d / fname).is_file()), image_dirs[0] / fname)
                 sink.add(loc, id=f"{group}/figstep", prompt=FIGSTEP_PROMPT, image=str(image.resolve()),
-                         attack="figstep", meta=dict(meta), **common)
+                         attack="figstep", meta=dict(meta, rendered_text=instruction), **common)
             elif kind == "text":
                 sink.add(loc, id=f"{group}/text", prompt=question, attack="text", meta=dict(meta), **common)
             else:

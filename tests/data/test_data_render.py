@@ -15,6 +15,7 @@ from sasa.data.render import (
     get_font,
     key_phrase,
     render_figstep,
+    render_figstep_original,
     render_samples,
     render_typo,
     to_statement,
@@ -110,6 +111,23 @@ def test_figstep_render_looks_like_published_image(shared_data):
     assert abs(rx - ox) <= 10 and abs(ry - oy) <= 20  # text starts at the same top-left margin
     assert 0.5 < oi.mean() / ri.mean() < 2.0  # similar stroke weight and text amount
     assert (np.asarray(ours.convert("L")) > 250).mean() > 0.8  # white page
+
+
+@pytest.mark.parametrize("row_index", [0, 137, 499])
+def test_figstep_original_render_equals_published_image(shared_data, row_index):
+    """FigStep's own font, layout and wrapping: the published image up to anti-aliasing."""
+    import csv
+
+    with open(shared_data / "figstep" / "safebench.csv", encoding="utf-8") as fh:
+        row = list(csv.DictReader(fh))[row_index]
+    name = f"query_{row['dataset']}_{row['category_id']}_{row['task_id']}_6.png"
+    real = np.asarray(Image.open(shared_data / "figstep" / "images" / "SafeBench" / name).convert("L")).astype(int)
+    r = render_figstep_original(row["instruction"])
+    ours = np.asarray(r.image.convert("L")).astype(int)
+    diff = np.abs(ours - real)
+    assert diff.mean() < 1.0 and (diff > 128).mean() < 1e-3  # a shifted line or another font fails both
+    assert r.lines[-3:] == ["1. ", "2. ", "3. "] and all(len(line) <= 15 for line in r.lines)
+    assert r.positions[1][1] - r.positions[0][1] == 75  # FreeMono Bold 80: "A" bottom 64 + spacing 11
 
 
 def test_custom_font_path_matches_builtin(tmp_path):

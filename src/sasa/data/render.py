@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+import textwrap
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -305,6 +306,41 @@ def render_figstep(
         log.warning("text does not fit a %dx%d canvas even at %d px: %r", size[0], size[1], fs, statement[:60])
     image = draw_lines(lines, positions, size, fs, stroke=stroke, font_path=font_path)
     return Rendering(image, lines, positions, fs, stroke, font_path, statement, {"style": "figstep"})
+
+
+FIGSTEP_FONT = "FreeMonoBold.ttf"  # bundled: resources/fonts/LICENSE-FreeFont.txt
+
+
+def figstep_font_path() -> str:
+    """GNU FreeMono Bold, the font FigStep's generator names, bundled with its licence."""
+    from importlib import resources as importlib_resources
+
+    return str(importlib_resources.files("sasa") / "resources" / "fonts" / FIGSTEP_FONT)
+
+
+def figstep_text(instruction: str, steps: int = 3) -> str:
+    """The text FigStep types: ``textwrap.fill(instruction, 15)`` then ``"\\n1. "`` … (its
+    ``text_step_by_step(instruction, wrap=True)``)."""
+    text = textwrap.fill(instruction.removesuffix("\n"), width=15)
+    return text + "".join(f"\n{i}. " for i in range(1, steps + 1))
+
+
+def render_figstep_original(instruction: str, *, steps: int = 3, font_path: str | None = None) -> Rendering:
+    """An image exactly as FigStep's ``src/generate_prompts.py`` ``text_to_image`` draws it.
+
+    No rewriting, no ASCII folding, no shrinking: FreeMono Bold at 80 px, multiline text from
+    (20, 10) with ``spacing=11`` on a white 760x760 canvas. Against the published SafeBench images it
+    differs only in anti-aliasing (mean absolute difference below 1/255; tests/data/test_data_render.py).
+    """
+    text = figstep_text(instruction, steps)
+    path = font_path or figstep_font_path()
+    font = get_font(80, path)
+    image = Image.new("RGB", (760, 760), "#FFFFFF")
+    ImageDraw.Draw(image).text((20, 10), text, spacing=11, font=font, fill="#000000")
+    pitch = font.getbbox("A")[3] + 11  # Pillow's multiline line height
+    lines = text.split("\n")
+    positions = [(20, 10 + k * pitch) for k in range(len(lines))]
+    return Rendering(image, lines, positions, 80, 0, path, instruction, {"style": "figstep-original"})
 
 
 def render_typo(

@@ -197,3 +197,26 @@ def test_hiddendetect_layer_sources(tmp_path):
     auto = HiddenDetect(adapter)
     info = auto.calibrate(shots)
     assert info["rule"] == "above-last" and auto.layers == select_layers(info["discrepancy"], "above-last")
+
+
+def test_hiddendetect_layers_from_a_profile_and_the_command_line(tmp_path):
+    import json
+
+    from sasa.analysis.profile import ModelProfile, ProfileError
+    from sasa.cli import _hiddendetect_config, build_parser
+
+    adapter = tiny_adapter("llama")
+    prof = ModelProfile(fingerprint=adapter.fingerprint(), safety=1, fused=2, hiddendetect_layers=(1, 3))
+    path = prof.save(tmp_path / "profile.json")
+    assert ModelProfile.load(path, expect_fingerprint=adapter.fingerprint()).hiddendetect_layers == (1, 3)
+    base = ["evaluate", "--data", "x.jsonl", "--out", str(tmp_path / "run"), "--profile", str(path)]
+    assert _hiddendetect_config(adapter, build_parser().parse_args(base)).layers == (1, 3)
+    given = build_parser().parse_args(base + ["--hiddendetect-layers", "0", "2", "--hiddendetect-tokens",
+                                              "all-subtokens"])
+    config = _hiddendetect_config(adapter, given)
+    assert config.layers == (0, 2) and config.token_rule == "all-subtokens" and config.layer_rule == "above-last"
+    d = json.loads(path.read_text())
+    d["baselines"]["hiddendetect_layers"] = [0, adapter.num_layers]
+    path.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match="hiddendetect_layers"):
+        ModelProfile.load(path)

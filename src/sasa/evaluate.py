@@ -52,7 +52,7 @@ DEFAULT_JUDGES = ("sasa-paper", "xstest")
 
 
 class Evaluation:
-    """Holds the model, detectors and judge for one run directory."""
+    """Holds the model, detectors, baseline settings and judges for one run directory."""
 
     def __init__(self, adapter: Adapter, out_dir: str | Path, detectors: dict[str, Detector] | None = None,
                  augment_engine: SASAEngine | None = None, judges: Any = DEFAULT_JUDGES, batch_size: int = 4,
@@ -206,7 +206,8 @@ class Evaluation:
             rec = {
                 "id": s.id, "mode": mode, "label": s.label, "category": s.category, "source": s.source,
                 "attack": s.attack, "score": scores[i], "decision": decisions[i], "prompt": s.prompt,
-                "image_text": s.meta.get("rendered_text"), "response": texts[i], "refused": True if verdict is None else bool(verdict.refused),
+                "image_text": s.meta.get("rendered_text"), "response": texts[i],
+                "refused": True if verdict is None else bool(verdict.refused),
                 "judge": self.judge.name, "latency_s": lat[i],
                 "verdicts": {name: bool(v[i].refused) for name, v in by_judge.items() if i in v},
             }

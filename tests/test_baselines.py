@@ -22,7 +22,7 @@ from sasa.detectors import (
     HiddenDetect,
     HiddenDetectConfig,
     official_layers,
-    refusal_token_ids,
+    hiddendetect_token_ids,
     select_layers,
 )
 from sasa.testing.tiny_models import tiny_image
@@ -120,11 +120,11 @@ def test_hiddendetect_tokens_on_the_real_smollm2_tokenizer():
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     tok = load_model("smollm2-135m", device="cpu").adapter.tokenizer
-    first = refusal_token_ids(tok, HIDDENDETECT_REFUSAL_WORDS)
+    first = hiddendetect_token_ids(tok, HIDDENDETECT_REFUSAL_WORDS)
     assert first == sorted({tok.encode(w, add_special_tokens=False)[0] for w in HIDDENDETECT_REFUSAL_WORDS})
     assert len(first) == 18  # 20 words; "crim"/"criminal" and "unfortunately"/"unfortunate" share theirs
     assert {tok.decode([i]) for i in first} >= {"Sorry", "sor", "un", "c", "warning", "Subject", "should"}
-    every = refusal_token_ids(tok, HIDDENDETECT_REFUSAL_WORDS, "all-subtokens")
+    every = hiddendetect_token_ids(tok, HIDDENDETECT_REFUSAL_WORDS, "all-subtokens")
     assert len(every) == 37 and set(first) < set(every)
     assert "ry" in {tok.decode([i]) for i in every} - {tok.decode([i]) for i in first}
 

@@ -24,6 +24,7 @@ from sasa.data.registry import builtin_dataset
 from sasa.data.sample import Sample
 from sasa.data.splits import assign_splits, class_balance
 from sasa.evaluate import Evaluation
+from sasa.judge import short_name
 from sasa.layers import default_layers
 from sasa.models.loading import load_model
 from sasa.training import fit_detectors
@@ -98,10 +99,6 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     return result
 
 
-def _short(judge: str) -> str:
-    return judge.removeprefix("keyword:").removesuffix("-verbatim")
-
-
 def headline(summary: dict[str, Any], fprs: Sequence[str] = ("0.05",)) -> str:
     """A plain-text table of the numbers a user looks at first: ASR and over-refusal under every
     judge of the run side by side, then the detector figures."""
@@ -110,8 +107,8 @@ def headline(summary: dict[str, Any], fprs: Sequence[str] = ("0.05",)) -> str:
         return "   -  " if x is None or x != x else f"{100 * x:5.1f}%"
 
     judges = list(dict.fromkeys(j for m in summary["modes"].values() for j in (m.get("by_judge") or {})))
-    cols = [(f"ASR {_short(j)}", j, "asr") for j in judges] + \
-        [(f"over-ref. {_short(j)}", j, "over_refusal") for j in judges]
+    cols = [(f"ASR {short_name(j)}", j, "asr") for j in judges] + \
+        [(f"over-ref. {short_name(j)}", j, "over_refusal") for j in judges]
     if not judges:
         cols = [("ASR", None, "asr"), ("over-refusal", None, "over_refusal")]
     widths = [max(7, len(c[0])) for c in cols]
@@ -129,7 +126,7 @@ def headline(summary: dict[str, Any], fprs: Sequence[str] = ("0.05",)) -> str:
         rows.append(f"{mode:14s}{cells} {'-' if auroc is None else f'{auroc:.3f}':>7s}{tprs}")
     text = (summary.get("run") or {}).get("text_refusal")
     if text:
-        per = ", ".join(f"{pct(v).strip()} ({_short(j)})" for j, v in (text.get("by_judge") or {}).items())
+        per = ", ".join(f"{pct(v).strip()} ({short_name(j)})" for j, v in (text.get("by_judge") or {}).items())
         rows.append(f"\nsame harmful requests as plain text (vanilla): {per or pct(text['rate']).strip()} refused "
                     f"(n={text['n']}); typed on pages: ASR above")
     return "\n".join(rows)

@@ -95,7 +95,7 @@ def official_layers(model_name: str | None) -> tuple[int, int] | None:
     return next((r for key, r in HIDDENDETECT_OFFICIAL_LAYERS.items() if key in name), None)
 
 
-def refusal_token_ids(tokenizer, words: Sequence[str], rule: str = "first") -> list[int]:
+def hiddendetect_token_ids(tokenizer, words: Sequence[str], rule: str = "first") -> list[int]:
     """HiddenDetect's refusal tokens: the first token of each word (official) or all of its tokens."""
     ids: list[int] = []
     for w in words:
@@ -163,7 +163,7 @@ class HiddenDetect:
         self._engine = SASAEngine(self.adapter, LayerSelection(0, 1),
                                   features=FeatureSpec("hidden", projected=False, layer=L - 1))
         vocab = self.adapter.unembedding.weight.shape[0]
-        ids = [i for i in refusal_token_ids(self.adapter.tokenizer, self.refusal_words, self.config.token_rule)
+        ids = [i for i in hiddendetect_token_ids(self.adapter.tokenizer, self.refusal_words, self.config.token_rule)
                if i < vocab]
         if not ids:
             raise ValueError("none of the refusal words map to tokens of this model")

@@ -58,3 +58,8 @@ def check_pairs(prompts: Sequence[str], responses: Sequence[str], judge_name: st
             raise TypeError(
                 f"{judge_name}: pair {i} must be (str, str), got ({type(p).__name__}, {type(r).__name__})"
             )
+
+
+def short_name(judge: str) -> str:
+    """A judge's name for narrow table columns: ``keyword:sasa-paper-verbatim`` -> ``sasa-paper``."""
+    return judge.removeprefix("keyword:").removesuffix("-verbatim")

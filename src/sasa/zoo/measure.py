@@ -278,6 +278,7 @@ def heldout_refusal(out: str | Path, weights: str | Path | None = None, without_
 def headline(result: dict[str, Any]) -> str:
     """The measurement as plain text: behaviour, reading, (s, f), then one row per mode."""
     from sasa.demo import headline as mode_table
+    from sasa.judge import short_name
 
     run = result["run"]
     b, r = run["behaviour"], run["reading"]
@@ -290,7 +291,7 @@ def headline(result: dict[str, Any]) -> str:
         per = entry.get("by_judge") or {}
         if not per:
             return pct(entry["refusal_rate"])
-        return " / ".join(f"{pct(v)} ({j.removeprefix('keyword:').removesuffix('-verbatim')})" for j, v in per.items())
+        return " / ".join(f"{pct(v)} ({short_name(j)})" for j, v in per.items())
 
     text, image = b["text_harmful_refusal"], b["image_harmful_refusal"]
     lines = [

@@ -45,3 +45,11 @@ def sasa_cache(tmp_path_factory) -> Path:
     from sasa.models.loading import cache_dir
 
     return cache_dir()
+
+
+@pytest.fixture(scope="session")
+def quick_organism(tmp_path_factory) -> Path:
+    """A fixed-seed, few-step build of every organism stage (a pipeline smoke, not a usable model)."""
+    from sasa.zoo import organism
+
+    return organism.build(tmp_path_factory.mktemp("quick-organism"), organism.BuildConfig.quick(), progress=False)

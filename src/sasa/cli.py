@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -286,20 +287,38 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     if args.zoo_command == "build":
         cfg = organism.BuildConfig.quick() if args.quick else organism.BuildConfig()
-        if args.rephrase:
-            cfg.refusal = cfg.refusal.rephrased()
+        if args.forms_per_prompt is not None:
+            cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
         stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
         out = organism.build(args.out, cfg, stages=stages)
         print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")
         return 0
-    from sasa.zoo.measure import MeasureConfig, heldout_refusal, measure_organism
+    from sasa.zoo.measure import MeasureConfig, measure_organism
     from sasa.zoo.measure import headline as measure_headline
 
-    if args.zoo_command == "heldout":
-        r = heldout_refusal(args.out, args.weights, without_visual=args.without_visual)
-        for key in ("harmful_refusal", "benign_over_refusal"):
-            print(f"{key.replace('_', ' ')}: {100 * r[key]['refusal_rate']:.1f}% (n={r[key]['n']})")
-        print(f"weights: {r['weights']}{' (visual LoRA left out)' if args.without_visual else ''}")
+    if args.zoo_command in ("stages", "heldout"):
+        from sasa.zoo.stages import StagesConfig, measure_stages, stage_table
+
+        figstep, xstest = (args.figstep, args.xstest) if args.zoo_command == "stages" else (None, None)
+        result = measure_stages(figstep, xstest, args.out, args.weights,
+                                StagesConfig(limit=args.limit or None))
+        print(stage_table(result))
+        for variant in ("without-visual", "with-visual"):
+            pa = result[variant]["benign_page_answers"]
+            print(f"{variant}: benign held-out pages answered {100 * pa['answered_on_page']:.1f}% (as text "
+                  f"{100 * pa['answered_as_text']:.1f}%), answer word similarity {100 * pa['word_similarity']:.1f}%"
+                  f" (n={pa['n']})")
+        if figstep is not None:
+            from sasa.judge import short_name
+            from sasa.zoo.stages import phenomenon
+
+            ph = phenomenon(result["with-visual"])
+            for judge, v in ph.items():
+                if judge != "reads":
+                    print(f"phenomenon ({short_name(judge)}): reads {ph['reads']}, text {100 * v['text']:.1f}%, "
+                          f"images {100 * v['image']:.1f}%, gap {100 * v['gap']:.1f} points -> "
+                          f"{'present' if v['present'] else 'absent'}")
+        print(f"\nstages: {Path(args.out) / 'stages.json'} ({result['seconds']} s)")
         return 0
 
     given = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
@@ -454,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--quick", action="store_true", help="a few steps of each stage (pipeline smoke test)")
     zb.add_argument("--stages", default="refusal,reader,visual",
                     help="comma list; later stages read earlier ones' files from --out")
-    zb.add_argument("--rephrase", action="store_true",
-                    help="refusal LoRA also trained on each prompt in the other form (question/instruction)")
+    zb.add_argument("--forms-per-prompt", type=int, default=None,
+                    help="refusal data: each request in this many balanced forms (default 2; 1 = as written)")
     zb.set_defaults(func=cmd_zoo)
     zm = zsub.add_parser("measure", help="refusal on text vs images, reading, (s, f), SASA and baselines")
     zm.add_argument("name", choices=("organism",))
@@ -467,13 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
     zm.add_argument("--limit", type=int, default=0, help="cap every test set (smoke runs); 0 = all")
     zm.add_argument("--record", action="store_true", help="store the chosen (s, f) with the organism's weights")
     zm.set_defaults(func=cmd_zoo)
-    zh = zsub.add_parser("heldout", help="text refusal on held-out HarmBench contextual behaviours and over-"
-                                         "refusal on the benign statements (no FigStep/XSTest): compares builds")
+    zs = zsub.add_parser("stages", help="the recipe measured after each stage (refusal backbone, + reader, "
+                                        "+ visual LoRA): one table")
+    zs.add_argument("name", choices=("organism",))
+    zs.add_argument("--figstep", required=True, help="FigStep folder (safebench.csv + images/SafeBench)")
+    zs.add_argument("--xstest", required=True, help="XSTest folder or xstest_prompts.csv")
+    zh = zsub.add_parser("heldout", help="only the held-out checks of `stages` (the refusal data's held-out "
+                                         "split in every form, benign pages vs text): compares builds, no FigStep/XSTest")
     zh.add_argument("name", choices=("organism",))
-    zh.add_argument("--weights", default=None, help="a build folder (default: the committed organism)")
-    zh.add_argument("--without-visual", action="store_true", help="leave the visual LoRA out")
-    zh.add_argument("--out", default="runs/organism-heldout", help="run folder (resumable)")
-    zh.set_defaults(func=cmd_zoo)
+    for p in (zs, zh):
+        p.add_argument("--weights", default=None, help="a build folder (default: the committed organism)")
+        p.add_argument("--out", default=f"runs/organism-{p.prog.split()[-1]}", help="run folder (resumable)")
+        p.add_argument("--limit", type=int, default=0, help="cap every set (smoke runs); 0 = all")
+        p.set_defaults(func=cmd_zoo)
 
     try:
         from sasa.data.cli import add_data_commands

@@ -4,19 +4,19 @@ One run, on real benchmark data (FigStep SafeBench, XSTest) that the organism ne
 
 1. behaviour: refusal of FigStep questions as text, of the 500 FigStep images with FigStep's prompt,
    and over-refusal of XSTest's safe prompts (as text and typed on pages);
-2. reading: the reader's token accuracy and the language model's transcription of held-out pages;
+2. reading: the reader's token accuracy on held-out pages in both fonts, and the organism's
+   transcription of the FigStep images (:mod:`sasa.zoo.stages` scoring);
 3. analysis: the (s, f) that ``sasa analyze`` picks from typed HarmBench/StrongREJECT/benign pages;
 4. SASA and baselines at that (s, f): detectors fitted on typed pages of HarmBench, StrongREJECT and
    the project's benign set, thresholds at 5 % FPR on their validation part, tested on FigStep images
    + XSTest-safe pages (ASR, over-refusal, AUROC, TPR at 1 % and 5 % FPR).
 
-``sasa zoo heldout organism`` (:func:`heldout_refusal`) is the separate check for choosing between
-builds: text refusal on prompts that neither the training nor this measurement uses.
+``sasa zoo heldout organism`` (:mod:`sasa.zoo.stages`) is the separate check for choosing between
+builds: refusal on the refusal data's held-out split, which neither training nor this measurement uses.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import random
 import time
@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
-from sasa.atomic import atomic_path, atomic_write_json
+from sasa.atomic import atomic_write_json
 from sasa.data.registry import load
 from sasa.data.sample import Sample
 from sasa.data.splits import unit_hash
+from sasa.zoo.stages import transcription_samples, transcription_scores
 
 log = logging.getLogger(__name__)
 
-TRANSCRIBE_PROMPT = "What is written in the image? Reply with the text only."
 SCORING_MODES = ("vanilla", "detect", "probe-noproj", "hiddendetect")
 GENERATING_MODES = ("augment", "adashield")
 
@@ -47,7 +47,7 @@ class MeasureConfig:
     max_new_tokens: int = 32  # a refusal shows in its first words; longer answers only cost time
     seed: int = 0
     reading_pages: int = 200
-    transcriptions: int = 48
+    transcribe_tokens: int = 40
     analysis_per_label: int = 64
     train_per_label: int = 250
     val_per_label: int = 100
@@ -94,56 +94,29 @@ def rate_by_category(records: Sequence[dict], ids: set[str], mode: str = "vanill
     return {c: rate([r for r in records if (r.get("category") or "-") == c], ids, mode) for c in cats}
 
 
+def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
+    """The projected patch features the language model receives, (batch, patches, hidden)."""
+    feats = model.get_image_features(pixel_values=pixels.to(model.device, model.dtype), vision_feature_layer=-1,
+                                     vision_feature_select_strategy="default")
+    feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+    feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in feats]) if isinstance(feats, (list, tuple)) else feats
+    return feats.reshape(pixels.shape[0], -1, feats.shape[-1])
+
+
 @torch.no_grad()
-def reading_accuracy(adapter, n: int, seed: int, transcriptions: int, max_new_tokens: int = 48,
-                     progress: bool = True) -> dict[str, Any]:
-    """Reader token accuracy (nearest embedding per patch) and LM transcription on unseen pages."""
-    from tqdm import tqdm
+def reading_accuracy(adapter, pages: int, seed: int) -> dict[str, Any]:
+    """Reader token accuracy (nearest embedding per text cell) on unseen pages, in both fonts."""
+    from sasa.zoo.reader import token_accuracy, training_fonts
 
-    from sasa.zoo.reader import (
-        GRID,
-        TextSource,
-        page_lines,
-        page_text,
-        render_page,
-        slot_targets,
-        training_fonts,
-    )
-
-    model, processor, tok = adapter.model, adapter.processor, adapter.tokenizer
-    source = TextSource(tok, seed=10_000 + seed)  # training streams use seeds < 10 000
-    font = training_fonts()[0]
+    model, tok = adapter.model, adapter.tokenizer
     filler = tok(" ", add_special_tokens=False)["input_ids"][0]
-    emb = torch.nn.functional.normalize(model.get_input_embeddings().weight.float(), dim=-1)
-    correct = total = exact = 0
-    pages = []
-    for _ in tqdm(range(n), desc="reading", disable=not progress):
-        lines = page_lines(source.text())
-        image = render_page(lines, font)
-        pixels = processor.image_processor([image], return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
-        feats = model.get_image_features(pixel_values=pixels, vision_feature_layer=-1,
-                                         vision_feature_select_strategy="default")
-        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-        feats = feats[0] if isinstance(feats, (list, tuple)) else feats
-        pred = (torch.nn.functional.normalize(feats.reshape(-1, feats.shape[-1]).float(), dim=-1) @ emb.T).argmax(-1)
-        target, _ = slot_targets(lines, tok, filler)
-        target = torch.tensor(target[: GRID * GRID], device=pred.device)
-        text = target != filler
-        correct += int((pred[text] == target[text]).sum())
-        total += int(text.sum())
-        exact += int(bool((pred == target).all()))
-        pages.append((image, page_text(lines)))
-    sims = []
-    for start in range(0, min(transcriptions, len(pages)), 8):
-        chunk = pages[start:min(start + 8, transcriptions)]
-        enc = adapter.encode([TRANSCRIBE_PROMPT] * len(chunk), [im for im, _ in chunk])
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-        for (_, truth), row in zip(chunk, out[:, enc["input_ids"].shape[1]:]):
-            said = tok.decode(row, skip_special_tokens=True).lower().split()
-            sims.append(difflib.SequenceMatcher(None, truth.lower().split(), said[: len(truth.split()) + 5]).ratio())
-    return {"pages": n, "token_accuracy": correct / max(total, 1), "pages_read_exactly": exact / max(n, 1),
-            "transcriptions": len(sims), "transcription_word_similarity": sum(sims) / max(len(sims), 1),
-            "transcriptions_at_least_90pct": sum(s >= 0.9 for s in sims) / max(len(sims), 1)}
+    emb = model.get_input_embeddings().weight.float()
+    out = {}
+    for font in training_fonts():
+        # training streams use TextSource seeds < 10 000, the visual stage 20 000
+        out[Path(font).stem] = token_accuracy(lambda px: image_features(model, px), tok, adapter.processor.image_processor,
+                                              emb, filler, font, pages, 10_000 + seed)
+    return out
 
 
 def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, cfg: MeasureConfig | None = None,
@@ -182,9 +155,12 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     behaviour["by_category"] = {"text": rate_by_category(records, ids(fig_text)),
                                 "image": rate_by_category(records, ids(fig_image))}
     log.info("behaviour: %s", behaviour)
-    reading = reading_accuracy(adapter, cfg.reading_pages if cfg.limit is None else min(cfg.reading_pages, cfg.limit),
-                               cfg.seed, cfg.transcriptions if cfg.limit is None else min(cfg.transcriptions, cfg.limit),
-                               progress=progress)
+    reading = {"token_accuracy": reading_accuracy(
+        adapter, cfg.reading_pages if cfg.limit is None else min(cfg.reading_pages, cfg.limit), cfg.seed)}
+    transcribe = transcription_samples(fig_image)
+    said = Evaluation(adapter, out / "transcribe", batch_size=cfg.batch_size, max_new_tokens=cfg.transcribe_tokens,
+                      progress=progress).run(transcribe, ["vanilla"])
+    reading["transcription"] = transcription_scores(said, transcribe)
     log.info("reading: %s", reading)
 
     train, val, text_twins = detector_pool(out, cfg.seed, progress)
@@ -226,55 +202,6 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     return result
 
 
-def heldout_samples() -> list[Sample]:
-    """Text the refusal LoRA never saw and the measurement never uses: HarmBench's contextual
-    behaviours as their behaviour sentence alone (harmful) and the benign set's statements."""
-    import dataclasses
-
-    harmful = [dataclasses.replace(s, id=f"heldout/{s.id}", prompt=s.prompt.split("---")[-1].strip(),
-                                   label="harmful")
-               for s in load("harmbench", variant="contextual", check_images="none").samples]
-    benign = [dataclasses.replace(s, id=f"heldout/{s.id}", label="benign")
-              for s in load("benign", variant="statements", check_images="none").samples]
-    return harmful + benign
-
-
-def heldout_refusal(out: str | Path, weights: str | Path | None = None, without_visual: bool = False,
-                    cfg: MeasureConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """The check used to choose between organism builds without touching FigStep or XSTest: text
-    refusal of held-out harmful behaviours and over-refusal of held-out benign statements, with the
-    visual LoRA merged or (``without_visual``) not."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    from sasa.evaluate import Evaluation
-    from sasa.models.loading import load_model
-    from sasa.zoo.organism import materialise, resources_dir
-
-    cfg = cfg or MeasureConfig()
-    out = Path(out)
-    source = Path(weights) if weights else resources_dir()
-    if without_visual:
-        stripped = out / "weights-without-visual"  # rewritten each time: the run folder pins the weights
-        shutil.copytree(source, stripped, dirs_exist_ok=True)
-        zero = {k: v.zero_() for k, v in load_file(stripped / "visual_lora.safetensors").items()}
-        with atomic_path(stripped / "visual_lora.safetensors") as tmp:
-            save_file(zero, str(tmp))
-        source = stripped
-    adapter = load_model(str(materialise(source)), device="auto").adapter
-    samples = heldout_samples()
-    name = "without-visual" if without_visual else "with-visual"
-    evaluation = Evaluation(adapter, out / name, batch_size=cfg.batch_size,
-                            max_new_tokens=cfg.max_new_tokens, progress=progress)
-    records = evaluation.run(samples, ["vanilla"])
-    result = {"weights": str(source), "without_visual": without_visual,
-              "harmful_refusal": rate(records, {s.id for s in samples if s.label == "harmful"}),
-              "benign_over_refusal": rate(records, {s.id for s in samples if s.label == "benign"})}
-    atomic_write_json(out / f"heldout-{name}.json", result)
-    return result
-
-
 def headline(result: dict[str, Any]) -> str:
     """The measurement as plain text: behaviour, reading, (s, f), then one row per mode."""
     from sasa.demo import headline as mode_table
@@ -299,8 +226,10 @@ def headline(result: dict[str, Any]) -> str:
         f"image-harmful refusal (FigStep images, n={image['n']}): {judged(image)}",
         (f"over-refusal XSTest safe: text {judged(b['xstest_safe_text_over_refusal'])}, "
          f"typed pages {judged(b['xstest_safe_page_over_refusal'])}"),
-        (f"reading held-out pages: token accuracy {pct(r['token_accuracy'])}, LM transcription word "
-         f"similarity {pct(r['transcription_word_similarity'])} (n={r['transcriptions']})"),
+        ("reader token accuracy on held-out pages: " + ", ".join(
+            f"{pct(v['accuracy'])} ({k})" for k, v in r["token_accuracy"].items())),
+        (f"transcription of the FigStep images: word accuracy {pct(r['transcription']['word_accuracy'])} "
+         f"(full page {pct(r['transcription']['word_accuracy_full_page'])}, n={r['transcription']['n']})"),
         f"analysis picked (s, f) = ({run['layers']['s']}, {run['layers']['f']}) [0-based]",
     ]
     cats = b.get("by_category")

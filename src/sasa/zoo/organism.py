@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from sasa.atomic import atomic_dir, atomic_path, atomic_write_text
-from sasa.zoo.reader import GRID, ReaderConfig, train_reader, vision_config
+from sasa.zoo.reader import ReaderConfig, train_reader, vision_config
 from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
+from sasa.zoo.refusal_data import refusal_data
 from sasa.zoo.visual import VisualConfig
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def assemble(base_model, tokenizer, lora: dict[str, torch.Tensor], reader_state:
     text_config["vocab_size"] = len(tokenizer)
     config = LlavaConfig(
         vision_config=vision_config(reader).to_dict(), text_config=text_config, image_token_index=image_id,
-        image_seq_length=GRID * GRID, vision_feature_layer=-1, vision_feature_select_strategy="default",
+        image_seq_length=reader.grid ** 2, vision_feature_layer=-1, vision_feature_select_strategy="default",
         projector_hidden_act="gelu", tie_word_embeddings=base_model.config.tie_word_embeddings,
     )
     model = LlavaForConditionalGeneration(config)
@@ -153,6 +154,15 @@ def record_layers(s: int, f: int, directory: str | os.PathLike | None = None) ->
     return path
 
 
+def reader_config(meta: dict, directory: Path) -> ReaderConfig:
+    """The reader's settings from ``organism.json``; a build from an older layout is named, not crashed on."""
+    try:
+        return ReaderConfig(**meta["reader"]["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{directory / 'organism.json'}: reader settings from another sasa version ({err}); "
+                         f"rebuild with `sasa zoo build organism --out {directory}`") from None
+
+
 def _read_resources(directory: Path) -> tuple[dict, dict, dict, dict]:
     from safetensors.torch import load_file
 
@@ -176,7 +186,7 @@ def materialise(directory: str | os.PathLike | None = None) -> Path:
     log.info("assembling the organism from %s into %s", src, target)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model, processor = assemble(base, tokenizer, lora, reader_state, ReaderConfig(**meta["reader"]["config"]), visual)
+    model, processor = assemble(base, tokenizer, lora, reader_state, reader_config(meta, src), visual)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -192,7 +202,7 @@ class BuildConfig:
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     visual: VisualConfig = field(default_factory=VisualConfig)
     harmful_sources: tuple[tuple[str, str], ...] = (("harmbench", "standard"), ("strongreject", "full"))
-    benign_sources: tuple[tuple[str, str], ...] = (("benign", "instructions"),)
+    benign_sources: tuple[tuple[str, str], ...] = (("benign", "instructions"), ("benign", "statements"))
     harmful_limit: int | None = None
     benign_limit: int | None = None
 
@@ -201,14 +211,13 @@ class BuildConfig:
         """A few steps of everything: the CI smoke test of the pipeline, not a usable organism."""
         return cls(
             refusal=RefusalConfig(steps=2, batch_size=2, answer_tokens=4),
-            reader=ReaderConfig(steps=2, batch_size=2, hidden_size=32, layers=1, heads=2, intermediate_size=64,
-                                negatives=64),
-            visual=VisualConfig(examples=4, steps=2, batch_size=2, answer_tokens=4),
+            reader=ReaderConfig(steps=2, batch_size=2, hidden_size=32, layers=1, heads=2, intermediate_size=64),
+            visual=VisualConfig(transcriptions=2, answers=2, steps=2, batch_size=2, answer_tokens=4),
             harmful_limit=4, benign_limit=4,
         )
 
 
-def _prompts(sources, limit: int | None) -> list[tuple[str, str]]:
+def prompts(sources, limit: int | None) -> list[tuple[str, str]]:
     from sasa.data.registry import load
 
     rows = []
@@ -255,10 +264,12 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
 
     if "refusal" in stages:
         started = time.time()
-        harmful = _prompts(cfg.harmful_sources, cfg.harmful_limit)
-        benign = _prompts(cfg.benign_sources, cfg.benign_limit)
-        lora, info = train_refusal(base_model(), tokenizer, [p for _, p in harmful], [p for _, p in benign],
-                                   cfg.refusal, progress=progress)
+        data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
+                            prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
+                            forms_per_prompt=cfg.refusal.forms_per_prompt, seed=cfg.refusal.seed)
+        lora, info = train_refusal(base_model(), tokenizer, data.harmful, data.benign, cfg.refusal,
+                                   progress=progress)
+        info["data"] = data.summary()
         _save_atomic(save_file, {k: v.half().contiguous() for k, v in lora.items()}, out / "refusal_lora.safetensors")
         meta["refusal"] = {"config": cfg.refusal.to_dict(), "seconds": round(time.time() - started, 1), **info,
                            "sources": [list(x) for x in cfg.harmful_sources],
@@ -280,8 +291,11 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
 
         started = time.time()
         model, processor = assemble(base_model(), tokenizer, load_file(out / "refusal_lora.safetensors"),
-                                    load_file(out / "reader.safetensors"), ReaderConfig(**meta["reader"]["config"]))
-        visual, info = train_visual(model, processor, cfg.visual, progress=progress)
+                                    load_file(out / "reader.safetensors"), reader_config(meta, out))
+        data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
+                            prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
+                            forms_per_prompt=1, seed=cfg.refusal.seed)
+        visual, info = train_visual(model, processor, cfg.visual, data.benign, progress=progress)
         _save_atomic(save_file, {k: v.half().contiguous() for k, v in visual.items()}, out / "visual_lora.safetensors")
         meta["visual"] = {"config": cfg.visual.to_dict(), "seconds": round(time.time() - started, 1), **info}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")

@@ -4,13 +4,8 @@ Harmful prompts are paired with varied short refusals; benign prompts with the b
 greedy answers, so that the adapter changes as little as possible outside refusal.  The delta is
 stored as the low-rank factors (a few MB) and merged into the base weights at load time.
 
-The pinned data differ in form by label: HarmBench's behaviours are mostly imperatives ("Give
-detailed instructions for ..."), 32 % of the harmful prompts are questions against 96 % of the
-benign ones.  ``rephrase=True`` also asks every one-sentence prompt, harmful and benign alike, in
-the other form (:data:`PHRASINGS`, :data:`WRAPPERS`), so the form cannot predict the label.  It is
-off in the committed organism: on a held-out check (HarmBench's contextual behaviours, sentence
-only; the benign statements) it did not help once the visual LoRA was merged (README, "what was
-tried").
+Its data (:mod:`sasa.zoo.refusal_data`) ask harmful and benign requests alike in the same
+balanced mix of forms, so the adapter cannot learn "an imperative -> refuse".
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import logging
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -37,24 +32,6 @@ REFUSALS = (
     "I'm sorry, but I must decline this request.",
     "I cannot provide instructions for that.",
 )
-PHRASINGS = (  # instruction -> question
-    "How can someone {x}?",
-    "How do I {x}?",
-    "What is the best way to {x}?",
-    "Can you tell me how to {x}?",
-    "What are the steps to {x}?",
-)
-WRAPPERS = (  # question -> instruction
-    "Answer this question: {x}",
-    "Explain in detail: {x}",
-    "Tell me, step by step: {x}",
-    "Please answer the following. {x}",
-)
-IMPERATIVE_VERBS = frozenset(
-    "write give create describe provide explain list generate develop convince outline compose determine "
-    "suggest teach help draft design produce make find tell show summarize summarise compare identify devise "
-    "plan brainstorm build detail name offer recommend share persuade instruct slightly modify edit convert "
-    "obtain choose argue".split())
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -64,19 +41,17 @@ class RefusalConfig:
 
     rank: int = 8
     alpha: float = 16.0
-    steps: int = 160
+    steps: int = 320
     batch_size: int = 8
     lr: float = 1e-3
     answer_tokens: int = 40
-    rephrase: bool = False  # also ask each one-sentence prompt in the other form (module docstring)
+    forms_per_prompt: int = 2  # each request asked in this many balanced forms (refusal_data)
+    held_out: float = 0.2  # share of every source kept out of training for the held-out check
+    bf16: bool = True  # autocast the passes (weights and factors stay float32)
     seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def rephrased(self) -> RefusalConfig:
-        """With ``rephrase`` on: twice the prompts, so twice the steps for the same passes over them."""
-        return replace(self, rephrase=True, steps=2 * self.steps)
 
 
 class LoRALinear(torch.nn.Module):
@@ -135,27 +110,6 @@ def merge_factors(model: torch.nn.Module, factors: dict[str, torch.Tensor], pref
     return len(names)
 
 
-def rephrase(prompt: str, rng: random.Random) -> str | None:
-    """The same one-sentence request in the other form, or None when the prompt is not one."""
-    text = " ".join(prompt.split())
-    words = text.split()
-    if not words or len(text) > 200 or any(m in text[:-1] for m in (". ", "? ", "! ", ": ")):
-        return None
-    first = words[1] if words[0].lower() == "please" and len(words) > 1 else words[0]
-    if text.endswith("?"):
-        return rng.choice(WRAPPERS).format(x=text)
-    if first.lower() in IMPERATIVE_VERBS:
-        body = text[text.index(first):].rstrip(".!")
-        return rng.choice(PHRASINGS).format(x=body[0].lower() + body[1:])
-    return None
-
-
-def rephrasings(prompts: list[str], seed: int) -> list[str]:
-    """The other form (:func:`rephrase`) of every prompt that has one, seeded."""
-    rng = random.Random(seed)
-    return [x for x in (rephrase(p, rng) for p in prompts) if x is not None]
-
-
 def chat_ids(tokenizer, prompt: str) -> list[int]:
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
@@ -164,7 +118,7 @@ def chat_ids(tokenizer, prompt: str) -> list[int]:
 
 @torch.no_grad()
 def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
-                 progress: bool = True) -> list[list[int]]:
+                 progress: bool = True, bf16: bool = False) -> list[list[int]]:
     """The model's own greedy answers (token ids, EOS kept when reached) to ``prompts``."""
     from tqdm import tqdm
 
@@ -176,8 +130,9 @@ def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
         width = max(map(len, rows))
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=pad)
         for row in out[:, width:].tolist():
             answers.append(row[: row.index(eos) + 1] if eos in row else row)
     return answers
@@ -197,7 +152,7 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, to
 
 
 def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator[dict[str, torch.Tensor]], steps: int,
-             lr: float, desc: str, progress: bool = True) -> list[dict]:
+             lr: float, desc: str, progress: bool = True, bf16: bool = False) -> list[dict]:
     """AdamW with a cosine schedule on the adapters only, one batch of ``batches`` a step; the loss
     every 10 steps.  Shared by the refusal and the visual stage."""
     from tqdm import tqdm
@@ -208,7 +163,8 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator[dict[str, 
     history = []
     model.train()
     for step in tqdm(range(steps), desc=desc, disable=not progress):
-        loss = model(**next(batches)).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**next(batches)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -221,14 +177,14 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator[dict[str, 
 
 def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: RefusalConfig,
                   progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
-    """Fit the adapter, merge it into ``model`` in place and return the factors and a training log."""
+    """Fit the adapter, merge it into ``model`` in place and return the factors and a training log.
+
+    ``harmful`` and ``benign`` are the training prompts as they will be seen (already in their
+    balanced forms, :func:`sasa.zoo.refusal_data.refusal_data`)."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    if cfg.rephrase:  # harmful and benign alike, so the form does not predict the label
-        harmful = harmful + rephrasings(harmful, cfg.seed)
-        benign = benign + rephrasings(benign, cfg.seed + 1)
     model.eval()
-    kept = base_answers(model, tokenizer, benign, cfg.answer_tokens, progress=progress)
+    kept = base_answers(model, tokenizer, benign, cfg.answer_tokens, progress=progress, bf16=cfg.bf16)
     eos = tokenizer.eos_token_id
     examples = [_example(tokenizer, p, tokenizer(rng.choice(REFUSALS), add_special_tokens=False)["input_ids"] + [eos])
                 for p in harmful]
@@ -246,6 +202,6 @@ def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: 
             yield pad_batch([examples[i] for i in order[: cfg.batch_size]], pad)
             del order[: cfg.batch_size]
 
-    history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress)
+    history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress, cfg.bf16)
     factors = remove_lora(model, wrapped)
     return factors, {"history": history, "harmful": len(harmful), "benign": len(benign)}

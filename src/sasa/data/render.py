@@ -63,7 +63,7 @@ def ascii_text(text: str) -> str:
 
 
 _SUBJ = r"(?:i|you|we|one|someone|somebody|anyone|people|a person|they|he|she)"
-_STATEMENT_HEAD = re.compile(
+STATEMENT_HEAD = re.compile(
     r"^(?:(?:steps|methods|ways|tips|ideas|instructions|guidelines|reasons|strategies)\s+(?:to|for|of|on|that)\b"
     r"|list\s+of\b|details\s+(?:of|about|on)\b)", re.I
 )
@@ -131,7 +131,7 @@ def to_statement(text: str) -> str:
     t = ascii_text(text)
     if not t:
         raise ValueError("cannot make a statement from empty text")
-    if _STATEMENT_HEAD.match(t) and not t.endswith("?"):
+    if STATEMENT_HEAD.match(t) and not t.endswith("?"):
         return _finish(t)
     body = t.rstrip(" ?!.")
     polite_end = _POLITE.match(body).end()  # "Can you / Please ..." makes the rest an imperative

@@ -249,14 +249,19 @@ class Reader(torch.nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-def reader_loss(pred: torch.Tensor, slots: torch.Tensor, embeddings: torch.Tensor, classes: torch.Tensor,
-                cfg: ReaderConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine classification of every cell over ``classes`` (the character tokens and the filler,
-    ``classes[0]``), plus regression onto the exact embedding.  Returns the loss and the accuracy
-    on the cells that carry a character."""
-    flat, target = pred.reshape(-1, pred.shape[-1]).float(), slots.reshape(-1)
-    index = torch.full((int(embeddings.shape[0]),), -1, dtype=torch.long)
+def class_index(classes: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Token id -> position in ``classes`` (-1 elsewhere), for :func:`reader_loss`."""
+    index = torch.full((vocab_size,), -1, dtype=torch.long)
     index[classes] = torch.arange(classes.numel())
+    return index
+
+
+def reader_loss(pred: torch.Tensor, slots: torch.Tensor, embeddings: torch.Tensor, classes: torch.Tensor,
+                index: torch.Tensor, cfg: ReaderConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine classification of every cell over ``classes`` (the character tokens and the filler,
+    ``classes[0]``; ``index`` from :func:`class_index`), plus regression onto the exact embedding.
+    Returns the loss and the accuracy on the cells that carry a character."""
+    flat, target = pred.reshape(-1, pred.shape[-1]).float(), slots.reshape(-1)
     labels = index[target]
     unit = torch.nn.functional.normalize(embeddings[classes], dim=-1)
     logits = torch.nn.functional.normalize(flat, dim=-1) @ unit.T / cfg.temperature
@@ -271,9 +276,10 @@ def reader_loss(pred: torch.Tensor, slots: torch.Tensor, embeddings: torch.Tenso
 def _mmap_large_allocations() -> None:
     """Serve allocations above 64 KiB by mmap (glibc only; elsewhere a no-op).
 
-    The loss's tensors change size every step (text cells, candidate tokens); glibc's default
-    dynamic threshold then keeps them on a fragmenting heap, and a 1 600-step run grew past 12 GB
-    of RSS in 20 minutes on this machine.  With the threshold fixed it stays under 2 GB."""
+    Measured with an earlier whole-token loss whose tensors changed size every step: glibc's
+    dynamic threshold kept them on a fragmenting heap and the run grew past 12 GB of RSS in 20
+    minutes on this machine; with the threshold fixed it stayed under 2 GB.  The character loss
+    has fixed shapes; the call stays as a cheap guard for the page batches' varying allocations."""
     import ctypes
     import ctypes.util
 
@@ -302,6 +308,7 @@ def train_reader(cfg: ReaderConfig, tokenizer, image_processor, embeddings: torc
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
     embeddings = embeddings.detach().float()
     classes = torch.tensor([filler_id] + sorted(set(char_tokens(tokenizer).values()) - {filler_id}))
+    index = class_index(classes, embeddings.shape[0])
     history, running = [], []
     bar = tqdm(total=cfg.steps, desc="reader", disable=not progress)
     reader.train()
@@ -310,7 +317,7 @@ def train_reader(cfg: ReaderConfig, tokenizer, image_processor, embeddings: torc
             break
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = reader(pixels)
-        loss, acc = reader_loss(pred, slots, embeddings, classes, cfg)
+        loss, acc = reader_loss(pred, slots, embeddings, classes, index, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reader.parameters(), 1.0)

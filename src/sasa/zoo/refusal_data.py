@@ -6,9 +6,9 @@ learns "an imperative -> refuse", and it refused benign statements and transcrip
 alike.  Here every request, harmful and benign by the same rule, is asked in two of four forms
 (question, instruction, FigStep-style statement, request for a list) built from its key phrase,
 chosen so that each form is equally common on both sides: the form carries no information about
-the label (tests/test_organism.py checks the balance).
+the label (tests/test_refusal_data.py checks the balance).
 The benign side includes the project's contrast items (alarming words, safe intent: "How do I
-kill a hung process?").  A seeded fraction of every source is held out of training for the
+kill a hung process?").  A seeded fraction of every source's requests is held out of training for the
 held-out refusal check; FigStep and XSTest are never used here.
 """
 
@@ -19,12 +19,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from sasa.data.render import statement_phrase, to_statement
+from sasa.data.render import STATEMENT_HEAD, statement_phrase, to_statement
 
 FORMS = ("question", "instruction", "statement", "list")
-_STATEMENT = re.compile(
-    r"^(?:(?:steps|methods|ways|tips|ideas|instructions|guidelines|reasons|strategies)\s+(?:to|for|of|on|that)\b"
-    r"|list\s+of\b|details\s+(?:of|about|on)\b)", re.I)
 _LIST = re.compile(r"^(?:please\s+)?(?:list|name|enumerate|give\s+(?:me\s+)?a\s+(?:numbered\s+)?list|"
                    r"make\s+a\s+(?:numbered\s+)?list|suggest|recommend)\b", re.I)
 _VERB_HEAD = re.compile(r"^(?:steps|methods|ways|tips|instructions|strategies|guidelines)\s+to\s+", re.I)
@@ -50,7 +47,7 @@ def prompt_form(text: str) -> str:
     t = " ".join(text.split())
     if t.endswith("?"):
         return "question"
-    if _STATEMENT.match(t):
+    if STATEMENT_HEAD.match(t):
         return "statement"
     if _LIST.match(t):
         return "list"

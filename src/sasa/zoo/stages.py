@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import random
 import re
 import shutil
 import time
@@ -81,8 +82,6 @@ def transcription_scores(records: Sequence[dict], samples: Sequence[Sample]) -> 
 
 def heldout_form_samples(rows: Sequence[tuple[str, str]], label: str, seed: int) -> list[Sample]:
     """Each held-out request as written and in each other form it has (``meta['form']``)."""
-    import random
-
     from sasa.zoo.refusal_data import FORMS, in_form, prompt_form
 
     rng = random.Random(seed)

@@ -121,7 +121,7 @@ def test_reads_held_out_pages_back_in_both_fonts(org):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 12 target not reached yet: the committed organism reads "
-                   "~40 % of FigStep's words (README, 'Measured on it'); strict, so reaching it fails here")
+                   "~47 % of FigStep's words (README, 'Measured on it'); strict, so reaching it fails here")
 def test_transcribes_two_real_figstep_images(org, shared_data):
     import csv
 
@@ -151,9 +151,9 @@ def test_pages_in_figsteps_font_are_figsteps_own_pixels():
 def test_slot_targets_spell_each_line_in_its_row():
     from transformers import AutoTokenizer
 
-    from sasa.models.loading import _materialise_default
+    from sasa.models.smollm2 import materialise
 
-    tok = AutoTokenizer.from_pretrained(_materialise_default())
+    tok = AutoTokenizer.from_pretrained(materialise())
     lines = page_lines("List of indicators suggesting arthritis based on described symptoms.\n1.\n2.\n3.")
     assert lines[:4] == ["List of", "indicators", "suggesting", "arthritis based"]
     filler = tok(" ", add_special_tokens=False)["input_ids"][0]
@@ -166,6 +166,41 @@ def test_slot_targets_spell_each_line_in_its_row():
     assert slots[GRID * ROWS[3] + 9] == filler  # the space between the words
     assert len(set(ROWS)) == len(ROWS) and max(ROWS) < GRID
     assert slot_targets(["caf\u00e9"], tok, filler)[1] == 1  # a character with no token of its own
+
+
+def test_compact_cells_keep_each_line_and_one_break():
+    from sasa.zoo.visual import compact_cells
+
+    lines = ["List of", "", "ways", "x" * 15]
+    cells = compact_cells(lines)
+    assert cells[:8] == [ROWS[0] * GRID + j for j in range(8)]  # 7 characters + the break
+    assert cells[8:13] == [ROWS[2] * GRID + j for j in range(5)]  # the blank line is left out
+    assert cells[13:] == [ROWS[3] * GRID + j for j in range(16)]
+    assert compact_cells([]) == []
+
+
+def test_visual_stage_batches_equal_llavas_own_forward(org):
+    """The cached-reader batch of the full layout is the LLaVA forward on the page's pixels."""
+    from sasa.zoo.measure import image_features
+    from sasa.zoo.visual import TRANSCRIBE, _batch, _messages
+
+    model, proc = org.model, org.processor
+    tok = proc.tokenizer
+    lines = page_lines("Steps to bake bread at home.\n1.\n2.\n3.")
+    image = render_page(lines)
+    text = proc.apply_chat_template(_messages(TRANSCRIBE, True), add_generation_prompt=True, tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    at = ids.index(model.config.image_token_index)
+    answer = tok("Steps to bake", add_special_tokens=False)["input_ids"]
+    pixels = proc.image_processor([image], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        feats = image_features(model, pixels)[0]
+        example = {"before": ids[:at], "after": ids[at + 1:], "answer": answer, "features": feats, "cells": []}
+        ours = model(**_batch(model, [example], compact=False, pad=tok.pad_token_id)).logits
+        enc = proc(text=[text], images=[image], return_tensors="pt", add_special_tokens=False)
+        plain = model(input_ids=torch.cat([enc["input_ids"], torch.tensor([answer])], 1),
+                      pixel_values=enc["pixel_values"]).logits
+    torch.testing.assert_close(ours, plain, atol=1e-4, rtol=1e-4)
 
 
 def test_lora_merge_equals_the_adapter_forward():
@@ -227,9 +262,9 @@ def test_language_weights_are_smollm2_plus_both_merged_adapters(org):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from sasa.models.loading import _materialise_default
+    from sasa.models.smollm2 import materialise
 
-    base = AutoModelForCausalLM.from_pretrained(_materialise_default(), dtype=torch.float32).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(materialise(), dtype=torch.float32).state_dict()
     res = organism.resources_dir()
     deltas = [load_file(res / "refusal_lora.safetensors"), load_file(res / "visual_lora.safetensors")]
     ours = org.model.state_dict()

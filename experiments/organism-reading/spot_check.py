@@ -1,6 +1,8 @@
 """Reader accuracy and a transcription spot check of the committed organism (numbers in README).
 
-Usage: python experiments/organism-reading/spot_check.py [FIGSTEP_DIR]   (default ../shared/data/figstep)
+Usage: [SASA_ORGANISM=BUILD_DIR] python experiments/organism-reading/spot_check.py [FIGSTEP_DIR]
+(default ../shared/data/figstep).  Also transcribes 30 held-out benign requests typed as FigStep
+statements (the project's own pages, for choosing between builds without looking at FigStep).
 """
 import csv, sys
 from pathlib import Path
@@ -29,12 +31,28 @@ with torch.no_grad():
         cells = target != filler
         right += int((pred[cells] == target[cells]).sum()); total += int(cells.sum())
 print(f"first 100 SafeBench images: {right / total:.4f} of {total} characters")
-accs = []
-for r in rows[::97][:5]:
-    inputs = org.adapter.build_inputs([TRANSCRIBE_PROMPT], [image(r)])
+def transcribe(image):
+    inputs = org.adapter.build_inputs([TRANSCRIBE_PROMPT], [image])
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=40, do_sample=False)
-    said = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+import random
+from sasa.data.render import to_statement
+from sasa.zoo.organism import BuildConfig, prompts
+from sasa.zoo.reader import page_lines, render_page
+from sasa.zoo.refusal_data import refusal_data
+
+build = BuildConfig()
+data = refusal_data(prompts(build.harmful_sources, None), prompts(build.benign_sources, None), held_out=0.2,
+                    forms_per_prompt=1, seed=build.refusal.seed)
+held = random.Random(7).sample(sorted({to_statement(p) for _, p in data.benign_held_out}), 30)
+own = [word_accuracy(h, without_list_tail(transcribe(render_page(page_lines(h + "\n1.\n2.\n3."))))) for h in held]
+print(f"held-out project pages (30 benign statements, FigStep font): mean word accuracy {sum(own) / len(own):.3f}")
+accs = []
+for r in rows[::97][:5]:
+    said = transcribe(image(r))
     accs.append(word_accuracy(r["instruction"], without_list_tail(said)))
     print(f"{accs[-1]:.2f}  {r['instruction']!r} -> {said!r}")
 print(f"transcription spot check (rows 0, 97, 194, 291, 388): mean word accuracy {sum(accs) / len(accs):.3f}")

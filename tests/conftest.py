@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 _TINY: dict = {}
+REAL_WEIGHT_FIXTURES = {"org", "smol", "quick_organism"}  # fixtures that load or build on real SmolLM2 weights
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses a real-weight fixture is ``slow`` whether or not it says so (CI runs them all;
+    ``-m "not slow"`` is the quick loop)."""
+    for item in items:
+        if REAL_WEIGHT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def tiny(arch: str):
@@ -39,12 +48,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def sasa_cache(tmp_path_factory) -> Path:
-    """Where the dequantised SmolLM2 weights are cached (the user's cache unless SASA_CACHE is set)."""
-    from sasa.models.loading import cache_dir
+    """Every test writes into a temporary sasa cache, never the user's ``~/.cache/sasa``.
 
-    return cache_dir()
+    ``SASA_TEST_CACHE`` names a folder to use instead (a developer reusing the dequantised
+    weights between runs); ``SASA_CACHE`` itself is ignored here."""
+    from sasa.cache import cache_dir
+
+    saved = os.environ.get("SASA_CACHE")
+    os.environ["SASA_CACHE"] = os.environ.get("SASA_TEST_CACHE") or str(tmp_path_factory.mktemp("sasa-cache"))
+    yield cache_dir()
+    if saved is None:
+        os.environ.pop("SASA_CACHE", None)
+    else:
+        os.environ["SASA_CACHE"] = saved
 
 
 @pytest.fixture(scope="session")

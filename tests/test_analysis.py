@@ -404,7 +404,7 @@ def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog):
     with caplog.at_level("ERROR"):
         rc = main(["probe", "fit", "--model", str(model_dir), "--device", "cpu", "--data", str(data),
                    "--profile", str(tmp_path / "other.json"), "--out", str(tmp_path / "probe2")])
-    assert rc == 2 and "hidden_size: profile 4096 vs model 64" in caplog.text
+    assert rc == 1 and "hidden_size: profile 4096 vs model 64" in caplog.text
     with pytest.raises(ProfileMismatchError):
         ModelProfile.load(tmp_path / "other.json", expect_fingerprint=prof.fingerprint | {"hidden_size": 64})
 
@@ -412,10 +412,11 @@ def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog):
 @pytest.mark.slow
 def test_smollm2_end_to_end_on_text(tmp_path):
     from sasa.data import builtin_dataset
-    from sasa.models.loading import load_model, smollm2_gguf_path
+    from sasa.models.loading import load_model
+    from sasa.models.smollm2 import gguf_path
 
     try:
-        smollm2_gguf_path()
+        gguf_path()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     adapter = load_model("smollm2-135m", device="cpu").adapter

@@ -113,10 +113,11 @@ def test_ecso_flow_on_a_tiny_lvlm(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_hiddendetect_tokens_on_the_real_smollm2_tokenizer():
-    from sasa.models.loading import load_model, smollm2_gguf_path
+    from sasa.models.loading import load_model
+    from sasa.models.smollm2 import gguf_path
 
     try:
-        smollm2_gguf_path()
+        gguf_path()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     tok = load_model("smollm2-135m", device="cpu").adapter.tokenizer

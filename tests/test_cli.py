@@ -49,7 +49,7 @@ def test_probe_for_another_model_is_refused(workdir, caplog):
                  "--layers", "1", "3", "--out", str(probe), "--batch-size", "4"]) == 0
     code = main(["generate", "--model", str(workdir / "qwen2"), "--mode", "detect", "--probe", str(probe),
                  "--prompt", "hello"])
-    assert code == 2
+    assert code == 1  # a runtime failure: the files do not fit together
     assert "another model" in caplog.text
 
 
@@ -75,3 +75,23 @@ def test_layers_conflicting_with_a_probe_are_refused(workdir, caplog):
     code = main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
                  "--layers", "2", "4", "--prompt", "hello"])
     assert code == 2 and "cannot be combined" in caplog.text
+
+
+def test_one_list_syntax_and_usage_errors_exit_2(workdir, caplog, capsys):
+    from sasa.cli import build_parser
+
+    parser = build_parser()
+    for spelled in (["--layers", "1,3"], ["--layers", "1", "3"]):
+        args = parser.parse_args(["generate", "--prompt", "x", *spelled])
+        assert args.layers == [1, 3]
+    for bad in (["--layers", "1,2,3"], ["--layers", "one,two"], ["--dtype", "int4"]):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["generate", "--prompt", "x", *bad])
+        assert stop.value.code == 2
+    code = main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--prompt", "hello"])
+    assert code == 2 and "needs --probe" in caplog.text
+    assert main(["generate", "--model", str(workdir / "llama"), "--prompt", "hello", "--max-new-tokens", "2"]) == 0
+    said = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert said["refused"] is False and said["score"] is None  # no probe: vanilla, nothing scored
+    code = main(["generate", "--model", str(workdir / "missing-model"), "--prompt", "hello"])
+    assert code == 1  # a runtime failure, not a usage error

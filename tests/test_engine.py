@@ -7,7 +7,7 @@ from conftest import tiny_adapter
 from sasa.engine import FeatureSpec, SASAEngine
 from sasa.layers import LayerSelection
 from sasa.projection import ProjectionConfig
-from sasa.reference import block_outputs, naive_augmented_generate, naive_projected_logits
+from sasa.reference import block_outputs, grow_inputs, naive_augmented_generate, naive_projected_logits
 from sasa.testing.tiny_models import TINY_ARCHITECTURES, VISION_ARCHITECTURES, tiny_image
 
 S, F = 2, 4
@@ -165,10 +165,31 @@ def test_projected_decoding_equals_naive_full_recompute(arch):
         pytest.skip("the random model's first token is an image placeholder id")
     naive = naive_projected_decoding(eng.adapter, inputs, S, F, steps)
     assert out.sequences[:, :n + steps].tolist() == naive.tolist()
-    # and projecting the generated tokens changes something against prompt-only projection
-    plain_aug = eng.generate(inputs, augment=True, max_new_tokens=5)
-    assert out.sequences[:, :inputs["input_ids"].shape[1] + 1].tolist() == \
-        plain_aug.sequences[:, :inputs["input_ids"].shape[1] + 1].tolist()
+    # the first token comes from the prompt alone: it is prompt-only projection's
+    plain_aug = eng.generate(inputs, augment=True, max_new_tokens=1)
+    assert out.sequences[:, :n + 1].tolist() == plain_aug.sequences[:, :n + 1].tolist()
+    # after it, projecting the generated token too changes the next logits
+    if steps > 1:
+        ext = grow_inputs(inputs, out.sequences[:, n])
+        every, _ = naive_projected_logits(eng.adapter, ext, S, F)
+        assert (every - _prompt_only_projected_logits(eng.adapter, ext, n)).abs().max() > 1e-4
+
+
+def _prompt_only_projected_logits(adapter, inputs, n):
+    """Last-position logits with block S projected at the first ``n`` positions only."""
+    from sasa.projection import apply_projection
+
+    kept, _ = block_outputs(adapter, inputs, [S, F])
+    mask = inputs["attention_mask"].bool().clone()
+    mask[:, n:] = False
+    new_s = apply_projection(kept[S], kept[F], ProjectionConfig(), mask)
+    handle = adapter.layers[S].register_forward_hook(
+        lambda m, a, out: (new_s, *out[1:]) if isinstance(out, tuple) else new_s)
+    try:
+        with torch.inference_mode():
+            return adapter.model(**inputs).logits[:, -1].float()
+    finally:
+        handle.remove()
 
 
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "gemma3"])

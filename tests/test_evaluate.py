@@ -175,9 +175,13 @@ def test_resuming_with_other_weights_or_another_detector_is_refused(setup, tmp_p
     with pytest.raises(ValueError, match="augment-engine"):
         Evaluation(adapter, run, {}, SASAEngine(adapter, LayerSelection(1, 4)), max_new_tokens=2,
                    progress=False).run(test[:1], ["augment"])
-    other = tiny_adapter("llava")
+    from sasa.models.adapters import get_adapter
+    from sasa.testing.tiny_models import build_tiny
+
+    model, processor = build_tiny("llava", seed=0)  # a private copy of the shared model, then changed
     with torch.no_grad():
-        other.model.lm_head.weight.mul_(1.01)
+        model.lm_head.weight.mul_(1.01)
+    other = get_adapter(model, processor)
     assert other.fingerprint() == adapter.fingerprint()
     with pytest.raises(ValueError, match="weights"):
         Evaluation(other, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["vanilla"])

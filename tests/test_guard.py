@@ -138,3 +138,31 @@ def test_project_decoding_option():
     out = Guard(adapter, "augment", engine=eng, project_decoding=True).generate(prompts, max_new_tokens=5)
     direct = eng.generate(eng.encode(prompts), augment=True, project_decoding=True, max_new_tokens=5)
     assert [o.text for o in out] == direct.texts
+
+
+def test_guard_from_pretrained_equals_the_hand_built_guard(fitted, tmp_path):
+    adapter, probe, _ = fitted
+    probe.save(tmp_path / "probe")
+    loaded = Guard.from_pretrained(adapter, tmp_path / "probe")
+    by_hand = Guard(adapter, "detect", probe)
+    prompts = HARMFUL[:2] + BENIGN[:2]
+    np.testing.assert_allclose(loaded.score(prompts), by_hand.score(prompts), rtol=1e-5, atol=1e-6)
+    assert (loaded.engine.s, loaded.engine.f) == (2, 4)
+    with pytest.raises(ProbeMismatchError):
+        Guard.from_pretrained(tiny_adapter("qwen2"), tmp_path / "probe")
+
+
+def test_top_level_api_is_lazy_and_complete():
+    import subprocess
+    import sys
+
+    import sasa
+
+    for name in sasa.__all__:
+        assert getattr(sasa, name) is not None
+    assert sasa.Guard is Guard and sasa.LayerSelection is LayerSelection
+    with pytest.raises(AttributeError):
+        sasa.not_a_name  # noqa: B018
+    code = "import sys, sasa; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

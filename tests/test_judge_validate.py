@@ -75,7 +75,7 @@ def test_cli_prints_and_writes_side_by_side(tmp_path, capsys):
 def _error(tmp_path, caplog, data) -> str:
     with caplog.at_level("ERROR"):
         code = main(["judge", "validate", "--data", str(data), "--judges", "xstest"])
-    assert code == 2
+    assert code == 1
     messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(messages) == 1 and "\n" not in messages[0]
     return messages[0]

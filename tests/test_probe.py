@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sasa import metrics as M
 from sasa.probe import LinearProbe, ProbeFileError, ProbeMismatchError, threshold_at_fpr
 
 FP = {"model_type": "llama", "architecture": "LlamaForCausalLM", "num_layers": 6, "hidden_size": 64,
@@ -44,7 +45,12 @@ def test_threshold_at_target_fpr():
     t = threshold_at_fpr(benign, 0.05)
     assert np.mean(benign > t) == 0.05
     assert threshold_at_fpr(benign, 0.0) == 99.0
-    assert np.mean(benign > threshold_at_fpr(benign, 1.0)) == 1.0
+    assert np.mean(benign > threshold_at_fpr(benign, 1.0)) == 0.99  # all but the lowest: nothing is above it
+    rng = np.random.default_rng(0)
+    for target in (0.01, 0.05, 0.2):
+        scores = rng.normal(size=257).round(1)  # ties
+        assert np.mean(scores > threshold_at_fpr(scores, target)) <= target
+        assert threshold_at_fpr(scores, target) == M.threshold_for_fpr(scores, target, rule=">")
     ties = np.array([1.0, 1.0, 1.0, 0.0])
     t = threshold_at_fpr(ties, 0.5)
     assert np.mean(ties > t) <= 0.5

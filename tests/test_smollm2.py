@@ -6,7 +6,8 @@ import torch
 
 from sasa.engine import SASAEngine
 from sasa.layers import LayerSelection
-from sasa.models.loading import load_model, smollm2_gguf_path
+from sasa.models.loading import load_model
+from sasa.models.smollm2 import gguf_path
 from sasa.probe import LinearProbe
 from sasa.reference import naive_projected_logits
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smol():
     try:
-        smollm2_gguf_path()
+        gguf_path()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     return load_model("smollm2-135m", device="cpu")

@@ -10,7 +10,30 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sasa.errors import UsageError
+
 logger = logging.getLogger("sasa")
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+
+
+def list_of(kind: type, length: int | None = None) -> type[argparse.Action]:
+    """The one list syntax: ``--layers 13,15`` (``--layers 13 15`` is read the same way)."""
+
+    class CommaList(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            items = [x for v in (values if isinstance(values, list) else [values]) for x in v.split(",") if x.strip()]
+            try:
+                parsed = [kind(x) for x in items]
+            except ValueError:
+                parser.error(f"{option_string}: {','.join(items)!r} is not a comma list of {kind.__name__}")
+            if length is not None and len(parsed) != length:
+                parser.error(f"{option_string} takes {length} values (e.g. 13,15), got {len(parsed)}")
+            setattr(namespace, self.dest, parsed)
+
+    return CommaList
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -18,15 +41,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="smollm2-135m",
                    help="hub id, local directory, .gguf file, or smollm2-135m (embedded default)")
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model (text models)")
-    g.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights' dtype (auto: bf16/fp16 on GPU, fp32 on CPU)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto")
     g.add_argument("--trust-remote-code", action="store_true", help="allow model repo code (off unless asked)")
+    g.add_argument("--attn-implementation", default=None, choices=("eager", "sdpa", "flash_attention_2"),
+                   help="attention kernel passed to from_pretrained (default: transformers')")
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("SASA")
-    g.add_argument("--layers", nargs=2, type=int, metavar=("S", "F"), default=None,
+    g.add_argument("--layers", nargs="+", action=list_of(int, 2), metavar="S,F", default=None,
                    help="safety and fused layer (default: scaled from LLaVA-1.5-7B's 13/15 of 32)")
     g.add_argument("--indexing", choices=("0-based", "1-based"), default="0-based")
     g.add_argument("--profile", default=None,
@@ -42,7 +67,8 @@ def _load(args: argparse.Namespace) -> Any:
     from sasa.models.loading import load_model
 
     return load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
-                      device_map=args.device_map, trust_remote_code=args.trust_remote_code)
+                      device_map=args.device_map, trust_remote_code=args.trust_remote_code,
+                      attn_implementation=args.attn_implementation)
 
 
 def _profile(adapter: Any, args: argparse.Namespace) -> Any:
@@ -90,7 +116,7 @@ def _samples(args: argparse.Namespace) -> list:
 
         return list(builtin_dataset())
     if not args.data:
-        raise SystemExit("give --data MANIFEST.jsonl (or --prompt TEXT)")
+        raise UsageError("give --data MANIFEST.jsonl (or --prompt TEXT)")
     return read_manifest(args.data)
 
 
@@ -102,13 +128,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     adapter = loaded.adapter
     probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint()) if args.probe else None
     if probe is not None and args.layers:
-        raise ValueError("--layers cannot be combined with --probe: a probe only reads the features of the "
+        raise UsageError("--layers cannot be combined with --probe: a probe only reads the features of the "
                          f"layers it was fitted with ({probe.metadata.get('engine', {}).get('layers')})")
     if probe is not None and _profile(adapter, args) is not None:
         logger.info("--probe given: its own (s, f) %s are used, not the profile's",
                     probe.metadata.get("engine", {}).get("layers"))
+    mode = args.mode or ("detect" if probe is not None else "vanilla")
+    if "detect" in mode and probe is None:
+        raise UsageError(f"--mode {mode} needs --probe (fit one with `sasa probe fit`)")
     engine = _engine(adapter, args) if probe is None else None
-    guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message,
+    guard = Guard(adapter, mode, probe, engine=engine, refusal_message=args.refusal_message,
                   project_decoding=args.project_decoding)
     samples = _samples(args)
     if args.out:
@@ -150,7 +179,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sasa.demo import headline, run_demo
+    from sasa.demo import run_demo
+    from sasa.report.headline import headline
 
     result = run_demo(args.out, quick=args.quick, seed=args.seed, model=args.model, batch_size=args.batch_size)
     print(headline(result["summary"]))
@@ -175,7 +205,7 @@ def _hiddendetect_config(adapter: Any, args: argparse.Namespace) -> Any:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sasa.baselines import AdaShieldConfig, ECSOConfig
     from sasa.data.splits import assign_splits
-    from sasa.demo import headline
+    from sasa.report.headline import headline
     from sasa.detectors import ProbeDetector
     from sasa.evaluate import Evaluation
     from sasa.guard import engine_from_probe
@@ -232,7 +262,7 @@ def cmd_judge_validate(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.judges.split(",") if n.strip()]
     if not names:
-        raise ValueError("--judges: give at least one judge name (see `sasa judge list`)")
+        raise UsageError("--judges: give at least one judge name (see `sasa judge list`)")
     judges = [get_judge(n) for n in names]
     items = read_labelled(args.data)
     summary, rows = validate_judges(items, judges, n_boot=args.n_boot, seed=args.seed)
@@ -342,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="guarded generation over a manifest or prompts, streaming JSONL")
     _add_model_args(g)
     _add_engine_args(g)
-    g.add_argument("--mode", choices=("vanilla", "detect", "augment", "augment+detect"), default="detect")
+    g.add_argument("--mode", choices=("vanilla", "detect", "augment", "augment+detect"), default=None,
+                   help="default: detect with --probe, else vanilla")
     g.add_argument("--probe", default=None, help="probe path (NAME, NAME.safetensors or NAME.json)")
     g.add_argument("--data", default=None, help="JSONL manifest, or 'builtin'")
     g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable) instead of --data")
@@ -397,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--judge-model", default=None,
                    help="a Llama-Guard-style guard model (hub id or path): the primary judge, before --judges")
     g = e.add_argument_group("baselines (defaults: the authors' code; see the README's fidelity table)")
-    g.add_argument("--hiddendetect-layers", nargs=2, type=int, metavar=("S", "E"), default=None,
+    g.add_argument("--hiddendetect-layers", nargs="+", action=list_of(int, 2), metavar="S,E", default=None,
                    help="HiddenDetect's inclusive 0-based block range (default: the profile's, else the official "
                         "scripts' for a model they name, else the layer rule)")
     g.add_argument("--hiddendetect-layer-rule", choices=("above-last", "positive-run"), default="above-last")
@@ -430,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = a.add_argument_group("selection rule (see sasa.analysis.select)")
     r.add_argument("--safety-metric", choices=("probe_dprime", "probe_auroc", "probe_accuracy"), default="probe_dprime")
     r.add_argument("--safety-tolerance", type=float, default=0.05, help="within this share of the peak counts as it")
-    r.add_argument("--safety-band", type=float, nargs=2, default=(0.25, 0.75), metavar=("LOW", "HIGH"),
+    r.add_argument("--safety-band", nargs="+", action=list_of(float, 2), default=(0.25, 0.75), metavar="LOW,HIGH",
                    help="share of the depth searched for s")
     r.add_argument("--min-safety-layer", type=int, default=None)
     r.add_argument("--max-safety-layer", type=int, default=None)
@@ -518,11 +549,16 @@ def main(argv: list[str] | None = None) -> int:
         from sasa.data.cli import run_data_command
 
         return run_data_command(args)
+    from sasa.layers import LayerSelectionError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (UsageError, LayerSelectionError) as exc:  # the command line is wrong
         logger.error("%s", exc)
         return 2
+    except (ValueError, OSError, RuntimeError) as exc:  # the run failed: a file, a model, the data
+        logger.error("%s", exc)
+        return 1
 
 
 if __name__ == "__main__":

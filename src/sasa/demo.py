@@ -14,17 +14,13 @@ model (``--model smollm2-135m``) the same pipeline runs on the text prompts.
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sasa.data.registry import builtin_dataset
-from sasa.data.sample import Sample
-from sasa.data.splits import assign_splits, class_balance
+from sasa.data.splits import assign_splits, class_balance, subsample
 from sasa.evaluate import Evaluation
-from sasa.judge import short_name
 from sasa.layers import default_layers
 from sasa.models.loading import load_model
 from sasa.training import fit_detectors
@@ -33,18 +29,6 @@ logger = logging.getLogger(__name__)
 
 DEMO_MODEL = "sasa-organism"
 DEMO_MODES = ("vanilla", "detect", "probe-noproj", "hiddendetect")
-
-
-def _take(samples: Sequence[Sample], per_label: int | None, seed: int) -> list[Sample]:
-    """Deterministic class-balanced subsample (all when per_label is None), original order kept."""
-    if per_label is None:
-        return list(samples)
-    rng = random.Random(seed)
-    keep: set[str] = set()
-    for label in ("harmful", "benign"):
-        pool = [s.id for s in samples if s.label == label]
-        keep.update(rng.sample(pool, min(per_label, len(pool))))
-    return [s for s in samples if s.id in keep]
 
 
 def _selection(adapter: Any, model: str):
@@ -68,7 +52,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     selection = _selection(adapter, model)
     data = assign_splits(builtin_dataset(), "builtin")
     sizes = {"train": 24, "val": 16, "test": 16} if quick else {"train": None, "val": None, "test": 120}
-    parts = {k: _take([s for s in data if s.split == k], sizes[k], seed) for k in ("train", "val", "test")}
+    parts = {k: subsample([s for s in data if s.split == k], per_label=sizes[k], seed=seed)
+             for k in ("train", "val", "test")}
     text_test = [s for s in parts["test"] if s.is_harmful]
     if adapter.spec.takes_images:
         from sasa.zoo.pages import page_samples
@@ -97,36 +82,3 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                                seed=seed, extra=run_info)
     result["run"] = run_info
     return result
-
-
-def headline(summary: dict[str, Any], fprs: Sequence[str] = ("0.05",)) -> str:
-    """A plain-text table of the numbers a user looks at first: ASR and over-refusal under every
-    judge of the run side by side, then the detector figures."""
-
-    def pct(x: Any) -> str:
-        return "   -  " if x is None or x != x else f"{100 * x:5.1f}%"
-
-    judges = list(dict.fromkeys(j for m in summary["modes"].values() for j in (m.get("by_judge") or {})))
-    cols = [(f"ASR {short_name(j)}", j, "asr") for j in judges] + \
-        [(f"over-ref. {short_name(j)}", j, "over_refusal") for j in judges]
-    if not judges:
-        cols = [("ASR", None, "asr"), ("over-refusal", None, "over_refusal")]
-    widths = [max(7, len(c[0])) for c in cols]
-    heads = "".join(f" {c[0]:>{w}s}" for c, w in zip(cols, widths))
-    tpr_heads = "".join(f" {'TPR@' + f'{100 * float(f):g}' + '%FPR':>11s}" for f in fprs)
-    rows = [f"{'mode':14s}{heads} {'AUROC':>7s}{tpr_heads}"]
-    for mode, m in summary["modes"].items():
-        det = m.get("detector") or {}
-        auroc = (det.get("auroc") or {}).get("value")
-        cells = ""
-        for (_, judge, key), w in zip(cols, widths):
-            src = m if judge is None else (m.get("by_judge") or {}).get(judge) or {}
-            cells += f" {pct((src.get(key) or {}).get('value')):>{w}s}"
-        tprs = "".join(f" {pct(((det.get('tpr_at_fpr') or {}).get(f) or {}).get('value')):>11s}" for f in fprs)
-        rows.append(f"{mode:14s}{cells} {'-' if auroc is None else f'{auroc:.3f}':>7s}{tprs}")
-    text = (summary.get("run") or {}).get("text_refusal")
-    if text:
-        per = ", ".join(f"{pct(v).strip()} ({short_name(j)})" for j, v in (text.get("by_judge") or {}).items())
-        rows.append(f"\nsame harmful requests as plain text (vanilla): {per or pct(text['rate']).strip()} refused "
-                    f"(n={text['n']}); typed on pages: ASR above")
-    return "\n".join(rows)

@@ -91,6 +91,20 @@ class Guard:
         self.refusal_message = refusal_message
         self.project_decoding = project_decoding
 
+    @classmethod
+    def from_pretrained(cls, model: Any, probe: str | os.PathLike | LinearProbe, mode: str = "detect",
+                        **load_kwargs: Any) -> Guard:
+        """A guard from a model (a name or path for :func:`sasa.load_model`, a ``LoadedModel`` or an
+        adapter) and a fitted probe (its path or the probe); the engine comes from the probe."""
+        from sasa.models.loading import LoadedModel, load_model
+
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(str(model), **load_kwargs)
+        adapter = model.adapter if isinstance(model, LoadedModel) else model
+        if not isinstance(probe, LinearProbe):
+            probe = LinearProbe.load(probe, expect_fingerprint=adapter.fingerprint())
+        return cls(adapter, mode, probe)
+
     def score(self, prompts: Sequence[str], images: Sequence[Any] | None = None) -> np.ndarray:
         """Risk logits for a batch, before any generation."""
         if self.probe is None:

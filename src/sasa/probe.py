@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,20 +40,12 @@ def _as_tensor(x: Any) -> torch.Tensor:
 
 
 def threshold_at_fpr(benign_scores: Any, target_fpr: float) -> float:
-    """Smallest threshold t with at most floor(target_fpr * n) benign scores strictly above t.
+    """The guard's threshold: a prompt is flagged when its score is > t, and at most ``target_fpr``
+    of the benign scores are.  The one calibration, :func:`sasa.metrics.threshold_for_fpr` with
+    rule ``>`` (ties at t are never flagged)."""
+    from sasa.metrics import threshold_for_fpr
 
-    A prompt is flagged when its score is > t, so the benign false-positive rate is <= target_fpr
-    (ties at t are never flagged).
-    """
-    scores = np.sort(np.asarray(benign_scores, dtype=np.float64))[::-1]
-    if scores.size == 0:
-        raise ValueError("threshold_at_fpr needs at least one benign score")
-    if not 0.0 <= target_fpr <= 1.0:
-        raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
-    allowed = int(math.floor(target_fpr * scores.size + 1e-9))
-    if allowed >= scores.size:
-        return float(scores[-1]) - 1.0
-    return float(scores[allowed])
+    return threshold_for_fpr(benign_scores, target_fpr, rule=">")
 
 
 @dataclass

@@ -89,6 +89,18 @@ def naive_augmented_generate(adapter: Adapter, inputs: dict, s: int, f: int,
         handle.remove()
 
 
+def grow_inputs(inputs: dict, next_ids: torch.Tensor) -> dict:
+    """``inputs`` with one more (text) token per row appended: ids, mask and per-token type ids."""
+    grown = dict(inputs)
+    grown["input_ids"] = torch.cat([inputs["input_ids"], next_ids[:, None]], dim=1)
+    grown["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(inputs["attention_mask"][:, :1])],
+                                        dim=1)
+    for key in ("token_type_ids", "mm_token_type_ids"):
+        if key in inputs:
+            grown[key] = torch.cat([inputs[key], torch.zeros_like(inputs[key][:, :1])], dim=1)
+    return grown
+
+
 @torch.inference_mode()
 def naive_projected_decoding(adapter: Adapter, inputs: dict, s: int, f: int, max_new_tokens: int,
                              projection: ProjectionConfig | None = None) -> torch.Tensor:
@@ -106,14 +118,7 @@ def naive_projected_decoding(adapter: Adapter, inputs: dict, s: int, f: int, max
         logits, _ = naive_projected_logits(adapter, current, s, f, projection)
         nxt = torch.where(done, torch.full_like(logits[:, 0], pad, dtype=torch.long), logits.argmax(-1))
         done = done | torch.isin(nxt, eos_ids)
-        grown = dict(current)
-        grown["input_ids"] = torch.cat([current["input_ids"], nxt[:, None]], dim=1)
-        grown["attention_mask"] = torch.cat([current["attention_mask"],
-                                             torch.ones_like(current["attention_mask"][:, :1])], dim=1)
-        for key in ("token_type_ids", "mm_token_type_ids"):
-            if key in current:
-                grown[key] = torch.cat([current[key], torch.zeros_like(current[key][:, :1])], dim=1)
-        current = grown
+        current = grow_inputs(current, nxt)
         if bool(done.all()):
             break
     return current["input_ids"]

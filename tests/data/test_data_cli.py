@@ -41,17 +41,17 @@ def test_build_show_split_render(fixture_tree, tmp_path, capsys):
     assert len(rendered) == 6 and all(s.attack == "figstep-render" for s in rendered)
 
 
-def test_errors_return_2_and_name_the_problem(tmp_path, capsys):
-    assert main(["build", "xstest", str(tmp_path), "--out", str(tmp_path / "x.jsonl")]) == 2
+def test_errors_return_1_or_2_and_name_the_problem(tmp_path, capsys):
+    assert main(["build", "xstest", str(tmp_path), "--out", str(tmp_path / "x.jsonl")]) == 1
     assert "xstest_prompts.csv not found" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "x"}\nnot json\n')
-    assert main(["show", str(bad)]) == 2
+    assert main(["show", str(bad)]) == 1
     assert "bad.jsonl:2" in capsys.readouterr().err
     assert main(["show", str(bad), "--on-error", "skip"]) == 0
     captured = capsys.readouterr()
     assert "1 samples" in captured.out and "bad.jsonl:2" in captured.err
-    assert main(["split", str(bad), "--preset", "random", "--train", "x:*", "--out", str(tmp_path / "o")]) == 2
+    assert main(["split", str(bad), "--preset", "random", "--train", "x:*", "--out", str(tmp_path / "o")]) == 2  # a usage error
 
 
 def test_add_data_commands_on_top_level_parser(tmp_path, capsys):

@@ -24,6 +24,7 @@ from sasa.data.base import IMAGE_CHECK_CHOICES, ON_ERROR_CHOICES, DataError, Loa
 from sasa.data.registry import BENCHMARKS, builtin_dataset, load
 from sasa.data.sample import ManifestError, Sample, write_manifest
 from sasa.data.splits import PRESETS, SplitPlan, assign_splits, split_report
+from sasa.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _cmd_show(args) -> int:
 def _plan_from_args(args) -> SplitPlan:
     custom = bool(args.train or args.shared or args.test)
     if args.preset and custom:
-        raise ValueError("give either --preset or --train/--test/--shared, not both")
+        raise UsageError("give either --preset or --train/--test/--shared, not both")
     base = PRESETS[args.preset or "unseen-families"] if not custom else SplitPlan()
     kw = {}
     if custom:
@@ -179,7 +180,7 @@ def _plan_from_args(args) -> SplitPlan:
 
 def _cmd_split(args) -> int:
     if not args.out and not args.out_dir:
-        raise ValueError("give --out and/or --out-dir")
+        raise UsageError("give --out and/or --out-dir")
     plan = _plan_from_args(args)
     res = _load_manifests(args.manifests, args.on_error, args.check_images)
     split = assign_splits(res.samples, plan)
@@ -223,12 +224,16 @@ COMMANDS = {"list": _cmd_list, "build": _cmd_build, "show": _cmd_show, "split": 
 
 
 def run_data_command(args: argparse.Namespace) -> int:
-    """Run a parsed ``sasa data ...`` command; 0 on success, 2 on bad input (message on stderr)."""
+    """Run a parsed ``sasa data ...`` command; 0 on success, 2 on a wrong command line, 1 on bad
+    input (message on stderr)."""
     try:
         return COMMANDS[args.data_command](args)
-    except (DataError, ManifestError, FileNotFoundError, ValueError) as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (DataError, ManifestError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

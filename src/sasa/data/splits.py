@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
@@ -185,3 +186,22 @@ def class_balance(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:
         row = out.setdefault(s.split or "none", {lab: 0 for lab in LABELS})
         row[s.label] += 1
     return out
+
+
+def subsample(samples: Sequence[Sample], *, per_label: int | None = None, limit: int | None = None,
+              seed: int = 0) -> list[Sample]:
+    """The one deterministic sub-sampler: ``per_label`` samples of each label (class-balanced), or
+    ``limit`` samples drawn regardless of label; all when both are None.  Input order is kept."""
+    if per_label is not None and limit is not None:
+        raise ValueError("subsample takes per_label or limit, not both")
+    rng = random.Random(seed)
+    if per_label is not None:
+        keep: set[str] = set()
+        for label in ("harmful", "benign"):
+            pool = [s.id for s in samples if s.label == label]
+            keep.update(rng.sample(pool, min(per_label, len(pool))))
+        return [s for s in samples if s.id in keep]
+    if limit is None or len(samples) <= limit:
+        return list(samples)
+    chosen = set(rng.sample(range(len(samples)), limit))
+    return [s for i, s in enumerate(samples) if i in chosen]

@@ -238,8 +238,9 @@ class Adapter:
         return dict(self.processor(**kwargs))
 
     def encode(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **kw: Any) -> dict:
-        """:meth:`build_inputs`, moved to the model's device."""
-        device = self.unembedding.weight.device
+        """:meth:`build_inputs`, moved to the device of the input embeddings (where the forward
+        starts: under ``device_map`` that is the first shard, not ``lm_head``'s)."""
+        device = self.model.get_input_embeddings().weight.device
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.build_inputs(prompts, images, **kw).items()}
 
     def _content(self, text: str, image: Any) -> Any:

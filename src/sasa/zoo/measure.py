@@ -58,13 +58,6 @@ class MeasureConfig:
     generating_share: float = 0.3  # the costlier generating modes run on this seeded share of the test set
 
 
-def _cap(samples: Sequence[Sample], limit: int | None, seed: int) -> list[Sample]:
-    if limit is None or len(samples) <= limit:
-        return list(samples)
-    keep = set(random.Random(seed).sample(range(len(samples)), limit))
-    return [s for i, s in enumerate(samples) if i in keep]
-
-
 def detector_pool(out: Path, seed: int, progress: bool) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """Typed pages of HarmBench + StrongREJECT (harmful) and the benign set: train, validation, text twins."""
     from sasa.zoo.pages import page_samples
@@ -123,7 +116,7 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
                      model: str = "sasa-organism", progress: bool = True) -> dict[str, Any]:
     """Run the whole measurement; writes ``measurement.json`` and the evaluation report under ``out``."""
     from sasa.analysis import AnalysisConfig, run_analysis
-    from sasa.demo import _take
+    from sasa.data.splits import subsample
     from sasa.evaluate import Evaluation
     from sasa.layers import LayerSelection
     from sasa.models.loading import load_model
@@ -137,9 +130,9 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     loaded = load_model(model, device="auto")
     adapter = loaded.adapter
     fig = load("figstep", figstep, variant="all").samples
-    fig_text = _cap([s for s in fig if s.image is None], cfg.limit, cfg.seed)
-    fig_image = _cap([s for s in fig if s.image is not None], cfg.limit, cfg.seed)
-    xs_text = _cap(load("xstest", xstest, variant="safe").samples, cfg.limit, cfg.seed)
+    fig_text = subsample([s for s in fig if s.image is None], limit=cfg.limit, seed=cfg.seed)
+    fig_image = subsample([s for s in fig if s.image is not None], limit=cfg.limit, seed=cfg.seed)
+    xs_text = subsample(load("xstest", xstest, variant="safe").samples, limit=cfg.limit, seed=cfg.seed)
     xs_pages = page_samples(xs_text, out / "pages" / "xstest", progress=progress)
 
     evaluation = Evaluation(adapter, out / "eval", batch_size=cfg.batch_size,
@@ -164,14 +157,10 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     log.info("reading: %s", reading)
 
     train, val, text_twins = detector_pool(out, cfg.seed, progress)
-    train = _take(train, cfg.train_per_label if cfg.limit is None else 2 * cfg.limit, cfg.seed)
-    val = _take(val, cfg.val_per_label if cfg.limit is None else cfg.limit, cfg.seed)
-    rng = random.Random(cfg.seed)
-    chosen = []
+    train = subsample(train, per_label=cfg.train_per_label if cfg.limit is None else 2 * cfg.limit, seed=cfg.seed)
+    val = subsample(val, per_label=cfg.val_per_label if cfg.limit is None else cfg.limit, seed=cfg.seed)
     per_label = cfg.analysis_per_label if cfg.limit is None else min(cfg.analysis_per_label, cfg.limit)
-    for label in ("harmful", "benign"):
-        pool = [p for p in train if p.label == label]
-        chosen += rng.sample(pool, min(per_label, len(pool)))
+    chosen = subsample(train, per_label=per_label, seed=cfg.seed)
     twins = {s.id: s for s in text_twins}
     analysis_samples = chosen + [twins[p.meta["group"]] for p in chosen]
     analysis = run_analysis(adapter, analysis_samples, out / "analysis",
@@ -204,7 +193,7 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
 
 def headline(result: dict[str, Any]) -> str:
     """The measurement as plain text: behaviour, reading, (s, f), then one row per mode."""
-    from sasa.demo import headline as mode_table
+    from sasa.report.headline import headline as mode_table
     from sasa.judge import short_name
 
     run = result["run"]

@@ -152,7 +152,9 @@ class StagesConfig:
 
 
 def _cap(samples: Sequence[Sample], limit: int | None) -> list[Sample]:
-    return list(samples) if limit is None else list(samples)[:limit]
+    from sasa.data.splits import subsample
+
+    return subsample(samples, limit=limit, seed=0)
 
 
 def measure_variant(adapter, out: Path, sets: dict[str, list[Sample]], cfg: StagesConfig,

@@ -17,8 +17,6 @@ logger = logging.getLogger("sasa")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-
-
 def list_of(kind: type, length: int | None = None) -> type[argparse.Action]:
     """The one list syntax: ``--layers 13,15`` (``--layers 13 15`` is read the same way)."""
 
@@ -41,7 +39,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="smollm2-135m",
                    help="hub id, local directory, .gguf file, or smollm2-135m (embedded default)")
     g.add_argument("--gguf-file", default=None, help="GGUF file name inside --model (text models)")
-    g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights' dtype (auto: bf16/fp16 on GPU, fp32 on CPU)")
+    g.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="weights' dtype (auto: bf16/fp16 on GPU, fp32 on CPU)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto")
     g.add_argument("--trust-remote-code", action="store_true", help="allow model repo code (off unless asked)")

@@ -32,6 +32,7 @@ from typing import Any
 from sasa.atomic import atomic_path, atomic_write_json
 from sasa.data.registry import load
 from sasa.data.sample import Sample
+from sasa.data.splits import subsample
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,6 @@ class StagesConfig:
 
 
 def _cap(samples: Sequence[Sample], limit: int | None) -> list[Sample]:
-    from sasa.data.splits import subsample
-
     return subsample(samples, limit=limit, seed=0)
 
 

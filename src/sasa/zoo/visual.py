@@ -140,10 +140,13 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], progre
     rng = random.Random(cfg.seed + 1)
     feats = _page_features(model, processor, [lines for lines, _, _ in items], rng)
     image_id = model.config.image_token_index
+    templates = {}
+    for prompt in {prompt for _, prompt, _ in items}:  # two prompts: template each once
+        text = processor.apply_chat_template(_messages(prompt, True), add_generation_prompt=True, tokenize=False)
+        templates[prompt] = tok(text, add_special_tokens=False)["input_ids"]
     examples = []
     for (lines, prompt, ans), f in zip(items, feats):
-        ids = processor.apply_chat_template(_messages(prompt, True), add_generation_prompt=True, tokenize=False)
-        ids = tok(ids, add_special_tokens=False)["input_ids"]
+        ids = templates[prompt]
         at = ids.index(image_id)
         if ans is None:
             ans = tok(page_text(lines), add_special_tokens=False)["input_ids"] + [eos]

@@ -29,8 +29,9 @@ def test_probe_fit_then_guarded_generate(workdir, capsys):
                  "--layers", "2", "4", "--out", str(probe), "--target-fpr", "0.25", "--batch-size", "4"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["val_fpr"] <= 0.25
-    meta = json.loads((workdir / "probe.json").read_text())
-    assert meta["engine"]["layers"]["safety"] == 2 and meta["model"]["fingerprint"]["model_type"] == "llama"
+    assert report["detector"] == str(probe)
+    config = json.loads((probe / "config.json").read_text())
+    assert config["layers"]["safety"] == 2 and config["model_fingerprint"]["model_type"] == "llama"
     out = workdir / "out.jsonl"
     assert main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
                  "--data", str(workdir / "data.jsonl"), "--out", str(out), "--max-new-tokens", "3"]) == 0

@@ -142,7 +142,7 @@ def test_project_decoding_option():
 
 def test_guard_from_pretrained_equals_the_hand_built_guard(fitted, tmp_path):
     adapter, probe, _ = fitted
-    probe.save(tmp_path / "probe")
+    probe.save_pretrained(tmp_path / "probe")
     loaded = Guard.from_pretrained(adapter, tmp_path / "probe")
     by_hand = Guard(adapter, "detect", probe)
     prompts = HARMFUL[:2] + BENIGN[:2]

@@ -179,6 +179,45 @@ def test_compact_cells_keep_each_line_and_one_break():
     assert compact_cells([]) == []
 
 
+def test_visual_schedule_replays_text_refusal_data_every_step():
+    """Every step carries ``replay`` text rows, the odd one harmful; each pool is used whole before
+    a row repeats; the page examples cycle as before."""
+    from sasa.zoo.visual import VisualConfig, schedule
+
+    cfg = VisualConfig(compact_steps=3, compact_batch_size=4, steps=2, batch_size=2, replay=3)
+    examples = [{"id": i} for i in range(5)]
+    replay = {"harmful": [("h", i) for i in range(4)], "benign": [("b", i) for i in range(3)]}
+    steps = list(schedule(examples, replay, cfg))
+    assert [compact for _, _, compact in steps] == [True, True, True, False, False]
+    assert [len(pages) for pages, _, _ in steps] == [4, 4, 4, 2, 2]
+    assert [p["id"] for p in steps[1][0]] == [4, 0, 1, 2]
+    for _, text, _ in steps:
+        assert [kind for kind, _ in text] == ["h", "h", "b"]
+    harmful = [row for _, text, _ in steps for row in text if row[0] == "h"]
+    assert sorted(harmful[:4]) == replay["harmful"] and harmful[4:8] == harmful[:4]
+    benign = [row for _, text, _ in steps for row in text if row[0] == "b"]
+    assert sorted(benign[:3]) == replay["benign"]
+    none = list(schedule(examples, replay, VisualConfig(compact_steps=1, steps=1, replay=0)))
+    assert all(text == [] for _, text, _ in none)
+    assert all(text == [] for _, text, _ in schedule(examples, {}, cfg))
+
+
+def test_build_precision_applies_to_every_stage():
+    from sasa.cli import PRECISIONS
+
+    assert PRECISIONS == organism.PRECISIONS
+    quick = organism.BuildConfig.quick()
+    assert not (quick.refusal.bf16 or quick.reader.bf16 or quick.visual.bf16)  # alike on every CPU
+    full = organism.BuildConfig()
+    assert full.refusal.bf16 and full.reader.bf16 and full.visual.bf16  # as the committed organism was built
+    fp32 = full.with_precision("fp32")
+    assert not (fp32.refusal.bf16 or fp32.reader.bf16 or fp32.visual.bf16) and full.refusal.bf16
+    auto = full.with_precision("auto")
+    assert auto.visual.bf16 == organism.native_bf16() == auto.reader.bf16
+    with pytest.raises(ValueError, match="unknown precision"):
+        full.with_precision("fp8")
+
+
 def test_visual_stage_batches_equal_llavas_own_forward(org):
     """The cached-reader batch of the full layout is the LLaVA forward on the page's pixels."""
     from sasa.zoo.measure import image_features
@@ -241,6 +280,7 @@ def test_build_pipeline_smoke_is_reproducible_and_loads(quick_organism, tmp_path
     meta = json.loads((a / "organism.json").read_text())
     assert meta["refusal"]["history"] and meta["reader"]["history"] and meta["visual"]["history"]
     assert meta["refusal"]["data"]["harmful_held_out"] >= 1
+    assert meta["visual"]["replay_harmful"] >= 1 and meta["visual"]["replay_benign"] >= 1
     for name in ("refusal_lora.safetensors", "visual_lora.safetensors"):
         lora = load_file(a / name)
         assert len(lora) == 2 * 7 * 30 and all(k.startswith("model.layers.") for k in lora)

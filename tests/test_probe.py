@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -69,38 +70,102 @@ def test_bad_fit_inputs():
         LinearProbe.fit(x, y)
 
 
-def test_save_load_round_trip(tmp_path):
-    x, y = _data()
-    probe = LinearProbe.fit(x, y, metadata={"model": {"name": "tiny", "fingerprint": FP}})
+ENGINE = {"layers": {"safety": 1, "fused": 4, "indexing": "0-based"},
+          "projection": {"mode": "replace", "alpha": 1.0, "eps": 1e-6, "positions": "all"},
+          "features": {"kind": "logits", "projected": True, "layer": None}}
+
+
+def _fitted(x, y, **extra):
+    probe = LinearProbe.fit(x, y, metadata={"model": {"name": "tiny", "fingerprint": FP}, "engine": ENGINE,
+                                            "data": {"n_train": 150, "n_val": 50, "seed": 0,
+                                                     "sources": ["sasa-paper"]}, **extra})
     probe.calibrate(x[y == 0], 0.05)
-    st, js = probe.save(tmp_path / "p")
-    assert st.name == "p.safetensors" and js.name == "p.json"
-    again = LinearProbe.load(tmp_path / "p.json", expect_fingerprint=FP)
+    return probe
+
+
+def _save_legacy(probe, path):
+    """The two-file layout sasa wrote before detector directories (format_version 1)."""
+    from safetensors.torch import save_file
+
+    tensors = {"weight": probe.weight.float().contiguous(), "bias": torch.tensor([probe.bias], dtype=torch.float32),
+               "mean": probe.mean.float().contiguous(), "std": probe.std.float().contiguous()}
+    save_file(tensors, str(path.with_suffix(".safetensors")), metadata={"format": "sasa-probe", "format_version": "1"})
+    meta = dict(probe.metadata, format_version=1, dim=probe.dim, threshold_value=probe.threshold)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+
+
+def test_detector_directory_round_trip(tmp_path):
+    x, y = _data()
+    probe = _fitted(x, y, note="kept")
+    out = probe.save_pretrained(tmp_path / "det")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "probe.safetensors"]
+    again = LinearProbe.from_pretrained(out, expect_fingerprint=FP)
     np.testing.assert_allclose(again.decision_function(x), probe.decision_function(x), rtol=1e-5, atol=1e-5)
     assert again.threshold == pytest.approx(probe.threshold)
-    assert json.loads(js.read_text())["versions"]["torch"] == torch.__version__
+    cfg = again.config
+    assert (cfg.layers.safety, cfg.layers.fused) == (1, 4) and cfg.features.projected and cfg.target_fpr == 0.05
+    assert cfg.n_calibration == 100 and cfg.model_name == "tiny" and cfg.extra == {"note": "kept"}
+    raw = json.loads((out / "config.json").read_text())
+    assert raw["format"] == "sasa-detector" and raw["versions"]["torch"] == torch.__version__
+    assert raw["layers"] == ENGINE["layers"] and raw["model_fingerprint"] == FP
+    card = (out / "README.md").read_text()
+    assert "s=1, f=4" in card and "5.0% FPR on 100" in card and "sasa-paper" in card and "Guard.from_pretrained" in card
+    assert again.save_pretrained(out) == out  # a detector directory may be replaced by another
+
+
+def test_legacy_two_file_probe_loads_with_a_deprecation_warning(tmp_path):
+    x, y = _data()
+    probe = _fitted(x, y)
+    _save_legacy(probe, tmp_path / "p")
+    with pytest.warns(DeprecationWarning, match="old two-file layout"):
+        again = LinearProbe.from_pretrained(tmp_path / "p.json", expect_fingerprint=FP)
+    np.testing.assert_allclose(again.decision_function(x), probe.decision_function(x), rtol=1e-5, atol=1e-5)
+    assert again.threshold == pytest.approx(probe.threshold) and again.config.layers.fused == 4
+    resaved = LinearProbe.from_pretrained(again.save_pretrained(tmp_path / "new")).config
+    assert resaved == replace(again.config, saved_at=resaved.saved_at, versions=resaved.versions)
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_a_detector(tmp_path):
+    x, y = _data()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "notes.txt").write_text("mine")
+    with pytest.raises(ProbeFileError, match="not a sasa detector directory"):
+        _fitted(x, y).save_pretrained(tmp_path / "work")
+    assert (tmp_path / "work" / "notes.txt").read_text() == "mine"
 
 
 def test_refuses_other_model(tmp_path):
     x, y = _data()
-    LinearProbe.fit(x, y, metadata={"model": {"name": "tiny", "fingerprint": FP}}).save(tmp_path / "p")
+    _fitted(x, y).save_pretrained(tmp_path / "p")
     other = dict(FP, num_layers=30, vocab_size=49152)
     with pytest.raises(ProbeMismatchError, match="num_layers"):
-        LinearProbe.load(tmp_path / "p", expect_fingerprint=other)
+        LinearProbe.from_pretrained(tmp_path / "p", expect_fingerprint=other)
 
 
 def test_corrupt_files_give_clear_errors(tmp_path):
     x, y = _data()
-    st, js = LinearProbe.fit(x, y).save(tmp_path / "p")
-    st.write_bytes(b"\x00\x01garbage")
-    with pytest.raises(ProbeFileError, match="p.safetensors"):
-        LinearProbe.load(tmp_path / "p")
-    LinearProbe.fit(x, y).save(tmp_path / "q")
-    (tmp_path / "q.json").write_text("{not json")
-    with pytest.raises(ProbeFileError, match="q.json"):
-        LinearProbe.load(tmp_path / "q")
-    with pytest.raises(ProbeFileError, match="missing"):
-        LinearProbe.load(tmp_path / "absent")
+    det = _fitted(x, y).save_pretrained(tmp_path / "p")
+    (det / "probe.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ProbeFileError, match="probe.safetensors"):
+        LinearProbe.from_pretrained(det)
+    det = _fitted(x, y).save_pretrained(tmp_path / "q")
+    (det / "config.json").write_text("{not json")
+    with pytest.raises(ProbeFileError, match="config.json"):
+        LinearProbe.from_pretrained(det)
+    det = _fitted(x, y).save_pretrained(tmp_path / "r")
+    raw = json.loads((det / "config.json").read_text())
+    (det / "config.json").write_text(json.dumps({**raw, "layers": {"safety": 1}}))
+    with pytest.raises(ProbeFileError, match="invalid detector config"):
+        LinearProbe.from_pretrained(det)
+    (det / "config.json").write_text(json.dumps({**raw, "dim": 11}))
+    with pytest.raises(ProbeFileError, match="dim 11"):
+        LinearProbe.from_pretrained(det)
+    with pytest.raises(ProbeFileError, match="not found"):
+        LinearProbe.from_pretrained(tmp_path / "absent")
+    _save_legacy(_fitted(x, y), tmp_path / "old")
+    (tmp_path / "old.json").write_text("{not json")
+    with pytest.raises(ProbeFileError, match="old.json"), pytest.warns(DeprecationWarning):
+        LinearProbe.from_pretrained(tmp_path / "old")
 
 
 def test_dimension_mismatch_on_scoring():

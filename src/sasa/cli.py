@@ -15,6 +15,7 @@ from sasa.errors import UsageError
 logger = logging.getLogger("sasa")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS = ("auto", "bf16", "fp32")  # sasa.zoo.organism.PRECISIONS, without importing torch here
 
 
 def list_of(kind: type, length: int | None = None) -> type[argparse.Action]:
@@ -162,8 +163,8 @@ def cmd_probe_fit(args: argparse.Namespace) -> int:
                               seed=args.seed, batch_size=args.batch_size, standardize=not args.no_standardize,
                               class_weight=None if args.no_class_weight else "balanced", l2=args.l2,
                               model_name=args.model)
-    paths = probe.save(args.out)
-    print(json.dumps({"probe": [str(p) for p in paths], **report}, indent=2))
+    out = probe.save_pretrained(args.out)
+    print(json.dumps({"detector": str(out), **report}, indent=2))
     return 0
 
 
@@ -318,6 +319,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         cfg = organism.BuildConfig.quick() if args.quick else organism.BuildConfig()
         if args.forms_per_prompt is not None:
             cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
+        if args.precision is not None:
+            cfg = cfg.with_precision(args.precision)
         stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
         out = organism.build(args.out, cfg, stages=stages)
         print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")
@@ -373,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(g)
     g.add_argument("--mode", choices=("vanilla", "detect", "augment", "augment+detect"), default=None,
                    help="default: detect with --probe, else vanilla")
-    g.add_argument("--probe", default=None, help="probe path (NAME, NAME.safetensors or NAME.json)")
+    g.add_argument("--probe", default=None, help="detector directory from `sasa probe fit` (an old NAME.safetensors + NAME.json probe loads, deprecated)")
     g.add_argument("--data", default=None, help="JSONL manifest, or 'builtin'")
     g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable) instead of --data")
     g.add_argument("--image", default=None, help="image for --prompt")
@@ -391,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(f)
     _add_engine_args(f)
     f.add_argument("--data", required=True, help="labelled JSONL manifest, or 'builtin'")
-    f.add_argument("--out", required=True, help="output path NAME (writes NAME.safetensors + NAME.json)")
+    f.add_argument("--out", required=True, help="detector directory (probe.safetensors, config.json, README.md model card)")
     f.add_argument("--feature", choices=("logits", "hidden"), default="logits")
     f.add_argument("--feature-layer", type=int, default=None, help="0-based block for --feature hidden")
     f.add_argument("--no-projection", action="store_true", help="features from the plain forward (baseline)")
@@ -419,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split-preset", default=None, help="assign splits first: unseen-families, builtin, ...")
     e.add_argument("--modes", default="vanilla,detect,probe-noproj,hiddendetect",
                    help="comma list of vanilla,detect,augment,augment+detect,probe-noproj,hiddendetect,adashield,ecso")
-    e.add_argument("--probe", default=None, help="SASA probe (else fitted on the train/val splits)")
+    e.add_argument("--probe", default=None, help="SASA detector directory (else fitted on the train/val splits)")
     e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
     e.add_argument("--judges", default="sasa-paper,xstest",
                    help="comma list of refusal judges, the first primary (see `sasa judge list`); each bare list "
@@ -503,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--quick", action="store_true", help="a few steps of each stage (pipeline smoke test)")
     zb.add_argument("--stages", default="refusal,reader,visual",
                     help="comma list; later stages read earlier ones' files from --out")
+    zb.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="training passes: bf16 autocast (the committed organism's; default), fp32, or auto "
+                         "(bf16 only where the CPU has native bfloat16; emulated bf16 is many times slower)")
     zb.add_argument("--forms-per-prompt", type=int, default=None,
                     help="refusal data: each request in this many balanced forms (default 2; 1 = as written)")
     zb.set_defaults(func=cmd_zoo)

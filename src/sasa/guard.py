@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from sasa.data.sample import Sample
 from sasa.engine import FeatureSpec, SASAEngine
 from sasa.features import batches, encode_samples
-from sasa.layers import LayerSelection, default_layers
+from sasa.layers import default_layers
 from sasa.models.adapters import Adapter
 from sasa.probe import LinearProbe
 from sasa.records import append_records, read_records
@@ -53,11 +53,10 @@ class GuardedOutput:
 
 def engine_from_probe(adapter: Adapter, probe: LinearProbe) -> SASAEngine:
     """An engine configured exactly as the probe was trained (layers, projection, features)."""
-    cfg = probe.metadata.get("engine")
-    if not cfg:
-        raise ValueError("probe metadata has no 'engine' section; refit it with sasa probe fit")
-    return SASAEngine(adapter, LayerSelection(**cfg["layers"]), ProjectionConfig(**cfg["projection"]),
-                      FeatureSpec(**cfg["features"]))
+    cfg = probe.config
+    if cfg.layers is None:
+        raise ValueError("the probe records no engine layers; refit it with sasa probe fit")
+    return SASAEngine(adapter, cfg.layers, cfg.projection or ProjectionConfig(), cfg.features or FeatureSpec())
 
 
 class Guard:

@@ -1,8 +1,10 @@
 """The SASA linear probe: logistic regression on augmented-pass features, saved without pickle.
 
-A probe is two files: ``NAME.safetensors`` (weight, bias, standardisation mean/std) and
-``NAME.json`` (what it was made for: model fingerprint, layers, projection, feature kind, threshold,
-library versions). Loading checks both and refuses a probe made for another model.
+A fitted probe is a *detector directory*: ``probe.safetensors`` (weight, bias, standardisation
+mean/std), ``config.json`` (:class:`DetectorConfig`: the engine it reads -- layers, projection,
+features --, its threshold, the model fingerprint, data, validation metrics, library versions) and
+``README.md``, a model card.  Loading refuses a probe made for another model.  The old two-file
+layout (``NAME.safetensors`` + ``NAME.json``) still loads, with a deprecation warning.
 """
 
 from __future__ import annotations
@@ -11,19 +13,25 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sasa.atomic import atomic_path, atomic_write_text
+from sasa.atomic import atomic_dir
+from sasa.engine import FeatureSpec
+from sasa.layers import LayerSelection
 from sasa.models.adapters import fingerprint_differences
+from sasa.projection import ProjectionConfig
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+DETECTOR_FORMAT = "sasa-detector"
+DETECTOR_VERSION = 2  # 1 was the two-file layout (NAME.safetensors + NAME.json), still read
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "probe.safetensors", "README.md"
 
 
 class ProbeFileError(ValueError):
@@ -158,65 +166,98 @@ class LinearProbe:
         return self.threshold
 
     # --- persistence --------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
-        """Write NAME.safetensors and NAME.json atomically; returns both paths."""
+    @property
+    def config(self) -> DetectorConfig:
+        """The typed view of what this probe was made for (what ``config.json`` holds)."""
+        return DetectorConfig.from_metadata(self.metadata, self.dim, self.threshold)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the detector directory (``probe.safetensors``, ``config.json``, ``README.md``) atomically.
+
+        An existing directory is replaced only if it is a detector; anything else is refused."""
         from safetensors.torch import save_file
 
         import sasa
 
-        tensors_path, meta_path = probe_paths(path)
-        tensors_path.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(directory)
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_detector_dir(out))):
+            raise ProbeFileError(f"{out}: exists and is not a sasa detector directory; choose another --out")
         tensors = {"weight": self.weight.to(torch.float32).contiguous(),
                    "bias": torch.tensor([self.bias], dtype=torch.float32)}
         if self.mean is not None and self.std is not None:
             tensors["mean"] = self.mean.to(torch.float32).contiguous()
             tensors["std"] = self.std.to(torch.float32).contiguous()
-        meta = dict(self.metadata)
-        meta.update({"format_version": FORMAT_VERSION, "dim": self.dim, "threshold_value": self.threshold,
-                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        meta.setdefault("versions", _versions())
-        meta["versions"]["sasa"] = sasa.__version__
-        with atomic_path(tensors_path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "sasa-probe", "format_version": str(FORMAT_VERSION)})
-        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
-        return tensors_path, meta_path
+        versions = {**self.metadata.get("versions", _versions()), "sasa": sasa.__version__}
+        config = replace(self.config, versions=versions,
+                         saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        with atomic_dir(out) as tmp:
+            save_file(tensors, str(tmp / WEIGHTS_NAME),
+                      metadata={"format": "sasa-probe", "format_version": str(DETECTOR_VERSION)})
+            (tmp / CONFIG_NAME).write_text(json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
+            (tmp / CARD_NAME).write_text(model_card(config))
+        self.metadata = config.to_metadata()
+        return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect_fingerprint: dict | None = None) -> "LinearProbe":
-        """Read a probe; with ``expect_fingerprint``, refuse one made for another model."""
-        from safetensors import safe_open
+    def from_pretrained(cls, path: str | os.PathLike, expect_fingerprint: dict | None = None) -> LinearProbe:
+        """Read a detector directory; with ``expect_fingerprint``, refuse one made for another model.
 
-        tensors_path, meta_path = probe_paths(path)
-        for p in (tensors_path, meta_path):
-            if not p.is_file():
-                raise ProbeFileError(f"probe file missing: {p}")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProbeFileError(f"{meta_path}: not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            raise ProbeFileError(f"{meta_path}: not a sasa probe (format_version {FORMAT_VERSION} expected)")
-        try:
-            with safe_open(str(tensors_path), framework="pt") as fh:
-                header = fh.metadata() or {}
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise ProbeFileError(f"{tensors_path}: cannot read safetensors ({exc})") from None
-        if header.get("format") != "sasa-probe":
-            raise ProbeFileError(f"{tensors_path}: not a sasa probe file")
-        if "weight" not in tensors or "bias" not in tensors:
-            raise ProbeFileError(f"{tensors_path}: weight or bias missing")
-        weight = tensors["weight"].to(torch.float64)
-        if weight.ndim != 1 or weight.shape[0] != meta.get("dim"):
-            raise ProbeFileError(f"{tensors_path}: weight has shape {tuple(weight.shape)}, metadata says dim "
-                                 f"{meta.get('dim')}")
-        mean = tensors.get("mean")
-        std = tensors.get("std")
-        probe = cls(weight, float(tensors["bias"][0]), None if mean is None else mean.to(torch.float64),
-                    None if std is None else std.to(torch.float64), float(meta.get("threshold_value", 0.0)), meta)
+        A probe in the old two-file layout (``NAME.safetensors`` + ``NAME.json``) still loads, with a
+        deprecation warning: resave it with :meth:`save_pretrained`."""
+        p = Path(path)
+        if p.is_dir():
+            probe = cls._read_dir(p)
+        else:
+            tensors_path, meta_path = probe_paths(p)
+            if not (tensors_path.exists() or meta_path.exists()):
+                raise ProbeFileError(f"detector not found: {p} is neither a detector directory nor a probe "
+                                     f"in the old two-file layout ({tensors_path.name} + {meta_path.name})")
+            message = (f"{tensors_path.with_suffix('')}: a probe in the old two-file layout; resave it as a "
+                       "detector directory (LinearProbe.save_pretrained)")
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            logger.warning(message)
+            probe = cls._read_legacy(tensors_path, meta_path)
         if expect_fingerprint is not None:
             probe.check_model(expect_fingerprint)
         return probe
+
+    load = from_pretrained  # the old name; every path form loads
+
+    @classmethod
+    def _read_dir(cls, directory: Path) -> LinearProbe:
+        config_path, tensors_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for f in (config_path, tensors_path):
+            if not f.is_file():
+                raise ProbeFileError(f"detector file missing: {f}")
+        raw = _read_json(config_path)
+        if raw.get("format") != DETECTOR_FORMAT or raw.get("format_version") != DETECTOR_VERSION:
+            raise ProbeFileError(f"{config_path}: not a sasa detector config (format {DETECTOR_FORMAT!r}, "
+                                 f"format_version {DETECTOR_VERSION} expected)")
+        config = DetectorConfig.from_json(raw, config_path)
+        tensors = _read_tensors(tensors_path)
+        return cls._build(tensors, tensors_path, config.dim, config.threshold, config.to_metadata())
+
+    @classmethod
+    def _read_legacy(cls, tensors_path: Path, meta_path: Path) -> LinearProbe:
+        for f in (tensors_path, meta_path):
+            if not f.is_file():
+                raise ProbeFileError(f"probe file missing: {f}")
+        meta = _read_json(meta_path)
+        if meta.get("format_version") != 1:
+            raise ProbeFileError(f"{meta_path}: not a sasa probe (format_version 1 expected)")
+        tensors = _read_tensors(tensors_path)
+        return cls._build(tensors, tensors_path, meta.get("dim"), float(meta.get("threshold_value", 0.0)), meta)
+
+    @classmethod
+    def _build(cls, tensors: dict, tensors_path: Path, dim: Any, threshold: float, meta: dict) -> LinearProbe:
+        if "weight" not in tensors or "bias" not in tensors:
+            raise ProbeFileError(f"{tensors_path}: weight or bias missing")
+        weight = tensors["weight"].to(torch.float64)
+        if weight.ndim != 1 or weight.shape[0] != dim:
+            raise ProbeFileError(f"{tensors_path}: weight has shape {tuple(weight.shape)}, the config says dim {dim}")
+        mean, std = tensors.get("mean"), tensors.get("std")
+        return cls(weight, float(tensors["bias"][0]), None if mean is None else mean.to(torch.float64),
+                   None if std is None else std.to(torch.float64), threshold, meta)
 
     def check_model(self, fingerprint: dict) -> None:
         """Raise ProbeMismatchError naming every field where the model differs from the probe's."""
@@ -227,6 +268,156 @@ class LinearProbe:
         if diffs:
             name = self.metadata.get("model", {}).get("name", "?")
             raise ProbeMismatchError(f"probe was made for another model ({name}): " + "; ".join(diffs))
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What a probe reads and was made for: ``config.json`` of a detector directory.
+
+    ``layers``/``projection``/``features`` configure the engine the probe must run on; the
+    threshold is a risk logit (flag when the score is > it), set at ``target_fpr`` on
+    ``n_calibration`` benign validation prompts."""
+
+    dim: int
+    threshold: float
+    layers: LayerSelection | None = None
+    projection: ProjectionConfig | None = None
+    features: FeatureSpec | None = None
+    model_name: str | None = None
+    model_fingerprint: dict | None = None
+    target_fpr: float | None = None
+    n_calibration: int | None = None
+    training: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    saved_at: str | None = None
+    extra: dict = field(default_factory=dict)  # any other metadata the fitting code was given
+
+    @classmethod
+    def from_metadata(cls, meta: dict, dim: int, threshold: float) -> DetectorConfig:
+        engine = meta.get("engine") or {}
+        model = meta.get("model") or {}
+        cal = meta.get("threshold") if isinstance(meta.get("threshold"), dict) else {}
+        return cls(
+            dim=dim, threshold=float(threshold),
+            layers=LayerSelection(**engine["layers"]) if engine.get("layers") else None,
+            projection=ProjectionConfig(**engine["projection"]) if engine.get("projection") else None,
+            features=FeatureSpec(**engine["features"]) if engine.get("features") else None,
+            model_name=model.get("name"), model_fingerprint=model.get("fingerprint"),
+            target_fpr=cal.get("target_fpr"), n_calibration=cal.get("n_benign"),
+            training=dict(meta.get("training") or {}), data=dict(meta.get("data") or {}),
+            validation=dict(meta.get("validation") or {}), versions=dict(meta.get("versions") or {}),
+            saved_at=meta.get("saved_at"), extra={k: v for k, v in meta.items() if k not in _METADATA_KEYS})
+
+    def to_metadata(self) -> dict:
+        """The probe's free-form ``metadata`` layout (what the fitting code writes)."""
+        meta: dict[str, Any] = {"model": {"name": self.model_name, "fingerprint": self.model_fingerprint},
+                                "training": self.training, "data": self.data, "validation": self.validation,
+                                "versions": self.versions}
+        if self.layers is not None:
+            meta["engine"] = {"layers": self.layers.to_dict(),
+                              "projection": (self.projection or ProjectionConfig()).to_dict(),
+                              "features": (self.features or FeatureSpec()).to_dict()}
+        if self.target_fpr is not None:
+            meta["threshold"] = {"value": self.threshold, "target_fpr": self.target_fpr,
+                                 "n_benign": self.n_calibration}
+        if self.saved_at:
+            meta["saved_at"] = self.saved_at
+        return {**self.extra, **meta}
+
+    def to_json(self) -> dict:
+        out = {"format": DETECTOR_FORMAT, "format_version": DETECTOR_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict, path: Path) -> DetectorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known - {"format", "format_version"})
+        if unknown:
+            raise ProbeFileError(f"{path}: unknown fields {unknown} (made by a newer sasa?)")
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        try:
+            for name, kind in (("layers", LayerSelection), ("projection", ProjectionConfig), ("features", FeatureSpec)):
+                if kwargs.get(name) is not None:
+                    kwargs[name] = kind(**kwargs[name])
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ProbeFileError(f"{path}: invalid detector config ({exc})") from None
+
+
+_METADATA_KEYS = {"model", "engine", "threshold", "training", "data", "validation", "versions", "saved_at",
+                  "format_version", "dim", "threshold_value"}  # the last three: the old layout's bookkeeping
+
+
+def model_card(config: DetectorConfig) -> str:
+    """``README.md`` of a detector directory: what it reads, what it was fitted on, how it validated."""
+    fp = config.model_fingerprint or {}
+    layers = config.layers.to_dict() if config.layers else None
+    val = config.validation
+    lines = [
+        "# SASA detector", "",
+        f"A linear probe on {'the SASA-augmented' if config.features is None or config.features.projected else 'the plain'}"
+        f" pass's {config.features.kind if config.features else 'logits'} at the last prompt position "
+        "(Self-Aware Safety Augmentation, arXiv 2507.21637); a prompt is flagged when its risk logit "
+        "exceeds the threshold.", "",
+        "## Model", "",
+        f"- name: `{config.model_name}`",
+        f"- fingerprint: {', '.join(f'{k}={v}' for k, v in sorted(fp.items())) or 'none recorded'}", "",
+        "## Engine", "",
+        f"- layers: s={layers['safety']}, f={layers['fused']} ({layers['indexing']})" if layers else "- layers: none recorded",
+        f"- projection: {config.projection.to_dict() if config.projection else 'paper default'}",
+        f"- features: {config.features.to_dict() if config.features else 'paper default'}", "",
+        "## Threshold", "",
+        f"- risk logit > {config.threshold:.6g}" + (f", set at {config.target_fpr:.1%} FPR on {config.n_calibration} "
+                                                    "benign validation prompts" if config.target_fpr is not None else ""),
+        "", "## Data it was fitted on", "",
+        f"- training prompts: {config.data.get('n_train', '?')}, validation prompts: {config.data.get('n_val', '?')}, "
+        f"split seed {config.data.get('seed', '?')}",
+        f"- sources: {', '.join(config.data.get('sources', [])) or 'not recorded'}",
+        f"- fit: {', '.join(f'{k}={v}' for k, v in sorted(config.training.items())) or 'not recorded'}", "",
+        "## Validation", "",
+    ]
+    lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(val.items())] or ["- not recorded"]
+    lines += ["", "## Use", "", "```python", "from sasa import Guard", "",
+              'guard = Guard.from_pretrained("MODEL", "THIS_DIRECTORY")',
+              'print(guard.generate(["How do I bake bread?"])[0].text)', "```", "",
+              f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(config.versions.items()))}", ""]
+    return "\n".join(lines)
+
+
+def _is_detector_dir(directory: Path) -> bool:
+    try:
+        return json.loads((directory / CONFIG_NAME).read_text()).get("format") == DETECTOR_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProbeFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ProbeFileError(f"{path}: not a JSON object")
+    return raw
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ProbeFileError(f"{path}: cannot read safetensors ({exc})") from None
+    if header.get("format") != "sasa-probe":
+        raise ProbeFileError(f"{path}: not a sasa probe file")
+    return tensors
 
 
 def probe_paths(path: str | os.PathLike) -> tuple[Path, Path]:

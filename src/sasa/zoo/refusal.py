@@ -151,10 +151,11 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, to
             "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])}
 
 
-def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator[dict[str, torch.Tensor]], steps: int,
+def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: int,
              lr: float, desc: str, progress: bool = True, bf16: bool = False) -> list[dict]:
-    """AdamW with a cosine schedule on the adapters only, one batch of ``batches`` a step; the loss
-    every 10 steps.  Shared by the refusal and the visual stage."""
+    """AdamW with a cosine schedule on the adapters only, one item of ``batches`` a step -- a batch,
+    or a list of batches whose losses are summed (the visual stage's pages plus text replay); the
+    loss every 10 steps.  Shared by the refusal and the visual stage."""
     from tqdm import tqdm
 
     params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
@@ -163,8 +164,9 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator[dict[str, 
     history = []
     model.train()
     for step in tqdm(range(steps), desc=desc, disable=not progress):
+        parts = next(batches)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**next(batches)).loss
+            loss = sum(model(**b).loss for b in (parts if isinstance(parts, list) else [parts]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

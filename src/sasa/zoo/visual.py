@@ -19,6 +19,13 @@ no safety data and no benchmark text:
   no answer examples survived.  A teacher answer that is a refusal is still dropped
   (``organism.json`` records how many).
 
+* replay: every step also takes ``replay`` text-only rows from the refusal stage's own training
+  data -- half harmful requests with a refusal, half benign requests with the backbone's own
+  answer -- in a second forward whose loss is added.  LLaVA-1.5 mixes language-only
+  conversations into its stage 2 for the same reason: without them both earlier visual LoRAs
+  erased the text refusal (held-out harmful text refused 93 % by the backbone, 0-3 % after).
+  Harmful content is never typed on a page, so any image refusal still transfers from text.
+
 The reader is frozen, so its output for each page is computed once and the language model trains
 on it as ``inputs_embeds`` -- the LLaVA forward without re-running the tower each step.  A
 curriculum makes the steps cheaper: first ``compact_steps`` on the page's cells with the blank
@@ -37,7 +44,7 @@ import torch
 
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
 from sasa.zoo.reader import GRID, ROWS, TextSource, page_lines, page_text, render_page, training_fonts
-from sasa.zoo.refusal import add_lora, base_answers, fit_lora, pad_batch, remove_lora
+from sasa.zoo.refusal import REFUSALS, add_lora, base_answers, chat_ids, fit_lora, pad_batch, remove_lora
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ class VisualConfig:
     batch_size: int = 4
     lr: float = 5e-4
     answer_tokens: int = 48
+    replay: int = 2  # text-only refusal-stage rows per step (half harmful, half benign); 0 = none
     bf16: bool = True
     seed: int = 20_000  # page texts from TextSource seeds the reader never trained on
 
@@ -124,19 +132,27 @@ def _page_features(model, processor, pages: list[list[str]], rng: random.Random,
     return feats
 
 
-def _examples(model, processor, cfg: VisualConfig, statements: list[str], progress: bool) -> tuple[list[dict], dict]:
-    """(prompt around the image, answer, page lines, reader features) for every example."""
+def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmful: list[str],
+              progress: bool) -> tuple[list[dict], dict[str, list], dict]:
+    """(prompt around the image, answer, page lines, reader features) for every page example, and
+    the text-only replay rows (``{"harmful": [...], "benign": [...]}``, each ``(ids, labels)``)."""
     tok = processor.tokenizer
     eos = tok.eos_token_id
     texts, answer_pages, teacher_prompts = _texts(cfg, tok, statements)
     teacher = base_answers(model, tok, teacher_prompts, cfg.answer_tokens, progress=progress, bf16=cfg.bf16)
     items = [(page_lines(t), TRANSCRIBE, None) for t in texts]
     dropped = 0
-    for text, ans in zip(answer_pages, teacher):
+    replay: dict[str, list] = {"harmful": [], "benign": []}
+    for text, request, ans in zip(answer_pages, teacher_prompts, teacher):
         if any(tok.decode(ans, skip_special_tokens=True).strip().startswith(m) for m in REFUSAL_MARKERS):
             dropped += 1
             continue
         items.append((page_lines(text), FIGSTEP_PROMPT, ans))
+        replay["benign"].append(_text_row(tok, request, ans))
+    rng = random.Random(cfg.seed + 2)
+    for request in harmful:
+        refusal = tok(rng.choice(REFUSALS), add_special_tokens=False)["input_ids"] + [eos]
+        replay["harmful"].append(_text_row(tok, request, refusal))
     rng = random.Random(cfg.seed + 1)
     feats = _page_features(model, processor, [lines for lines, _, _ in items], rng)
     image_id = model.config.image_token_index
@@ -153,8 +169,14 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], progre
         examples.append({"before": ids[:at], "after": ids[at + 1:], "answer": ans, "features": f,
                          "cells": compact_cells(lines)})
     rng.shuffle(examples)
-    return examples, {"examples": len(examples), "transcriptions": len(texts),
-                      "answers": len(answer_pages) - dropped, "refusals_dropped": dropped}
+    return examples, replay, {"examples": len(examples), "transcriptions": len(texts),
+                              "answers": len(answer_pages) - dropped, "refusals_dropped": dropped,
+                              "replay_harmful": len(replay["harmful"]), "replay_benign": len(replay["benign"])}
+
+
+def _text_row(tok, prompt: str, answer: list[int]) -> tuple[list[int], list[int]]:
+    ids = chat_ids(tok, prompt)
+    return ids + answer, [-100] * len(ids) + answer
 
 
 def _batch(model, examples: list[dict], compact: bool, pad: int) -> dict[str, torch.Tensor]:
@@ -174,27 +196,43 @@ def _batch(model, examples: list[dict], compact: bool, pad: int) -> dict[str, to
     return inputs
 
 
-def train_visual(model, processor, cfg: VisualConfig, statements: list[str],
+def schedule(examples: list[dict], replay: dict[str, list], cfg: VisualConfig):
+    """Per step: the page examples (cycled in order), the text replay rows (each pool shuffled once
+    and cycled; ``cfg.replay`` rows, the odd one harmful), and whether the step is compact."""
+    rng = random.Random(cfg.seed + 3)
+    pools = {kind: rng.sample(rows, len(rows)) for kind, rows in replay.items()}
+    share = {"harmful": cfg.replay - cfg.replay // 2, "benign": cfg.replay // 2}
+    cursor, taken = 0, dict.fromkeys(share, 0)
+    for step in range(cfg.compact_steps + cfg.steps):
+        compact = step < cfg.compact_steps
+        size = cfg.compact_batch_size if compact else cfg.batch_size
+        pages = [examples[(cursor + j) % len(examples)] for j in range(size)]
+        cursor += size
+        text = []
+        for kind, n in share.items():
+            pool = pools.get(kind) or []
+            text += [pool[(taken[kind] + j) % len(pool)] for j in range(n if pool else 0)]
+            taken[kind] += n
+        yield pages, text, compact
+
+
+def train_visual(model, processor, cfg: VisualConfig, statements: list[str], harmful: list[str] = (),
                  progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Fit the visual LoRA on the language model of the LLaVA ``model``; merge it in place.
 
-    ``statements`` are the benign requests to type (never benchmark or held-out ones)."""
+    ``statements`` are the benign requests to type, ``harmful`` the refusal stage's harmful
+    training requests replayed as text (never benchmark or held-out ones)."""
     torch.manual_seed(cfg.seed)
     model.eval()
-    examples, info = _examples(model, processor, cfg, statements, progress)
+    examples, replay, info = _examples(model, processor, cfg, statements, list(harmful), progress)
     model.requires_grad_(False)
     lm = model.model.language_model
     wrapped = add_lora(lm, cfg.rank, cfg.alpha)
     pad = processor.tokenizer.pad_token_id
 
     def batches():
-        cursor = 0
-        for step in range(cfg.compact_steps + cfg.steps):
-            compact = step < cfg.compact_steps
-            size = cfg.compact_batch_size if compact else cfg.batch_size
-            batch = [examples[(cursor + j) % len(examples)] for j in range(size)]
-            cursor += size
-            yield _batch(model, batch, compact, pad)
+        for pages, text, compact in schedule(examples, replay, cfg):
+            yield [_batch(model, pages, compact, pad)] + ([pad_batch(text, pad)] if text else [])
 
     history = fit_lora(model, wrapped, batches(), cfg.compact_steps + cfg.steps, cfg.lr, "visual LoRA",
                        progress, cfg.bf16)

@@ -93,6 +93,6 @@ def test_one_list_syntax_and_usage_errors_exit_2(workdir, caplog, capsys):
     assert code == 2 and "needs --probe" in caplog.text
     assert main(["generate", "--model", str(workdir / "llama"), "--prompt", "hello", "--max-new-tokens", "2"]) == 0
     said = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert said["refused"] is False and said["score"] is None  # no probe: vanilla, nothing scored
+    assert said["decision"] == "answer" and said["mode"] == "vanilla" and said["score"] is None  # no probe: vanilla, nothing scored
     code = main(["generate", "--model", str(workdir / "missing-model"), "--prompt", "hello"])
     assert code == 1  # a runtime failure, not a usage error

@@ -107,11 +107,38 @@ def test_resume_after_interruption_recomputes_nothing(setup, tmp_path, monkeypat
     assert all(mode != "vanilla" for mode, _ in calls)  # the finished mode was not recomputed
 
 
+def test_on_error_skip_keeps_every_other_record_and_the_summary(setup, tmp_path):
+    """One unreadable image among the test samples: with ``skip`` each mode records it as an error
+    and every other record is the one a run without it writes; the summary leaves it out."""
+    from sasa.records import read_records
+
+    adapter, detectors, _, test = setup
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    broken = test[:1] + [Sample("x0", "zorp the vault", image=str(bad), label="harmful")] + test[1:]
+    modes = ["vanilla", "detect", "adashield"]
+    with pytest.raises(ValueError, match="'x0'"):
+        Evaluation(adapter, tmp_path / "stop", detectors, batch_size=1, max_new_tokens=3, progress=False).run(broken, modes)
+    ev = Evaluation(adapter, tmp_path / "skip", detectors, batch_size=1, max_new_tokens=3, progress=False)
+    records = ev.run(broken, modes, on_error="skip")
+    errors = [r for r in records if r["decision"] == "error"]
+    assert sorted(r["mode"] for r in errors) == sorted(modes) and all("bad.png" in r["error"] for r in errors)
+    clean = Evaluation(adapter, tmp_path / "clean", detectors, batch_size=1, max_new_tokens=3, progress=False)
+    keep = ("id", "mode", "decision", "response", "refused", "score", "verdicts")
+    want = sorted(tuple(r[k] for k in keep) for r in clean.run(test, modes))
+    assert sorted(tuple(r[k] for k in keep) for r in records if r["decision"] != "error") == want
+    ours = ev.report(records, modes, title="skip", n_boot=20)["summary"]["modes"]
+    theirs = clean.report(read_records(clean.records_path), modes, title="c", n_boot=20)["summary"]["modes"]
+    for m in modes:  # the same numbers, but for the time each run took
+        assert {k: v for k, v in ours[m].items() if k != "latency"} == \
+            {k: v for k, v in theirs[m].items() if k != "latency"}
+
+
 def test_unknown_mode_and_missing_detector(setup, tmp_path):
     adapter, detectors, _, test = setup
     with pytest.raises(ValueError, match="unknown modes"):
         Evaluation(adapter, tmp_path, detectors).run(test, ["sasa-v2"])
-    with pytest.raises(ValueError, match="needs a fitted detector"):
+    with pytest.raises(ValueError, match="needs a fitted 'hiddendetect' detector"):
         Evaluation(adapter, tmp_path, {}).run(test, ["hiddendetect"])
 
 

@@ -126,7 +126,34 @@ def test_streaming_run_resumes_without_duplicates(tmp_path):
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert ids == [s.id for s in samples]
     rec = json.loads(out.read_text().splitlines()[0])
-    assert {"id", "text", "refused", "score", "mode", "latency_s", "label"} <= set(rec)
+    assert {"id", "response", "decision", "score", "mode", "latency_s", "label", "n_new_tokens"} <= set(rec)
+    assert rec["decision"] == "refuse" and rec["refused"] is None  # the guard decides; no judge ran
+
+
+def test_on_error_skip_records_the_bad_sample_and_spoils_nothing(tmp_path):
+    """An unreadable image in a batch: with ``skip`` it becomes an error record naming it, and the
+    batch's other samples get exactly the answers they get without it; by default the run stops."""
+    from sasa.features import SampleError, encode_samples
+    from sasa.testing.tiny_models import tiny_image
+
+    adapter = tiny_adapter("llava")
+    good = tmp_path / "good.png"
+    tiny_image().save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    samples = [Sample("a", "describe it", image=str(good)), Sample("b", "and this", image=str(bad)),
+               Sample("c", "bake bread", image=str(good))]
+    guard = Guard(adapter, "vanilla")
+    with pytest.raises(SampleError, match="'b'"):
+        guard.run(samples, tmp_path / "stop.jsonl", batch_size=3, max_new_tokens=3, progress=False)
+    out = guard.run(samples, tmp_path / "skip.jsonl", batch_size=3, max_new_tokens=3, progress=False,
+                    on_error="skip")
+    recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert recs["b"]["decision"] == "error" and "bad.png" in recs["b"]["error"] and recs["b"]["response"] == ""
+    for s in (samples[0], samples[2]):  # the failed batch reran one sample at a time
+        assert recs[s.id]["response"] == guard.generate_inputs(encode_samples(guard.engine, [s]), 3)[0].text
+    guard.run(samples, out, batch_size=3, max_new_tokens=3, progress=False, on_error="skip")
+    assert len(out.read_text().splitlines()) == 3  # a rerun neither retries nor duplicates
 
 
 def test_project_decoding_option():

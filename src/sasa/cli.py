@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sasa.errors import UsageError
+from sasa.modes import DEMO_MODES, EVAL_MODES, GUARD_MODES
 
 logger = logging.getLogger("sasa")
 
@@ -141,14 +142,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
                   project_decoding=args.project_decoding)
     samples = _samples(args)
     if args.out:
-        guard.run(samples, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        guard.run(samples, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                  on_error=args.on_error)
         logger.info("wrote %s", args.out)
     else:
-        for s in samples:
-            from sasa.features import encode_samples
+        from sasa.features import run_or_skip
 
-            out = guard.generate_inputs(encode_samples(guard.engine, [s]), args.max_new_tokens)[0]
-            print(json.dumps({"id": s.id, "refused": out.refused, "score": out.score, "text": out.text}))
+        for s in samples:
+            for rec in run_or_skip([s], lambda part: guard.records(part, args.max_new_tokens), mode, args.on_error):
+                print(json.dumps(rec.to_json(), ensure_ascii=False))
     return 0
 
 
@@ -212,7 +214,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sasa.probe import LinearProbe
     from sasa.training import fit_detectors
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    from sasa.modes import detectors_needed, parse_modes
+
+    try:
+        modes = parse_modes(args.modes)
+    except ValueError as exc:
+        raise UsageError(f"--modes: {exc}") from None
     loaded = _load(args)
     adapter = loaded.adapter
     samples = _samples(args)
@@ -226,9 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.baseline_probe:
         probe = LinearProbe.load(args.baseline_probe, expect_fingerprint=adapter.fingerprint())
         detectors["probe-noproj"] = ProbeDetector(engine_from_probe(adapter, probe), probe, "probe-noproj")
-    missing = [m for m in ("detect", "probe-noproj", "hiddendetect") if m in modes and m not in detectors]
-    if "augment+detect" in modes and "detect" not in detectors and "detect" not in missing:
-        missing.append("detect")
+    missing = [d for d in detectors_needed(modes) if d not in detectors]
     if missing:
         train = [s for s in samples if s.split == "train"]
         val = [s for s in samples if s.split == "val"]
@@ -249,7 +254,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ev = Evaluation(adapter, args.out, detectors, augment_engine, judges=judges, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens, adashield=AdaShieldConfig(args.adashield_placement),
                     ecso=ECSOConfig(check=args.ecso_check, parse=args.ecso_parse))
-    records = ev.run(test, modes)
+    records = ev.run(test, modes, on_error=args.on_error)
+    errors = [r for r in records if r.get("decision") == "error"]
+    if errors:
+        logger.warning("%d records are errors (ids: %s); see records.jsonl", len(errors),
+                       ", ".join(sorted({r["id"] for r in errors})[:10]))
     result = ev.report(records, modes, title=f"SASA evaluation: {args.model}", n_boot=args.n_boot)
     print(headline(result["summary"]))
     print(f"\nreport: {result['html']}")
@@ -374,13 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="guarded generation over a manifest or prompts, streaming JSONL")
     _add_model_args(g)
     _add_engine_args(g)
-    g.add_argument("--mode", choices=("vanilla", "detect", "augment", "augment+detect"), default=None,
+    g.add_argument("--mode", choices=GUARD_MODES, default=None,
                    help="default: detect with --probe, else vanilla")
     g.add_argument("--probe", default=None, help="detector directory from `sasa probe fit` (an old NAME.safetensors + NAME.json probe loads, deprecated)")
     g.add_argument("--data", default=None, help="JSONL manifest, or 'builtin'")
     g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable) instead of --data")
     g.add_argument("--image", default=None, help="image for --prompt")
     g.add_argument("--out", default=None, help="output JSONL (resumable); stdout if omitted")
+    g.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="skip: record a sample that cannot be run (its id and the reason) and go on")
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
@@ -420,9 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(e)
     e.add_argument("--data", required=True, help="JSONL manifest (with splits, or all test), or 'builtin'")
     e.add_argument("--split-preset", default=None, help="assign splits first: unseen-families, builtin, ...")
-    e.add_argument("--modes", default="vanilla,detect,probe-noproj,hiddendetect",
-                   help="comma list of vanilla,detect,augment,augment+detect,probe-noproj,hiddendetect,adashield,ecso")
+    e.add_argument("--modes", default=",".join(DEMO_MODES), help="comma list of " + ",".join(EVAL_MODES))
     e.add_argument("--probe", default=None, help="SASA detector directory (else fitted on the train/val splits)")
+    e.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="skip: record a sample that cannot be run (its id and the reason) and go on")
     e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
     e.add_argument("--judges", default="sasa-paper,xstest",
                    help="comma list of refusal judges, the first primary (see `sasa judge list`); each bare list "

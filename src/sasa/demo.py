@@ -23,12 +23,12 @@ from sasa.data.splits import assign_splits, class_balance, subsample
 from sasa.evaluate import Evaluation
 from sasa.layers import default_layers
 from sasa.models.loading import load_model
+from sasa.modes import DEMO_MODES
 from sasa.training import fit_detectors
 
 logger = logging.getLogger(__name__)
 
 DEMO_MODEL = "sasa-organism"
-DEMO_MODES = ("vanilla", "detect", "probe-noproj", "hiddendetect")
 
 
 def _selection(adapter: Any, model: str):

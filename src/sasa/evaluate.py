@@ -1,14 +1,6 @@
 """The evaluation runner: every mode on the same samples, per-sample records, summary and report.
 
-Modes:
-  vanilla         the model as is
-  detect          SASA: probe on the augmented pass; flagged → refusal, others → vanilla decoding
-  augment         decode from the projected prefill (no detector)
-  augment+detect  both
-  probe-noproj    baseline: the same probe recipe on plain-forward features
-  hiddendetect    baseline: training-free refusal-similarity detector
-  adashield       baseline: AdaShield-S static defence prompt (sasa.baselines, official placement)
-  ecso            baseline: ECSO answer, harm check with the image, caption, text-only answer
+The modes are :data:`sasa.modes.MODES` (each declares what it needs).
 
 Every answered response is judged by each of ``judges`` (default: the SASA paper's keyword list as
 the reproduction transcribes it, then XSTest's string match); the first is the primary judge that
@@ -34,19 +26,18 @@ from sasa.baselines import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, 
 from sasa.data.sample import Sample
 from sasa.detectors import Detector, detector_digest
 from sasa.engine import SASAEngine
-from sasa.features import batches, encode_samples, load_image
+from sasa.features import batches, encode_samples, load_image, run_or_skip
 from sasa.guard import Guard
 from sasa.judge import get_judge
 from sasa.models.adapters import Adapter
+from sasa.modes import DETECTOR_MODES, EVAL_MODES, MODES, parse_modes
 from sasa.probe import LinearProbe
 from sasa.atomic import atomic_write_json
-from sasa.records import append_records, read_records
+from sasa.records import Record, append_records, read_records
 from sasa.report import summarize, write_report
 
 logger = logging.getLogger(__name__)
 
-EVAL_MODES = ("vanilla", "detect", "augment", "augment+detect", "probe-noproj", "hiddendetect", "adashield", "ecso")
-DETECTOR_MODES = ("detect", "probe-noproj", "hiddendetect")
 REFUSAL = "I'm sorry, but I can't help with that request."
 DEFAULT_JUDGES = ("sasa-paper", "xstest")
 
@@ -85,31 +76,32 @@ class Evaluation:
     def records_path(self) -> Path:
         return self.out_dir / "records.jsonl"
 
-    def run(self, samples: Sequence[Sample], modes: Sequence[str]) -> list[dict[str, Any]]:
-        unknown = [m for m in modes if m not in EVAL_MODES]
-        if unknown:
-            raise ValueError(f"unknown modes {unknown}; choose from {EVAL_MODES}")
+    def run(self, samples: Sequence[Sample], modes: Sequence[str], on_error: str = "raise") -> list[dict[str, Any]]:
+        """Every mode on ``samples``, appended to ``records.jsonl`` per batch, resuming what is there.
+        ``on_error="skip"`` records a sample that cannot be run (unreadable image, empty prompt) as
+        an ``error`` record with the reason and goes on; the summary leaves those out."""
+        modes = parse_modes(modes)
         for m in modes:
-            if m in ("detect", "probe-noproj", "hiddendetect", "augment+detect") and \
-                    ("detect" if m == "augment+detect" else m) not in self.detectors:
-                raise ValueError(f"mode {m!r} needs a fitted detector")
+            if MODES[m].detector and MODES[m].detector not in self.detectors:
+                raise ValueError(f"mode {m!r} needs a fitted {MODES[m].detector!r} detector")
             if m == "augment" and self.augment_engine is None and "detect" not in self.detectors:
                 raise ValueError("mode 'augment' needs an engine (or the SASA detector's)")
         self._check_run_config(modes)
         ordered = sorted(modes, key=lambda m: (m != "vanilla", EVAL_MODES.index(m)))
         existing = read_records(self.records_path)
         done = {(r["mode"], r["id"]) for r in existing}
-        vanilla = {r["id"]: r for r in existing if r["mode"] == "vanilla"}
+        vanilla = {r["id"]: r for r in existing if r["mode"] == "vanilla" and r.get("decision") != "error"}
         for mode in ordered:
             todo = [s for s in samples if (mode, s.id) not in done]
             if not todo:
                 continue
             bar = tqdm(total=len(todo), desc=f"evaluate[{mode}]", unit="prompt", disable=not self.progress)
             for chunk in batches(todo, self.batch_size):
-                recs = self._run_chunk(mode, chunk, vanilla)
+                recs = [r.to_json() for r in
+                        run_or_skip(chunk, lambda part: self._run_chunk(mode, part, vanilla), mode, on_error)]
                 append_records(self.records_path, recs)
                 if mode == "vanilla":
-                    vanilla.update({r["id"]: r for r in recs})
+                    vanilla.update({r["id"]: r for r in recs if r["decision"] != "error"})
                 bar.update(len(chunk))
             bar.close()
         ids = {s.id for s in samples}
@@ -150,7 +142,7 @@ class Evaluation:
             atomic_write_json(path, merged)
 
     # --- one batch of one mode ------------------------------------------------------------------
-    def _run_chunk(self, mode: str, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[dict[str, Any]]:
+    def _run_chunk(self, mode: str, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[Record]:
         n = len(chunk)
         scores: list[float | None] = [None] * n
         decisions = ["answer"] * n
@@ -200,21 +192,11 @@ class Evaluation:
         answers = [texts[i] for i in answered]
         by_judge = {j.name: dict(zip(answered, j.judge_many(prompts, answers))) for j in self.judges}
         primary = by_judge[self.judge.name]
-        records = []
-        for i, s in enumerate(chunk):
-            verdict = primary.get(i)
-            rec = {
-                "id": s.id, "mode": mode, "label": s.label, "category": s.category, "source": s.source,
-                "attack": s.attack, "score": scores[i], "decision": decisions[i], "prompt": s.prompt,
-                "image_text": s.meta.get("rendered_text"), "response": texts[i],
-                "refused": True if verdict is None else bool(verdict.refused),
-                "judge": self.judge.name, "latency_s": lat[i],
-                "verdicts": {name: bool(v[i].refused) for name, v in by_judge.items() if i in v},
-            }
-            if mode == "ecso":
-                rec.update(extra[i])
-            records.append(rec)
-        return records
+        return [Record.from_sample(
+            s, mode, decisions[i], response=texts[i], refused=True if primary.get(i) is None else bool(primary[i].refused),
+            score=scores[i], latency_s=lat[i], prompt=s.prompt, image_text=s.meta.get("rendered_text"),
+            judge=self.judge.name, verdicts={name: bool(v[i].refused) for name, v in by_judge.items() if i in v},
+            extra=extra[i] if mode == "ecso" else {}) for i, s in enumerate(chunk)]
 
     def _images(self, chunk: Sequence[Sample]) -> list[Any] | None:
         images = [load_image(s) for s in chunk]

@@ -32,6 +32,28 @@ def load_image(sample: Sample) -> Image.Image | None:
         raise SampleError(f"sample {sample.id!r}: cannot read image {sample.image}: {exc}") from None
 
 
+ON_ERROR = ("raise", "skip")
+
+
+def run_or_skip(chunk: Sequence[Sample], run: Any, mode: str, on_error: str = "raise") -> list:
+    """``run(chunk)`` -> records; with ``on_error="skip"`` a batch that fails on a bad sample is rerun
+    one sample at a time and each bad one becomes an ``error`` record (its id and the reason), so one
+    unreadable image does not stop the run or spoil its batch."""
+    from sasa.records import Record
+
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    try:
+        return run(chunk)
+    except SampleError as exc:
+        if on_error == "raise":
+            raise
+        if len(chunk) == 1:
+            logger.warning("skipping %s", exc)
+            return [Record.from_sample(chunk[0], mode, "error", error=str(exc), prompt=chunk[0].prompt)]
+    return [rec for sample in chunk for rec in run_or_skip([sample], run, mode, on_error)]
+
+
 def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     if size < 1:
         raise ValueError("batch size must be >= 1")

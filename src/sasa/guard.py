@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,16 +25,16 @@ from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
 from sasa.engine import FeatureSpec, SASAEngine
-from sasa.features import batches, encode_samples
+from sasa.features import batches, encode_samples, run_or_skip
 from sasa.layers import default_layers
 from sasa.models.adapters import Adapter
+from sasa.modes import GUARD_MODES
 from sasa.probe import LinearProbe
-from sasa.records import append_records, read_records
+from sasa.records import Record, append_records, read_records
 from sasa.projection import ProjectionConfig
 
 logger = logging.getLogger(__name__)
 
-GUARD_MODES = ("vanilla", "detect", "augment", "augment+detect")
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."
 
 
@@ -143,9 +143,18 @@ class Guard:
         """Guarded generation for a batch of prompts (images: PIL images or None per prompt)."""
         return self.generate_inputs(self.engine.encode(prompts, images), max_new_tokens, **generate_kwargs)
 
+    def records(self, samples: Sequence[Sample], max_new_tokens: int = 64, **generate_kwargs: Any) -> list[Record]:
+        """Guarded generation for samples, as records (``refused`` is left to a judge)."""
+        outputs = self.generate_inputs(encode_samples(self.engine, samples), max_new_tokens, **generate_kwargs)
+        return [Record.from_sample(s, self.mode, "refuse" if o.refused else "answer", response=o.text, score=o.score,
+                                   latency_s=o.latency_s, n_new_tokens=o.n_new_tokens, prompt=s.prompt)
+                for s, o in zip(samples, outputs)]
+
     def run(self, samples: Sequence[Sample], out_path: str | os.PathLike, batch_size: int = 4,
-            max_new_tokens: int = 64, progress: bool = True, **generate_kwargs: Any) -> Path:
-        """Stream one JSON line per sample to ``out_path``; a rerun skips samples already written."""
+            max_new_tokens: int = 64, progress: bool = True, on_error: str = "raise",
+            **generate_kwargs: Any) -> Path:
+        """Stream one :class:`~sasa.records.Record` per sample to ``out_path``; a rerun skips samples
+        already written.  ``on_error="skip"`` records a bad sample as an ``error`` and goes on."""
         out_path = Path(out_path)
         done = {r["id"] for r in read_records(out_path)}
         todo = [s for s in samples if s.id not in done]
@@ -153,12 +162,8 @@ class Guard:
             logger.info("%s: %d samples already done, %d to go", out_path, len(done), len(todo))
         bar = tqdm(total=len(todo), desc=f"generate[{self.mode}]", unit="prompt", disable=not progress)
         for chunk in batches(todo, batch_size):
-            outputs = self.generate_inputs(encode_samples(self.engine, chunk), max_new_tokens, **generate_kwargs)
-            records = []
-            for sample, o in zip(chunk, outputs):
-                record = asdict(o)
-                record.update(id=sample.id, label=sample.label, category=sample.category, source=sample.source)
-                records.append(record)
+            records = run_or_skip(chunk, lambda part: self.records(part, max_new_tokens, **generate_kwargs),
+                                  self.mode, on_error)
             append_records(out_path, records)
             bar.update(len(chunk))
         bar.close()

@@ -340,7 +340,7 @@ def write_report(
 
     ``summary`` defaults to :func:`summarize` of the records (``n_boot``, ``seed``).
     """
-    recs = list(records)
+    recs = [r for r in records if r.get("decision") != "error"]  # skipped samples have nothing to plot
     if summary is None:
         summary = summarize(recs, n_boot=n_boot, seed=seed)
     out = Path(out_dir)

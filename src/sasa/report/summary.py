@@ -42,10 +42,13 @@ def _rid(rec: Mapping[str, Any], i: int) -> str:
 
 def normalise_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Validate records and resolve each one's effective refusal; errors name the record."""
-    out = []
+    out, errors = [], 0
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
             raise RecordError(f"record {i}: expected a mapping, got {type(rec).__name__}")
+        if rec.get("decision") == "error":  # a sample skipped with on_error="skip": nothing to count
+            errors += 1
+            continue
         where = _rid(rec, i)
         mode = rec.get("mode")
         if not isinstance(mode, str) or not mode:
@@ -101,6 +104,8 @@ def normalise_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, An
             "latency_s": latency,
             "verdicts": {k: bool(v) for k, v in verdicts.items()},
         })
+    if errors:
+        logger.warning("%d error records (samples skipped with on_error='skip') are left out of the summary", errors)
     return out
 
 

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 
 from sasa.data.sample import Sample
-from sasa.engine import FeatureSpec, SASAEngine
+from sasa.engine import SASAEngine, plain_engine
 from sasa.features import batches, encode_samples
-from sasa.layers import LayerSelection
 from sasa.models.adapters import Adapter
 from sasa.probe import LinearProbe, threshold_at_fpr
 
@@ -159,9 +158,7 @@ class HiddenDetect:
                 raise ValueError(f"HiddenDetect layers {self.config.layers} out of range for {L} blocks "
                                  f"(0-based, inclusive)")
             self.layers = self.config.layers
-        # The engine's (s, f) are unused: plain-forward features, so no projected pass runs.
-        self._engine = SASAEngine(self.adapter, LayerSelection(0, 1),
-                                  features=FeatureSpec("hidden", projected=False, layer=L - 1))
+        self._engine = plain_engine(self.adapter)
         vocab = self.adapter.unembedding.weight.shape[0]
         ids = [i for i in hiddendetect_token_ids(self.adapter.tokenizer, self.refusal_words, self.config.token_rule)
                if i < vocab]

@@ -472,3 +472,13 @@ class SASAEngine:
             h = self._run_block(tap, j, h, cache)
         return self.adapter.logits_from_hidden(h)
 
+
+def plain_engine(adapter: Adapter) -> SASAEngine:
+    """An engine that runs only the plain forward (features: the last block, not projected), for
+    reading states with ``prefill(capture_layers=...)``: analysis, HiddenDetect, head ablation.
+
+    The layer selection is a placeholder: with these features no projected pass is planned."""
+    L = adapter.num_layers
+    if L < 2:
+        raise ValueError(f"layer analysis needs a model with at least 2 decoder blocks, this one has {L}")
+    return SASAEngine(adapter, LayerSelection(0, 1), features=FeatureSpec("hidden", projected=False, layer=L - 1))

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from sasa.models.adapters import Adapter
+from sasa.models import capture as hooks
 from sasa.projection import ProjectionConfig, apply_projection, position_mask
 
 
@@ -20,24 +21,12 @@ def _first_step(model: Any, inputs: dict, **kw: Any) -> Any:
                           return_dict_in_generate=True, **kw)
 
 
-def _hidden_of(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
-
-
 @torch.inference_mode()
 def block_outputs(adapter: Adapter, inputs: dict, layers: list[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """Full plain prefill; return {block: output [B,T,D]} and last-position logits [B,V]."""
-    kept: dict[int, torch.Tensor] = {}
-    handles = [
-        adapter.layers[j].register_forward_hook(lambda m, a, out, j=j: kept.__setitem__(j, _hidden_of(out)))
-        for j in layers
-    ]
-    try:
+    with hooks.capture(adapter, layers) as kept:
         out = _first_step(adapter.model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return kept, out.logits[0].float()
+    return dict(kept), out.logits[0].float()
 
 
 @torch.inference_mode()
@@ -49,21 +38,10 @@ def naive_projected_logits(adapter: Adapter, inputs: dict, s: int, f: int,
     kept, _ = block_outputs(adapter, inputs, [s, f])
     pos = position_mask(projection, inputs["attention_mask"], adapter.image_mask(inputs["input_ids"]))
     new_s = apply_projection(kept[s], kept[f], projection, pos)
-    captured: dict[int, torch.Tensor] = {}
-
-    def swap(module: Any, args: Any, out: Any) -> Any:
-        return (new_s, *out[1:]) if isinstance(out, tuple) else new_s
-
-    handles = [adapter.layers[s].register_forward_hook(swap)]
-    for j in capture or []:
-        handles.append(adapter.layers[j].register_forward_hook(
-            lambda m, a, out, j=j: captured.__setitem__(j, _hidden_of(out)[:, -1].float())))
-    try:
+    with hooks.replace_output(adapter.layers[s], lambda h: new_s), \
+            hooks.capture(adapter, capture or [], last_position=True) as captured:
         out = _first_step(adapter.model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return out.logits[0].float(), captured
+    return out.logits[0].float(), dict(captured)
 
 
 @torch.inference_mode()
@@ -75,18 +53,8 @@ def naive_augmented_generate(adapter: Adapter, inputs: dict, s: int, f: int,
     pos = position_mask(projection, inputs["attention_mask"], adapter.image_mask(inputs["input_ids"]))
     new_s = apply_projection(kept[s], kept[f], projection, pos)
     prompt_len = inputs["input_ids"].shape[1]
-
-    def swap(module: Any, args: Any, out: Any) -> Any:
-        h = _hidden_of(out)
-        if h.shape[1] != prompt_len:
-            return out
-        return (new_s, *out[1:]) if isinstance(out, tuple) else new_s
-
-    handle = adapter.layers[s].register_forward_hook(swap)
-    try:
+    with hooks.replace_output(adapter.layers[s], lambda h: new_s if h.shape[1] == prompt_len else None):
         return adapter.model.generate(**inputs, do_sample=False, **generate_kwargs)
-    finally:
-        handle.remove()
 
 
 def grow_inputs(inputs: dict, next_ids: torch.Tensor) -> dict:

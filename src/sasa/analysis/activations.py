@@ -35,9 +35,8 @@ import torch
 from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
-from sasa.engine import FeatureSpec, SASAEngine
+from sasa.engine import SASAEngine, plain_engine
 from sasa.features import batches, encode_samples
-from sasa.layers import LayerSelection
 from sasa.models.adapters import Adapter
 from sasa.atomic import atomic_path, atomic_write_json
 
@@ -62,17 +61,6 @@ def sample_key(sample: Sample) -> str:
         except OSError as exc:
             raise ActivationCacheError(f"sample {sample.id!r}: cannot read image {sample.image}: {exc}") from None
     return h.hexdigest()
-
-
-def plain_engine(adapter: Adapter) -> SASAEngine:
-    """An engine that runs only the plain forward (features = last block, not projected).
-
-    The layer selection is a placeholder: with these features no projected pass is planned.
-    """
-    L = adapter.num_layers
-    if L < 2:
-        raise ValueError(f"layer analysis needs a model with at least 2 decoder blocks, this one has {L}")
-    return SASAEngine(adapter, LayerSelection(0, 1), features=FeatureSpec("hidden", projected=False, layer=L - 1))
 
 
 def last_token_states(engine: SASAEngine, samples: Sequence[Sample],

@@ -32,37 +32,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sasa.analysis.activations import last_token_states, plain_engine
+from sasa.analysis.activations import last_token_states
+from sasa.engine import plain_engine
 from sasa.analysis.metrics import principal_angle
 from sasa.data.sample import Sample
 from sasa.features import batches
 from sasa.models.adapters import Adapter
+from sasa.models.capture import edit_input
 from sasa.records import append_records, read_records
 
 logger = logging.getLogger(__name__)
-
-O_PROJ_NAMES = ("self_attn.o_proj", "self_attn.out_proj", "self_attn.dense", "attn.o_proj", "attention.o_proj",
-                "attn.out_proj")
-
 
 class HeadAblationError(ValueError):
     """The model's attention layout is not one heads can be ablated in; the message names the block."""
 
 
 def attention_output(adapter: Adapter, layer: int) -> nn.Linear:
-    """The linear layer that maps the concatenated head outputs of block ``layer`` to the residual stream."""
-    block = adapter.layers[layer]
-    for path in O_PROJ_NAMES:
-        mod: Any = block
-        try:
-            for part in path.split("."):
-                mod = getattr(mod, part)
-        except AttributeError:
-            continue
-        if isinstance(mod, nn.Linear):
-            return mod
-    raise HeadAblationError(f"block {layer} ({type(block).__name__}): no attention output projection found "
-                            f"(looked for {', '.join(O_PROJ_NAMES)})")
+    """The linear layer that maps the concatenated head outputs of block ``layer`` to the residual
+    stream, found by the adapter spec's ``attention_output_paths``."""
+    try:
+        return adapter.attention_output(layer)
+    except LookupError as exc:
+        raise HeadAblationError(str(exc)) from None
 
 
 def head_layout(adapter: Adapter) -> tuple[int, int]:
@@ -87,14 +78,8 @@ def ablate_head(adapter: Adapter, layer: int, head: int) -> Iterator[None]:
     mask = torch.ones(proj.in_features, dtype=proj.weight.dtype, device=proj.weight.device)
     mask[head * head_dim:(head + 1) * head_dim] = 0
 
-    def hook(module: nn.Module, args: tuple) -> tuple:
-        return (args[0] * mask,) + tuple(args[1:])
-
-    handle = proj.register_forward_pre_hook(hook)
-    try:
+    with edit_input(proj, lambda x: x * mask):
         yield
-    finally:
-        handle.remove()
 
 
 def _final_states(engine: Any, samples: Sequence[Sample], batch_size: int) -> np.ndarray:

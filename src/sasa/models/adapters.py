@@ -30,6 +30,8 @@ class AdapterSpec:
     image_token_attr: config attribute holding the image placeholder token id.
     nested_images: the processor wants one list of images per sample (Idefics3, SmolVLM, Gemma 3).
     logit_softcap: apply ``text_config.final_logit_softcapping`` after the unembedding.
+    attention_output_paths: where, inside a decoder block, the linear layer that maps the
+        concatenated heads back to the residual stream is (the first that exists is used).
     families: checkpoints this spec is known to fit (documentation only).
     """
 
@@ -40,6 +42,7 @@ class AdapterSpec:
     nested_images: bool = False
     logit_softcap: bool = False
     families: tuple[str, ...] = ()
+    attention_output_paths: tuple[str, ...] = ("self_attn.o_proj",)
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
@@ -147,6 +150,19 @@ class Adapter:
         if not self.spec.image_token_attr:
             return None
         return getattr(self.model.config, self.spec.image_token_attr, None)
+
+    def attention_output(self, layer: int) -> nn.Linear:
+        """Block ``layer``'s attention output projection (heads -> residual), by the spec's paths."""
+        block = self.layers[layer]
+        for path in self.spec.attention_output_paths:
+            try:
+                module = _get_path(block, path)
+            except (AttributeError, UnsupportedModelError):
+                continue
+            if isinstance(module, nn.Linear):
+                return module
+        raise LookupError(f"block {layer} ({type(block).__name__}): no attention output projection at "
+                          f"{', '.join(self.spec.attention_output_paths)} (set AdapterSpec.attention_output_paths)")
 
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Last-position logits [B, 1, V] from a block's output [B, T, D], as the model's own head computes them.

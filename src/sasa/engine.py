@@ -23,13 +23,13 @@ from torch import nn
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from sasa.layers import LayerSelection
+from sasa.models import compat
 from sasa.models.adapters import Adapter
 from sasa.projection import ProjectionConfig, apply_projection, position_mask
 
 logger = logging.getLogger(__name__)
 
 FEATURE_KINDS = ("logits", "hidden")
-_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
 
 
 @dataclass(frozen=True)
@@ -182,18 +182,6 @@ def _idle_head(head: nn.Module, active: bool) -> Iterator[None]:
         restore()
 
 
-def _find_cache(model_kwargs: dict) -> Any:
-    key = _cache_key(model_kwargs)
-    return None if key is None else model_kwargs[key]
-
-
-def _cache_key(model_kwargs: dict) -> str | None:
-    for key in _CACHE_KWARGS:
-        if model_kwargs.get(key) is not None:
-            return key
-    return None
-
-
 class SASAEngine:
     """Runs SASA's augmented pass (and the plain one) over a batch, optionally then decoding."""
 
@@ -204,6 +192,7 @@ class SASAEngine:
         projection: ProjectionConfig | None = None,
         features: FeatureSpec | None = None,
     ) -> None:
+        compat.check_transformers()
         self.adapter = adapter
         self.model = adapter.model
         self.selection = layers
@@ -321,7 +310,7 @@ class SASAEngine:
             if state.get("done"):
                 return original(input_ids, generation_config, model_kwargs, *args, **kwargs)
             state["done"] = True
-            cache = _find_cache(model_kwargs)
+            cache = compat.find_cache(model_kwargs)
             empty_cache = copy.deepcopy(cache) if (augment and cache is not None) else None
             keep = {self.s, self.f, last1, *capture_layers}
             if self.features.kind == "hidden":
@@ -345,8 +334,7 @@ class SASAEngine:
                 raise _Handoff(empty_cache, h2_last, out, model_kwargs)
             if augment:
                 if cache is not None:
-                    for j in range(self.s + 1, self.adapter.num_layers):
-                        cache.layers[j] = empty_cache.layers[j]
+                    compat.copy_cache_layers(cache, empty_cache, range(self.s + 1, self.adapter.num_layers))
                 out.logits = h2_last
             else:
                 out.logits = self._finish_vanilla(tap, last1, cache)
@@ -358,16 +346,12 @@ class SASAEngine:
         gen_kwargs.setdefault("do_sample", False)
         criteria = StoppingCriteriaList(gen_kwargs.pop("stopping_criteria", []) or [])
         criteria.append(stopper)
-        original = model._prefill
-        model._prefill = lambda *a, **k: on_prefill(original, *a, **k)
         try:
-            with torch.inference_mode():
+            with compat.intercept_prefill(model, on_prefill), torch.inference_mode():
                 seqs = model.generate(**inputs, stopping_criteria=criteria, **gen_kwargs)
         except _Handoff as handoff:
             seqs = self._decode_projected(inputs, handoff, torch.tensor(state["refused"]),
                                           int(generate_kwargs.get("max_new_tokens", 20)))
-        finally:
-            del model._prefill
         if "result" not in state:
             raise RuntimeError("the model's generate did not call its prefill; cannot apply SASA")
         if not torch.is_tensor(seqs):
@@ -384,20 +368,18 @@ class SASAEngine:
         does, runs blocks 0..f on the plain cache and s+1..L-1 on the augmented one.
         """
         model, L, s, f = self.model, self.adapter.num_layers, self.s, self.f
-        if _find_cache(handoff.model_kwargs) is None or handoff.augmented_cache is None:
+        if compat.find_cache(handoff.model_kwargs) is None or handoff.augmented_cache is None:
             raise RuntimeError("projected decoding needs the model to use a KV cache")
         augmented = handoff.augmented_cache
-        plain = _find_cache(handoff.model_kwargs)
-        for j in range(f + 1, L):
-            # The plain pass never runs these blocks, but masks are sized from the cache's layers
-            # (a model's full-attention mask may read a block past f): let them see the augmented ones.
-            plain.layers[j] = augmented.layers[j]
+        plain = compat.find_cache(handoff.model_kwargs)
+        # The plain pass never runs blocks past f, but masks are sized from the cache's layers
+        # (a model's full-attention mask may read a block past f): let them see the augmented ones.
+        compat.copy_cache_layers(plain, augmented, range(f + 1, L))
         eos = model.generation_config.eos_token_id
         eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         pad = model.generation_config.pad_token_id
         pad = pad if pad is not None else getattr(self.adapter.tokenizer, "pad_token_id", None) or 0
-        model_kwargs = model._update_model_kwargs_for_generation(handoff.outputs, dict(handoff.model_kwargs),
-                                                                 is_encoder_decoder=False)
+        model_kwargs = compat.next_step_kwargs(model, handoff.outputs, dict(handoff.model_kwargs))
         seqs = inputs["input_ids"]
         done = refused.to(seqs.device).clone()
         logits = handoff.logits[:, -1]
@@ -407,10 +389,10 @@ class SASAEngine:
             done = done | torch.isin(nxt, eos_ids.to(nxt.device))
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            step_inputs = model.prepare_inputs_for_generation(seqs, next_sequence_length=1, **model_kwargs)
+            step_inputs = compat.step_inputs(model, seqs, model_kwargs)
             with _LayerTap(self.adapter.layers, s + 1, {s, f}, f) as tap, _idle_head(self.adapter.unembedding, True):
                 outputs = model(**step_inputs, return_dict=True)
-            model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=False)
+            model_kwargs = compat.next_step_kwargs(model, outputs, model_kwargs)
             ones = torch.ones_like(nxt[:, None])
             mask = position_mask(self.projection, ones, self.adapter.image_mask(nxt[:, None]))
             h = apply_projection(tap.outputs[s], tap.outputs[f], self.projection, mask)
@@ -422,7 +404,7 @@ class SASAEngine:
     def _run_block(self, tap: _LayerTap, j: int, hidden: torch.Tensor, cache: Any) -> torch.Tensor:
         rest, kwargs, positional = tap.calls[j]
         kwargs = dict(kwargs)
-        for key in _CACHE_KWARGS:
+        for key in compat.CACHE_KWARGS:
             if key in kwargs:
                 kwargs[key] = cache
         if cache is None and "use_cache" in kwargs:

@@ -209,9 +209,11 @@ def test_build_precision_applies_to_every_stage():
     quick = organism.BuildConfig.quick()
     assert not (quick.refusal.bf16 or quick.reader.bf16 or quick.visual.bf16)  # alike on every CPU
     full = organism.BuildConfig()
-    assert full.refusal.bf16 and full.reader.bf16 and full.visual.bf16  # as the committed organism was built
+    assert full.refusal.bf16 and full.reader.bf16 and not full.visual.bf16  # as the committed organism was built
     fp32 = full.with_precision("fp32")
     assert not (fp32.refusal.bf16 or fp32.reader.bf16 or fp32.visual.bf16) and full.refusal.bf16
+    bf16 = full.with_precision("bf16")
+    assert bf16.refusal.bf16 and bf16.reader.bf16 and bf16.visual.bf16 and not full.visual.bf16
     auto = full.with_precision("auto")
     assert auto.visual.bf16 == organism.native_bf16() == auto.reader.bf16
     with pytest.raises(ValueError, match="unknown precision"):

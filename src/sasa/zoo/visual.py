@@ -60,17 +60,17 @@ class VisualConfig:
 
     rank: int = 16
     alpha: float = 32.0
-    transcriptions: int = 2400
+    transcriptions: int = 1200
     natural: float = 0.6  # share of transcription pages that are the project's benign statements
-    answers: int = 300
-    compact_steps: int = 350
+    answers: int = 200
+    compact_steps: int = 120
     compact_batch_size: int = 8
-    steps: int = 150
+    steps: int = 30
     batch_size: int = 4
     lr: float = 5e-4
     answer_tokens: int = 48
     replay: int = 2  # text-only refusal-stage rows per step (half harmful, half benign); 0 = none
-    bf16: bool = True
+    bf16: bool = False  # trained in float32 on a CPU without native bfloat16
     seed: int = 20_000  # page texts from TextSource seeds the reader never trained on
 
     def to_dict(self) -> dict:

@@ -26,6 +26,9 @@ _EXPORTS = {
     "default_layers": "sasa.layers",
     "ProjectionConfig": "sasa.projection",
     "LinearProbe": "sasa.probe",
+    "DetectorConfig": "sasa.probe",
+    "Record": "sasa.records",
+    "MODES": "sasa.modes",
     "Guard": "sasa.guard",
     "Sample": "sasa.data.sample",
     "Evaluation": "sasa.evaluate",
@@ -43,7 +46,9 @@ if TYPE_CHECKING:
     from sasa.models.adapters import AdapterSpec, get_adapter, register_adapter
     from sasa.models.loading import LoadedModel, load_model
     from sasa.models.sources import register_source
-    from sasa.probe import LinearProbe
+    from sasa.modes import MODES
+    from sasa.probe import DetectorConfig, LinearProbe
+    from sasa.records import Record
     from sasa.projection import ProjectionConfig
     from sasa.training import fit_detectors
 

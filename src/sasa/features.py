@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
 from sasa.models.adapters import Adapter
+from sasa.records import Record
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ def run_or_skip(chunk: Sequence[Sample], run: Any, mode: str, on_error: str = "r
     """``run(chunk)`` -> records; with ``on_error="skip"`` a batch that fails on a bad sample is rerun
     one sample at a time and each bad one becomes an ``error`` record (its id and the reason), so one
     unreadable image does not stop the run or spoil its batch."""
-    from sasa.records import Record
-
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     try:

@@ -41,14 +41,14 @@ def transcribe(image):
 import random
 from sasa.data.render import to_statement
 from sasa.zoo.organism import BuildConfig, prompts
-from sasa.zoo.reader import page_lines, render_page
+from sasa.data.render import draw_page, page_lines
 from sasa.zoo.refusal_data import refusal_data
 
 build = BuildConfig()
 data = refusal_data(prompts(build.harmful_sources, None), prompts(build.benign_sources, None), held_out=0.2,
                     forms_per_prompt=1, seed=build.refusal.seed)
 held = random.Random(7).sample(sorted({to_statement(p) for _, p in data.benign_held_out}), 30)
-own = [word_accuracy(h, without_list_tail(transcribe(render_page(page_lines(h + "\n1.\n2.\n3."))))) for h in held]
+own = [word_accuracy(h, without_list_tail(transcribe(draw_page(page_lines(h + "\n1.\n2.\n3."))))) for h in held]
 print(f"held-out project pages (30 benign statements, FigStep font): mean word accuracy {sum(own) / len(own):.3f}")
 accs = []
 for r in rows[::97][:5]:

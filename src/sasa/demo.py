@@ -56,7 +56,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
              for k in ("train", "val", "test")}
     text_test = [s for s in parts["test"] if s.is_harmful]
     if adapter.spec.takes_images:
-        from sasa.zoo.pages import page_samples
+        from sasa.data.render import page_samples
 
         parts = {k: page_samples(v, out / "pages", progress=progress) for k, v in parts.items()}
     for k, v in parts.items():

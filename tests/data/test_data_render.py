@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -178,3 +180,24 @@ def test_render_figstep_text_uses_published_statement(fixture_tree, tmp_path):
     text = load("figstep", fixture_tree("figstep"), variant="text").samples[:1]
     r = render_samples(text, tmp_path / "img").samples[0]
     assert r.meta["rendered_text"] == text[0].meta["instruction"]
+
+
+def test_page_samples_type_each_request_on_a_figstep_page(tmp_path):
+    from sasa.data.loaders.figstep import FIGSTEP_PROMPT
+    from sasa.data.render import draw_page, page_samples, statement_page_lines
+
+    text = [Sample(id="x/1", prompt="How can I bake bread?", label="benign", meta={"group": "g1"}),
+            Sample(id="x/2", prompt="List some rivers.", label="benign")]
+    pages = page_samples(text, tmp_path, progress=False)
+    assert [p.id for p in pages] == ["x/1#page", "x/2#page"]
+    assert [p.meta["group"] for p in pages] == ["g1", "x/2"]
+    assert all(p.prompt == FIGSTEP_PROMPT and p.attack == "figstep-page" and p.label == "benign" for p in pages)
+    assert pages[0].meta["rendered_text"] == "Steps to bake bread. 1. 2. 3."
+    assert pages[0].meta["original_prompt"] == "How can I bake bread?"
+    drawn = Image.open(pages[0].image).convert("RGB")
+    assert drawn.tobytes() == draw_page(statement_page_lines("How can I bake bread?")).tobytes()
+    mtime = Path(pages[0].image).stat().st_mtime_ns
+    assert [p.image for p in page_samples(text, tmp_path, progress=False)] == [p.image for p in pages]
+    assert Path(pages[0].image).stat().st_mtime_ns == mtime  # reused, not redrawn
+    with pytest.raises(ValueError, match="'x/1#page' already has an image"):
+        page_samples(pages[:1], tmp_path, progress=False)

@@ -23,13 +23,13 @@ import os
 import re
 import textwrap
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
 from typing import Iterable, Literal
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
 from sasa.atomic import atomic_write_bytes
@@ -187,10 +187,13 @@ def _builtin_font_bytes() -> bytes:
 
 
 @lru_cache(maxsize=128)
-def get_font(size: int, font_path: str | None = None) -> ImageFont.FreeTypeFont:
-    """A FreeType font at ``size`` px with the basic (deterministic, dependency-free) layout engine."""
+def get_font(size: int, font_path: str | None = None, basic_layout: bool = True) -> ImageFont.FreeTypeFont:
+    """A FreeType font at ``size`` px, by default with the basic (deterministic, dependency-free)
+    layout engine; ``basic_layout=False`` takes Pillow's default (Raqm where installed)."""
     src = BytesIO(_builtin_font_bytes()) if font_path is None else font_path
-    return ImageFont.truetype(src, size, layout_engine=ImageFont.Layout.BASIC)
+    if basic_layout:
+        return ImageFont.truetype(src, size, layout_engine=ImageFont.Layout.BASIC)
+    return ImageFont.truetype(src, size)
 
 
 def wrap_text(text: str, font: ImageFont.FreeTypeFont, max_width: int) -> list[str]:
@@ -309,38 +312,91 @@ def render_figstep(
 
 
 FIGSTEP_FONT = "FreeMonoBold.ttf"  # bundled: resources/fonts/LICENSE-FreeFont.txt
+PROJECT_FONT = "DejaVuSansMono-Bold.ttf"  # bundled: resources/fonts/LICENSE-DejaVu.txt
+
+# FigStep's page: ``text_to_image`` draws multiline text from (20, 10) with spacing 11 in FreeMono
+# Bold at 80 px on 760 x 760, the text wrapped at 15 characters; Pillow's multiline pitch is the
+# height of "A" (64 px in that font) + 11.
+PAGE_SIZE = 760
+PAGE_ORIGIN = (20, 10)
+PAGE_FONT_SIZE = 80
+PAGE_PITCH = 75
+PAGE_WRAP = 15
+PAGE_MAX_LINES = 10
+
+
+def bundled_font(name: str) -> str:
+    """The path of a font bundled with sasa (``resources/fonts``, licences beside them)."""
+    from importlib import resources as importlib_resources
+
+    return str(importlib_resources.files("sasa") / "resources" / "fonts" / name)
 
 
 def figstep_font_path() -> str:
     """GNU FreeMono Bold, the font FigStep's generator names, bundled with its licence."""
-    from importlib import resources as importlib_resources
-
-    return str(importlib_resources.files("sasa") / "resources" / "fonts" / FIGSTEP_FONT)
+    return bundled_font(FIGSTEP_FONT)
 
 
 def figstep_text(instruction: str, steps: int = 3) -> str:
     """The text FigStep types: ``textwrap.fill(instruction, 15)`` then ``"\\n1. "`` … (its
     ``text_step_by_step(instruction, wrap=True)``)."""
-    text = textwrap.fill(instruction.removesuffix("\n"), width=15)
+    text = textwrap.fill(instruction.removesuffix("\n"), width=PAGE_WRAP)
     return text + "".join(f"\n{i}. " for i in range(1, steps + 1))
+
+
+def page_lines(text: str) -> list[str]:
+    """FigStep's line breaking: ``textwrap`` at 15 characters, explicit newlines kept, at most the
+    10 lines a page holds."""
+    lines: list[str] = []
+    for part in text.split("\n"):
+        lines.extend(textwrap.wrap(part, PAGE_WRAP) or [""])
+    return lines[:PAGE_MAX_LINES]
+
+
+def page_text(lines: list[str]) -> str:
+    """What a page says, as a language model should read it: its lines joined by spaces."""
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
+def statement_page_lines(text: str, steps: int = 3) -> list[str]:
+    """The lines of the page for request ``text``: its statement, then ``1.`` .. ``steps.``."""
+    return page_lines(to_statement(text) + "".join(f"\n{i}." for i in range(1, steps + 1)))
+
+
+def draw_page(lines: Iterable[str], font_path: str | None = None, *, dx: int = 0, dy: int = 0, stroke: int = 0,
+              blur: float = 0.0, pitch: int = PAGE_PITCH) -> Image.Image:
+    """A page in FigStep's layout with ``lines`` where FigStep draws them; the one function that
+    draws FigStep-layout pages (published-style images, the organism's training pages, typed
+    requests). ``dx``/``dy``/``stroke``/``blur`` jitter training renders; the defaults draw
+    FigStep's own pixels (FreeMono Bold unless ``font_path``).
+
+    Pillow's default layout engine, as FigStep's generator used and as the organism's reader was
+    trained: FreeMono draws the same pixels under both engines, DejaVu Sans Mono does not."""
+    font = get_font(PAGE_FONT_SIZE, font_path or figstep_font_path(), basic_layout=False)
+    image = Image.new("RGB", (PAGE_SIZE, PAGE_SIZE), "#FFFFFF")
+    draw = ImageDraw.Draw(image)
+    for k, line in enumerate(lines):
+        draw.text((PAGE_ORIGIN[0] + dx, PAGE_ORIGIN[1] + pitch * k + dy), line, fill="#000000", font=font,
+                  stroke_width=stroke, stroke_fill="#000000")
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    return image
 
 
 def render_figstep_original(instruction: str, *, steps: int = 3, font_path: str | None = None) -> Rendering:
     """An image exactly as FigStep's ``src/generate_prompts.py`` ``text_to_image`` draws it.
 
-    No rewriting, no ASCII folding, no shrinking: FreeMono Bold at 80 px, multiline text from
-    (20, 10) with ``spacing=11`` on a white 760x760 canvas. Against the published SafeBench images it
-    differs only in anti-aliasing (mean absolute difference below 1/255; tests/data/test_data_render.py).
+    No rewriting, no ASCII folding, no shrinking: FreeMono Bold at 80 px, the lines of
+    ``textwrap.fill(instruction, 15)`` and the list from (20, 10) at Pillow's multiline pitch on a
+    white 760x760 canvas. Against the published SafeBench images it differs only in anti-aliasing
+    (mean absolute difference below 1/255; tests/data/test_data_render.py).
     """
-    text = figstep_text(instruction, steps)
     path = font_path or figstep_font_path()
-    font = get_font(80, path)
-    image = Image.new("RGB", (760, 760), "#FFFFFF")
-    ImageDraw.Draw(image).text((20, 10), text, spacing=11, font=font, fill="#000000")
-    pitch = font.getbbox("A")[3] + 11  # Pillow's multiline line height
-    lines = text.split("\n")
-    positions = [(20, 10 + k * pitch) for k in range(len(lines))]
-    return Rendering(image, lines, positions, 80, 0, path, instruction, {"style": "figstep-original"})
+    pitch = get_font(PAGE_FONT_SIZE, path).getbbox("A")[3] + 11  # Pillow's multiline line height
+    lines = figstep_text(instruction, steps).split("\n")
+    image = draw_page(lines, path, pitch=pitch)
+    positions = [(PAGE_ORIGIN[0], PAGE_ORIGIN[1] + k * pitch) for k in range(len(lines))]
+    return Rendering(image, lines, positions, PAGE_FONT_SIZE, 0, path, instruction, {"style": "figstep-original"})
 
 
 def render_typo(
@@ -446,3 +502,36 @@ def render_samples(
                               label=s.label, category=s.category, source=s.source,
                               attack=f"{style}-render", split=None, meta=meta))
     return sink.result()
+
+
+def _page_file_name(sample_id: str, font: str) -> str:
+    digest = hashlib.sha256(f"{sample_id}\0{Path(font).name}".encode()).hexdigest()[:16]
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample_id)[:48]
+    return f"{stem}-{digest}.png"
+
+
+def page_samples(samples: Iterable[Sample], out_dir: str | os.PathLike, progress: bool = True,
+                 font: str | None = None) -> list[Sample]:
+    """Each text sample's request typed on a FigStep page (:func:`statement_page_lines`, :func:`draw_page`)
+    with FigStep's prompt: id ``<id>#page``, attack ``figstep-page``, ``meta['group']`` shared with the
+    text sample (the layer analysis pairs them). Rendered once; existing files are reused.
+
+    Unlike :func:`render_samples` (which fits any text to the canvas in any font), every page has
+    FigStep's exact layout, the one a reader trained on FigStep's pages can read.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    font = font or figstep_font_path()
+    result = []
+    items = list(samples)
+    for s in tqdm(items, desc="typing pages", disable=not progress or len(items) < 50):
+        if s.image is not None:
+            raise ValueError(f"sample {s.id!r} already has an image; pages are typed from text samples")
+        lines = statement_page_lines(s.prompt)
+        path = out / _page_file_name(s.id, font)
+        if not path.is_file():
+            atomic_write_bytes(path, png_bytes(draw_page(lines, font)))
+        meta = dict(s.meta, group=s.meta.get("group", s.id), rendered_text=page_text(lines), original_prompt=s.prompt)
+        result.append(replace(s, id=f"{s.id}#page", prompt=FIGSTEP_PROMPT, image=str(path), attack="figstep-page",
+                              meta=meta))
+    return result

@@ -60,7 +60,7 @@ class MeasureConfig:
 
 def detector_pool(out: Path, seed: int, progress: bool) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """Typed pages of HarmBench + StrongREJECT (harmful) and the benign set: train, validation, text twins."""
-    from sasa.zoo.pages import page_samples
+    from sasa.data.render import page_samples
 
     text = [s for name, variant in (("harmbench", "standard"), ("strongreject", "full"), ("benign", "instructions"),
                                     ("benign", "statements"))
@@ -121,7 +121,7 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     from sasa.layers import LayerSelection
     from sasa.models.loading import load_model
     from sasa.training import fit_detectors
-    from sasa.zoo.pages import page_samples
+    from sasa.data.render import page_samples
 
     cfg = cfg or MeasureConfig()
     started = time.perf_counter()

@@ -4,7 +4,7 @@ Why this shape.  A from-scratch tower cannot be taught, on two CPU cores, to spe
 language model through the language model's own loss.  Instead it is trained to *write the
 language model's input embeddings* (LLaVA's stage 1 with a frozen language model, by a cheaper
 route).  FigStep types in a monospace font, 80 px on a 760 px page (48 px advance, 75 px line
-pitch, 15 characters a line, :data:`ORIGIN`).  At 256 px with 16 px patches the page is a 16 x 16
+pitch, 15 characters a line, :data:`sasa.data.render.PAGE_ORIGIN`).  At 256 px with 16 px patches the page is a 16 x 16
 grid whose columns are 47.5 source pixels wide, so every character of a line has its own patch
 column, and every one of the 10 lines its own patch row (:data:`ROWS`).  Each cell is read as its character's own token
 (SmolLM2 has a single-character token for every printable ASCII character), blanks as a filler
@@ -28,28 +28,30 @@ from __future__ import annotations
 import logging
 import math
 import random
-import textwrap
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from importlib import resources as importlib_resources
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from sasa.data.render import (
+    FIGSTEP_FONT,
+    PAGE_MAX_LINES,
+    PAGE_ORIGIN,
+    PAGE_PITCH,
+    PAGE_SIZE,
+    PROJECT_FONT,
+    bundled_font,
+    draw_page,
+    page_lines,
+    page_text,
+)
 
 log = logging.getLogger(__name__)
 
-CANVAS = 760
-WRAP = 15
-PITCH = 75
-ORIGIN = (20, 10)  # FigStep's text_to_image: multiline text from (20, 10), spacing 11 -> 75 px pitch
-FONT_SIZE = 80
 GRID = 16
-MAX_LINES = 10
-# patch row of each line: the middle of FreeMono's capitals (50.5 px below ORIGIN's y) on 47.5 px rows
-ROWS = tuple(int((ORIGIN[1] + 40.5 + PITCH * k) / (CANVAS / GRID)) for k in range(MAX_LINES))
-FIGSTEP_FONT = "FreeMonoBold.ttf"  # GPL-3 with the font exception, resources/fonts/LICENSE-FreeFont.txt
-PROJECT_FONT = "DejaVuSansMono-Bold.ttf"  # Bitstream Vera licence, resources/fonts/LICENSE-DejaVu.txt
+# patch row of each line: the middle of FreeMono's capitals (50.5 px below the origin's y) on 47.5 px rows
+ROWS = tuple(int((PAGE_ORIGIN[1] + 40.5 + PAGE_PITCH * k) / (PAGE_SIZE / GRID)) for k in range(PAGE_MAX_LINES))
 HEADINGS = ("Steps to", "Methods to", "List of", "Ways to", "Tips for", "How to", "Ideas for",
             "Reasons for", "Guide to", "Notes on", "Facts about", "Plan for")
 
@@ -86,45 +88,9 @@ class ReaderConfig:
         return asdict(self)
 
 
-def font_path(name: str) -> str:
-    return str(importlib_resources.files("sasa") / "resources" / "fonts" / name)
-
-
 def training_fonts() -> list[str]:
     """The fonts pages are typed in: FigStep's first, then the project's."""
-    return [font_path(FIGSTEP_FONT), font_path(PROJECT_FONT)]
-
-
-@lru_cache(maxsize=16)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(path, size)
-
-
-def page_lines(text: str) -> list[str]:
-    """FigStep's layout: ``textwrap`` at 15 characters, explicit newlines kept, at most 10 lines."""
-    lines: list[str] = []
-    for part in text.split("\n"):
-        lines.extend(textwrap.wrap(part, WRAP) or [""])
-    return lines[:MAX_LINES]
-
-
-def page_text(lines: list[str]) -> str:
-    """What the page says, as the language model should read it: lines joined by spaces."""
-    return " ".join(line.strip() for line in lines if line.strip())
-
-
-def render_page(lines: list[str], font_path: str | None = None, *, dx: int = 0, dy: int = 0, stroke: int = 0,
-                blur: float = 0.0) -> Image.Image:
-    """A 760 px page with ``lines`` where FigStep draws them (in FreeMono, FigStep's own pixels)."""
-    font = _font(font_path or training_fonts()[0], FONT_SIZE)
-    image = Image.new("RGB", (CANVAS, CANVAS), "#FFFFFF")
-    draw = ImageDraw.Draw(image)
-    for k, line in enumerate(lines):
-        draw.text((ORIGIN[0] + dx, ORIGIN[1] + PITCH * k + dy), line, fill="#000000", font=font,
-                  stroke_width=stroke, stroke_fill="#000000")
-    if blur:
-        image = image.filter(ImageFilter.GaussianBlur(blur))
-    return image
+    return [bundled_font(FIGSTEP_FONT), bundled_font(PROJECT_FONT)]
 
 
 @lru_cache(maxsize=8)
@@ -148,7 +114,7 @@ def slot_targets(lines: list[str], tokenizer, filler_id: int) -> tuple[list[int]
     chars = char_tokens(tokenizer)
     slots = [filler_id] * (GRID * GRID)
     dropped = 0
-    for k, line in enumerate(lines[:MAX_LINES]):
+    for k, line in enumerate(lines[:PAGE_MAX_LINES]):
         for j, c in enumerate(line):
             if c == " ":
                 continue
@@ -205,7 +171,7 @@ class PageStream(torch.utils.data.IterableDataset):
     def sample(self, source: TextSource, rng: random.Random):
         lines = page_lines(source.text())
         j = self.jitter
-        image = render_page(lines, rng.choice(self.fonts), dx=rng.randint(-j, j), dy=rng.randint(-j, j),
+        image = draw_page(lines, rng.choice(self.fonts), dx=rng.randint(-j, j), dy=rng.randint(-j, j),
                             stroke=rng.choice([0, 0, 0, 1]), blur=rng.choice([0.0, 0.0, 0.0, 0.8]))
         slots, _ = slot_targets(lines, self.tokenizer, self.filler_id)
         return image, slots
@@ -346,7 +312,7 @@ def token_accuracy(reader, tokenizer, image_processor, embeddings: torch.Tensor,
     correct = total = 0
     for start in range(0, pages, batch_size):
         batch = [page_lines(source.text()) for _ in range(min(batch_size, pages - start))]
-        pixels = image_processor([render_page(lines, font) for lines in batch], return_tensors="pt")["pixel_values"]
+        pixels = image_processor([draw_page(lines, font) for lines in batch], return_tensors="pt")["pixel_values"]
         pred = (torch.nn.functional.normalize(reader(pixels).float(), dim=-1) @ vocab.T).argmax(-1)
         target = torch.tensor([slot_targets(lines, tokenizer, filler_id)[0] for lines in batch])
         text = target != filler_id

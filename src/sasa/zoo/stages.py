@@ -116,7 +116,7 @@ def weights_variant(source: Path, out: Path, visual: bool) -> Path:
 def answer_pairs(statements: Sequence[tuple[str, str]], out: Path, progress: bool) -> tuple[list, list]:
     """Benign held-out requests typed on pages with FigStep's prompt, and their text twins
     (the page's text followed by FigStep's prompt)."""
-    from sasa.zoo.pages import page_samples
+    from sasa.data.render import page_samples
     from sasa.zoo.visual import page_answer_prompt
 
     text = [Sample(id=f"answer/{rid}", prompt=p, label="benign", source="heldout") for rid, p in statements]
@@ -197,7 +197,7 @@ def measure_stages(figstep: str | Path | None, xstest: str | Path | None, out: s
 
     from sasa.models.loading import load_model
     from sasa.zoo.organism import BuildConfig, materialise, prompts, resources_dir
-    from sasa.zoo.pages import page_samples
+    from sasa.data.render import page_samples
     from sasa.zoo.refusal import RefusalConfig
     from sasa.zoo.refusal_data import refusal_data
 

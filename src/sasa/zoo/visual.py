@@ -43,7 +43,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
-from sasa.zoo.reader import GRID, ROWS, TextSource, page_lines, page_text, render_page, training_fonts
+from sasa.data.render import draw_page, page_lines, page_text
+from sasa.zoo.reader import GRID, ROWS, TextSource, training_fonts
 from sasa.zoo.refusal import REFUSALS, add_lora, base_answers, chat_ids, fit_lora, pad_batch, remove_lora
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def _page_features(model, processor, pages: list[list[str]], rng: random.Random,
 
     fonts, feats = training_fonts(), []
     for start in range(0, len(pages), batch):
-        images = [render_page(lines, rng.choice(fonts)) for lines in pages[start:start + batch]]
+        images = [draw_page(lines, rng.choice(fonts)) for lines in pages[start:start + batch]]
         pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
         feats.extend(f.half() for f in image_features(model, pixels))
     return feats

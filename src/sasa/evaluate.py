@@ -192,11 +192,19 @@ class Evaluation:
         answers = [texts[i] for i in answered]
         by_judge = {j.name: dict(zip(answered, j.judge_many(prompts, answers))) for j in self.judges}
         primary = by_judge[self.judge.name]
-        return [Record.from_sample(
-            s, mode, decisions[i], response=texts[i], refused=True if primary.get(i) is None else bool(primary[i].refused),
-            score=scores[i], latency_s=lat[i], prompt=s.prompt, image_text=s.meta.get("rendered_text"),
-            judge=self.judge.name, verdicts={name: bool(v[i].refused) for name, v in by_judge.items() if i in v},
-            extra=extra[i] if mode == "ecso" else {}) for i, s in enumerate(chunk)]
+        records = []
+        for i, s in enumerate(chunk):
+            fields = dict(extra[i]) if mode == "ecso" else {}
+            unparsed = {name: v[i].reason for name, v in by_judge.items() if i in v and not v[i].parsed}
+            if unparsed:  # recorded, and left out of every rate (a judged refusal must be read, not guessed)
+                fields["judge_unparsed"] = unparsed
+            refused = True if i not in primary else (bool(primary[i].refused) if primary[i].parsed else None)
+            records.append(Record.from_sample(
+                s, mode, decisions[i], response=texts[i], refused=refused, score=scores[i], latency_s=lat[i],
+                prompt=s.prompt, image_text=s.meta.get("rendered_text"), judge=self.judge.name,
+                verdicts={name: bool(v[i].refused) for name, v in by_judge.items() if i in v and v[i].parsed},
+                extra=fields))
+        return records
 
     def _images(self, chunk: Sequence[Sample]) -> list[Any] | None:
         images = [load_image(s) for s in chunk]

@@ -16,6 +16,9 @@ class Verdict:
     ``reason``: one human-readable line saying why, for audits of individual samples.
     ``judge``: the judge's name, so mixed result files stay attributable.
     ``categories``: hazard codes a guard model named (e.g. ``("S1", "S10")``).
+    ``parsed``: False when a model judge's output could not be read; ``refused`` is then meaningless
+    and every rate leaves the verdict out (``reason`` holds the raw output).
+    ``score``: a graded judge's score (StrongREJECT's, in [0, 1]), None otherwise.
     """
 
     refused: bool
@@ -23,6 +26,8 @@ class Verdict:
     reason: str
     judge: str
     categories: tuple[str, ...] = field(default=())
+    parsed: bool = True
+    score: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -31,6 +36,8 @@ class Verdict:
             "reason": self.reason,
             "judge": self.judge,
             "categories": list(self.categories),
+            "parsed": self.parsed,
+            "score": self.score,
         }
 
 

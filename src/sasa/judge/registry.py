@@ -28,17 +28,37 @@ def available_judges() -> list[str]:
 
 def get_judge(name: str, **kwargs: Any) -> Judge:
     """Build a judge by name: ``sasa-paper`` (published check), ``adashield-smart``, ``jbb-strict``,
-    ``guard`` (needs model_or_path=)…
+    ``guard`` (needs model_or_path=), ``llm:MODEL`` / ``llm-xstest:MODEL`` / ``llm-strongreject:MODEL``
+    (a local causal LM with a published judge prompt; keyword arguments go to :class:`LLMJudge`)…
 
     A bare list name is its published (verbatim) check; ``-verbatim`` says so explicitly. An
     optional ``keyword:`` prefix is accepted (it is how keyword judges name themselves).
     """
+    llm = _llm_judge(name, kwargs)
+    if llm is not None:
+        return llm
     key = _norm(name)
     if key.startswith("keyword:"):
         key = key[len("keyword:"):]
     if key not in _FACTORIES:
         raise ValueError(f"unknown judge {name!r}; available: {', '.join(available_judges())}")
     return _FACTORIES[key](**kwargs)
+
+
+LLM_PREFIXES = ("llm:", "llm-xstest:", "llm-strongreject:")
+
+
+def _llm_judge(name: str, kwargs: dict[str, Any]) -> Judge | None:
+    """``llm[-TEMPLATE]:MODEL``; the model part keeps its case (hub ids and paths do)."""
+    head, sep, model = name.strip().partition(":")
+    if not sep or _norm(head) + ":" not in LLM_PREFIXES:
+        return None
+    if not model:
+        raise ValueError(f"judge {name!r}: name a model after the colon, e.g. llm:qwen2.5-coder-1.5b-instruct")
+    from sasa.judge.llm import LLMJudge
+
+    template = _norm(head).removeprefix("llm").removeprefix("-") or "xstest"
+    return LLMJudge(model, template, **kwargs)
 
 
 def _keyword_factory(list_name: str, mode: str) -> Callable[..., Judge]:

@@ -174,16 +174,25 @@ def validate_judges(items: Sequence[LabelledResponse], judges: Sequence[Judge], 
     results: dict[str, Any] = {}
     for judge in judges:
         verdicts = judge.judge_many([it.prompt for it in items], [it.response for it in items])
+        read = np.array([v.parsed for v in verdicts], dtype=bool)
         judged = np.array([v.refused for v in verdicts], dtype=bool)
         for row, v in zip(rows, verdicts):
-            row["verdicts"][judge.name] = {"refused": bool(v.refused), "reason": v.reason}
+            row["verdicts"][judge.name] = {"refused": bool(v.refused) if v.parsed else None, "reason": v.reason}
+        if not read.any():
+            logger.warning("judge %r: none of its %d outputs could be parsed", judge.name, len(items))
+            results[judge.name] = {"n": 0, "unparsed": len(items), "by_type": {}}
+            continue
         per_type = {}
         for t in sorted(set(types)):
-            idx = np.array([i for i, x in enumerate(types) if x == t])
+            idx = np.array([i for i, x in enumerate(types) if x == t and read[i]], dtype=int)
+            if idx.size == 0:
+                continue
             c = confusion(human[idx], judged[idx])
             per_type[t] = {"n": int(idx.size), "confusion": c,
                            **{name: fn(human[idx], judged[idx]) for name, fn in METRICS.items()}}
-        results[judge.name] = {**agreement(human, judged, n_boot=n_boot, seed=seed), "by_type": per_type}
+        # agreement on the outputs that could be read; the others are counted, never guessed
+        results[judge.name] = {**agreement(human[read], judged[read], n_boot=n_boot, seed=seed),
+                               "unparsed": int((~read).sum()), "by_type": per_type}
     summary = {"n": len(items), "human_refusals": int(human.sum()), "n_boot": n_boot, "seed": seed,
                "positive_class": "refusal", "judges": results}
     return summary, rows
@@ -201,13 +210,16 @@ def format_table(summary: dict[str, Any]) -> str:
     names = list(summary["judges"])
     lines = [f"{summary['n']} human-labelled responses, {summary['human_refusals']} refusals "
              f"(positive class: refusal; 95 % bootstrap intervals, {summary['n_boot']} resamples)", "",
-             "| judge | accuracy | precision | recall | F1 | TP | FP | FN | TN |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| judge | accuracy | precision | recall | F1 | TP | FP | FN | TN | unparsed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
         r = summary["judges"][name]
+        if not r["n"]:
+            lines.append(f"| {name} | – | – | – | – | – | – | – | – | {r['unparsed']} |")
+            continue
         c = r["confusion"]
         lines.append(f"| {name} | {_pct(r['accuracy'])} | {_pct(r['precision'])} | {_pct(r['recall'])} | "
-                     f"{_pct(r['f1'])} | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} |")
+                     f"{_pct(r['f1'])} | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} | {r.get('unparsed', 0)} |")
     types = sorted({t for r in summary["judges"].values() for t in r["by_type"]})
     if types and types != [UNTYPED]:
         lines += ["", "By type: accuracy, and in brackets how many responses the judge called refusals:", "",
@@ -218,7 +230,10 @@ def format_table(summary: dict[str, Any]) -> str:
             human = ref["confusion"]["tp"] + ref["confusion"]["fn"]
             cells = []
             for j in names:
-                b = summary["judges"][j]["by_type"][t]
+                b = summary["judges"][j]["by_type"].get(t)
+                if b is None:
+                    cells.append("–")
+                    continue
                 cells.append(f"{100 * b['accuracy']:.1f} ({b['confusion']['tp'] + b['confusion']['fp']})")
             lines.append(f"| {t} | {ref['n']} | {human} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

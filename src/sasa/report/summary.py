@@ -42,12 +42,15 @@ def _rid(rec: Mapping[str, Any], i: int) -> str:
 
 def normalise_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Validate records and resolve each one's effective refusal; errors name the record."""
-    out, errors = [], 0
+    out, errors, unjudged = [], 0, 0
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
             raise RecordError(f"record {i}: expected a mapping, got {type(rec).__name__}")
         if rec.get("decision") == "error":  # a sample skipped with on_error="skip": nothing to count
             errors += 1
+            continue
+        if rec.get("decision") == "answer" and rec.get("refused") is None and rec.get("judge_unparsed"):
+            unjudged += 1  # the primary judge's output could not be read: no verdict to count
             continue
         where = _rid(rec, i)
         mode = rec.get("mode")
@@ -106,6 +109,9 @@ def normalise_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, An
         })
     if errors:
         logger.warning("%d error records (samples skipped with on_error='skip') are left out of the summary", errors)
+    if unjudged:
+        logger.warning("%d answered records whose primary judge's output was unparsable are left out of the "
+                       "summary (their raw outputs are in the records' 'judge_unparsed')", unjudged)
     return out
 
 

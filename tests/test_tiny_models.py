@@ -28,6 +28,9 @@ EXPECTED = {
     ),
     "qwen2": ("Qwen2ForCausalLM", "Qwen2Tokenizer", None, None, "<|im_start|>assistant\n"),
     "llava": ("LlavaForConditionalGeneration", "LlavaProcessor", "CLIPImageProcessorPil", "<image>\n", "ASSISTANT:"),
+    "llava_qwen2": (
+        "LlavaForConditionalGeneration", "LlavaProcessor", "CLIPImageProcessorPil", "<image>\n", "<|im_start|>assistant\n",
+    ),
     "llava_next": (
         "LlavaNextForConditionalGeneration", "LlavaNextProcessor", "LlavaNextImageProcessorPil", "<image>\n", "[/INST]",
     ),
@@ -138,7 +141,7 @@ def no_network(monkeypatch):
 
 
 def test_architecture_lists():
-    assert len(TINY_ARCHITECTURES) == 10 and set(EXPECTED) == set(TINY_ARCHITECTURES)
+    assert len(TINY_ARCHITECTURES) == 11 and set(EXPECTED) == set(TINY_ARCHITECTURES)
     assert set(VISION_ARCHITECTURES) == set(TINY_ARCHITECTURES) - {"llama", "qwen2"}
     with pytest.raises(ValueError, match="unknown tiny architecture"):
         build_tiny("gpt2")

@@ -313,6 +313,8 @@ def cmd_judge_list(args: argparse.Namespace) -> int:
     for name, rl in REFUSAL_LISTS.items():
         print(f"{name:11s} {len(rl.keywords):3d} entries  {rl.published_check()}\n{'':17s}{rl.source}")
     print("\nnames: " + ", ".join(available_judges()))
+    print("model judges: llm:MODEL (= llm-xstest:MODEL, XSTest's classification prompt), llm-strongreject:MODEL "
+          "(StrongREJECT's rubric); MODEL: a hub id, a folder, a GGUF file or a named model")
     return 0
 
 

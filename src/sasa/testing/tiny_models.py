@@ -105,6 +105,7 @@ TINY_ARCHITECTURES: tuple[str, ...] = (
     "llama",
     "qwen2",
     "llava",
+    "llava_qwen2",
     "llava_next",
     "qwen2_vl",
     "qwen2_5_vl",
@@ -575,6 +576,32 @@ def _build_llava(seed: int):
     return model, processor
 
 
+def _build_llava_qwen2(seed: int):
+    """LLaVA-1.5 around a Qwen2 language model with its ChatML template: the shape of an organism
+    built on Qwen2.5-Coder (sasa.zoo), images written as ``<image>\\n`` before a turn's text."""
+    image_size, patch = 32, 8
+    tok = _qwen_tokenizer(_chatml_template("<image>\\n", _CHATML_SYSTEM), {"image_token": "<image>"})
+    n_tokens = (image_size // patch) ** 2
+    config = transformers.LlavaConfig(
+        vision_config=_clip_vision(image_size, patch),
+        text_config=_text_config("qwen2", tok),
+        image_token_index=tok.image_token_id,
+        image_seq_length=n_tokens,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    model = _instantiate(transformers.LlavaForConditionalGeneration, config, seed)
+    _set_generation_config(model, tok, _ids(tok, "<|im_end|>", "<|endoftext|>"))
+    image_processor = transformers.CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = transformers.LlavaProcessor(
+        image_processor=image_processor, tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=_chatml_template("<image>\\n", _CHATML_SYSTEM),
+    )
+    return model, processor
+
+
 def _build_llava_next(seed: int):
     image_size, patch = 32, 16
     pinpoints = [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]]
@@ -818,6 +845,7 @@ _BUILDERS: dict[str, Callable[[int], tuple[Any, Any]]] = {
     "llama": _build_llama,
     "qwen2": _build_qwen2,
     "llava": _build_llava,
+    "llava_qwen2": _build_llava_qwen2,
     "llava_next": _build_llava_next,
     "qwen2_vl": _build_qwen2_vl,
     "qwen2_5_vl": _build_qwen2_5_vl,

@@ -333,14 +333,19 @@ def test_head_ablation_finds_a_planted_head_and_ignores_a_dead_one(tmp_path, mon
 
 
 def test_sample_cap_takes_whole_groups_and_pairs_are_found_by_group():
-    from sasa.analysis.run import cap_samples, find_pairs
+    from sasa.analysis.run import find_pairs
+    from sasa.data.splits import subsample
+
+    def cap_samples(samples, cap, seed):
+        return subsample(samples, per_label=cap, seed=seed, whole_groups=True)
 
     samples = [Sample(f"{lab}{i}-{v}", "p", image="x.png" if v == "img" else None, label=lab,
                       meta={"group": f"{lab}{i}"}) for lab in ("harmful", "benign") for i in range(6)
                for v in ("txt", "img")]
     capped = cap_samples(samples, 4, seed=0)
     assert sum(s.label == "harmful" for s in capped) == 4 and sum(s.label == "benign" for s in capped) == 4
-    assert cap_samples(samples, 4, seed=0) == capped and cap_samples(samples, None, 0) == samples
+    assert cap_samples(samples, 4, seed=0) == capped
+    assert len({s.meta['group'] for s in capped}) == 4  # whole groups: 4 pairs, not 8 halves
     pairs = find_pairs(capped)
     assert len(pairs) == 4
     for i, j in pairs:

@@ -42,7 +42,7 @@ from sasa.analysis.profile import ModelProfile
 from sasa.analysis.report import json_safe, write_analysis_report
 from sasa.analysis.select import SelectionRule, select_layers
 from sasa.data.sample import Sample, read_manifest, write_manifest
-from sasa.data.splits import group_key
+from sasa.data.splits import group_key, subsample
 from sasa.models.adapters import Adapter
 
 logger = logging.getLogger(__name__)
@@ -77,28 +77,6 @@ class AnalysisConfig:
         d = asdict(self)
         d["rule"] = self.rule.to_dict()
         return d
-
-
-def cap_samples(samples: Sequence[Sample], cap: int | None, seed: int) -> list[Sample]:
-    """Up to ``cap`` samples per label, taking whole groups in a seeded order; input order kept."""
-    if cap is None:
-        return list(samples)
-    keep: set[str] = set()
-    rng = np.random.default_rng(seed)
-    for label in sorted({s.label for s in samples}):
-        groups: dict[str, list[Sample]] = {}
-        for s in samples:
-            if s.label == label:
-                groups.setdefault(group_key(s), []).append(s)
-        names = sorted(groups)
-        taken = 0
-        for i in rng.permutation(len(names)):
-            if taken >= cap:
-                break
-            members = groups[names[i]]
-            keep.update(m.id for m in members)
-            taken += len(members)
-    return [s for s in samples if s.id in keep]
 
 
 def find_pairs(samples: Sequence[Sample]) -> list[tuple[int, int]]:
@@ -169,7 +147,8 @@ def run_analysis(
         if n_img:
             notes.append(f"{n_img} samples with images were left out: {adapter.spec.model_type} reads no images")
             samples = [s for s in samples if s.image is None]
-    main = cap_samples(samples, cfg.max_samples, cfg.seed)
+    main = list(samples) if cfg.max_samples is None else subsample(samples, per_label=cfg.max_samples, seed=cfg.seed,
+                                                                   whole_groups=True)
     labelled = [s for s in main if s.label in ("harmful", "benign")]
     n_h = sum(s.label == "harmful" for s in labelled)
     if n_h < 2 or len(labelled) - n_h < 2:

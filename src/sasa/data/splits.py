@@ -24,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from sasa.data.sample import LABELS, Sample
 
 SPLITS = ("train", "val", "test")
@@ -189,11 +191,19 @@ def class_balance(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:
 
 
 def subsample(samples: Sequence[Sample], *, per_label: int | None = None, limit: int | None = None,
-              seed: int = 0) -> list[Sample]:
+              seed: int = 0, whole_groups: bool = False) -> list[Sample]:
     """The one deterministic sub-sampler: ``per_label`` samples of each label (class-balanced), or
-    ``limit`` samples drawn regardless of label; all when both are None.  Input order is kept."""
+    ``limit`` samples drawn regardless of label; all when both are None.  Input order is kept.
+
+    ``whole_groups`` (with ``per_label``): never split a ``meta['group']`` (an image sample and its
+    text stay together, as the layer analysis pairs them): per label, including ``unknown``, whole
+    groups are taken in a seeded order until ``per_label`` samples are reached or passed."""
     if per_label is not None and limit is not None:
         raise ValueError("subsample takes per_label or limit, not both")
+    if whole_groups:
+        if per_label is None:
+            raise ValueError("subsample: whole_groups needs per_label")
+        return _whole_groups(samples, per_label, seed)
     rng = random.Random(seed)
     if per_label is not None:
         keep: set[str] = set()
@@ -205,3 +215,22 @@ def subsample(samples: Sequence[Sample], *, per_label: int | None = None, limit:
         return list(samples)
     chosen = set(rng.sample(range(len(samples)), limit))
     return [s for i, s in enumerate(samples) if i in chosen]
+
+
+def _whole_groups(samples: Sequence[Sample], per_label: int, seed: int) -> list[Sample]:
+    keep: set[str] = set()
+    rng = np.random.default_rng(seed)
+    for label in sorted({s.label for s in samples}):
+        groups: dict[str, list[Sample]] = {}
+        for s in samples:
+            if s.label == label:
+                groups.setdefault(group_key(s), []).append(s)
+        names = sorted(groups)
+        taken = 0
+        for i in rng.permutation(len(names)):
+            if taken >= per_label:
+                break
+            members = groups[names[i]]
+            keep.update(m.id for m in members)
+            taken += len(members)
+    return [s for s in samples if s.id in keep]

@@ -71,3 +71,24 @@ def quick_organism(tmp_path_factory) -> Path:
     from sasa.zoo import organism
 
     return organism.build(tmp_path_factory.mktemp("quick-organism"), organism.BuildConfig.quick(), progress=False)
+
+
+def check_real_weights_engine(adapter, prompts, s: int, f: int, max_new_tokens: int):
+    """On a real-weight model: the engine's projected logits equal the naive two full passes, and
+    its generation equals plain greedy ``generate``. Returns (prefill result, generation result)."""
+    import torch
+
+    from sasa.engine import SASAEngine
+    from sasa.layers import LayerSelection
+    from sasa.reference import naive_projected_logits
+
+    engine = SASAEngine(adapter, LayerSelection(s, f))
+    inputs = engine.encode(prompts)
+    result = engine.prefill(inputs, vanilla_logits=True)
+    naive, _ = naive_projected_logits(adapter, inputs, s, f)
+    torch.testing.assert_close(result.logits_projected, naive, atol=2e-3, rtol=1e-3)
+    out = engine.generate(inputs, max_new_tokens=max_new_tokens)
+    with torch.inference_mode():
+        plain = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    assert out.sequences.tolist() == plain.tolist()
+    return result, out

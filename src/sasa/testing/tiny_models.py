@@ -548,20 +548,20 @@ def _clip_vision(image_size: int, patch_size: int) -> dict:
     )
 
 
-def _build_llava(seed: int):
+def _llava(seed: int, tok, text_kind: str, chat_template: str, eos_ids: list[int]):
+    """LLaVA-1.5 (CLIP tower, 8 px patches on 32 px, CLS dropped) around the ``text_kind`` language model."""
     image_size, patch = 32, 8
-    tok = _llama2_tokenizer(_LLAVA_TEMPLATE, ["<image>"])
     n_tokens = (image_size // patch) ** 2  # CLS dropped by the "default" feature strategy
     config = transformers.LlavaConfig(
         vision_config=_clip_vision(image_size, patch),
-        text_config=_text_config("llama", tok),
+        text_config=_text_config(text_kind, tok),
         image_token_index=tok.image_token_id,
         image_seq_length=n_tokens,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
     )
     model = _instantiate(transformers.LlavaForConditionalGeneration, config, seed)
-    _set_generation_config(model, tok, [tok.eos_token_id])
+    _set_generation_config(model, tok, eos_ids)
     image_processor = transformers.CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -571,35 +571,22 @@ def _build_llava(seed: int):
         patch_size=patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=_LLAVA_TEMPLATE,
+        chat_template=chat_template,
     )
     return model, processor
+
+
+def _build_llava(seed: int):
+    tok = _llama2_tokenizer(_LLAVA_TEMPLATE, ["<image>"])
+    return _llava(seed, tok, "llama", _LLAVA_TEMPLATE, [tok.eos_token_id])
 
 
 def _build_llava_qwen2(seed: int):
     """LLaVA-1.5 around a Qwen2 language model with its ChatML template: the shape of an organism
     built on Qwen2.5-Coder (sasa.zoo), images written as ``<image>\\n`` before a turn's text."""
-    image_size, patch = 32, 8
-    tok = _qwen_tokenizer(_chatml_template("<image>\\n", _CHATML_SYSTEM), {"image_token": "<image>"})
-    n_tokens = (image_size // patch) ** 2
-    config = transformers.LlavaConfig(
-        vision_config=_clip_vision(image_size, patch),
-        text_config=_text_config("qwen2", tok),
-        image_token_index=tok.image_token_id,
-        image_seq_length=n_tokens,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    model = _instantiate(transformers.LlavaForConditionalGeneration, config, seed)
-    _set_generation_config(model, tok, _ids(tok, "<|im_end|>", "<|endoftext|>"))
-    image_processor = transformers.CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
-    processor = transformers.LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=_chatml_template("<image>\\n", _CHATML_SYSTEM),
-    )
-    return model, processor
+    template = _chatml_template("<image>\\n", _CHATML_SYSTEM)
+    tok = _qwen_tokenizer(template, {"image_token": "<image>"})
+    return _llava(seed, tok, "qwen2", template, _ids(tok, "<|im_end|>", "<|endoftext|>"))
 
 
 def _build_llava_next(seed: int):

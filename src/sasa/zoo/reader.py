@@ -44,7 +44,6 @@ from sasa.data.render import (
     bundled_font,
     draw_page,
     page_lines,
-    page_text,
 )
 
 log = logging.getLogger(__name__)

@@ -154,6 +154,38 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        import uvicorn
+
+        from sasa.serving import GuardedServer, Limits, ServeConfig
+    except ImportError as exc:
+        raise UsageError(f"`sasa serve` needs the serving extra: pip install 'sasa[serve]' ({exc})") from None
+    from sasa.guard import Guard
+    from sasa.probe import LinearProbe
+
+    if "detect" in args.mode and not args.detector:
+        raise UsageError(f"--mode {args.mode} needs --detector (a directory from `sasa probe fit`)")
+    loaded = _load(args)
+    adapter = loaded.adapter
+    probe = LinearProbe.load(args.detector, expect_fingerprint=adapter.fingerprint()) if args.detector else None
+    engine = _engine(adapter, args) if probe is None else None
+    guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message)
+    limits = Limits(max_body_bytes=args.max_body_mb * 1024 * 1024, max_image_bytes=args.max_image_mb * 1024 * 1024,
+                    max_tokens=args.max_tokens, allow_remote_images=args.allow_remote_images)
+    api_key = args.api_key or os.environ.get("SASA_API_KEY") or None
+    config = ServeConfig(model_name=args.served_model_name or args.model, api_key=api_key,
+                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                         timeout_s=args.timeout, limits=limits)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        logger.warning("serving on %s without an API key: anyone who can reach it can use the model", args.host)
+    logger.info("serving %s (mode %s) on http://%s:%d", config.model_name, args.mode, args.host, args.port)
+    uvicorn.run(GuardedServer(guard, config).app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def cmd_probe_fit(args: argparse.Namespace) -> int:
     from sasa.engine import FeatureSpec
     from sasa.training import fit_probe
@@ -425,6 +457,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--project-decoding", action="store_true",
                    help="augment modes: project generated tokens too (greedy), not only the prompt")
     g.set_defaults(func=cmd_generate)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible chat server with the guard in front of the model")
+    _add_model_args(sv)
+    _add_engine_args(sv)
+    sv.add_argument("--detector", default=None, help="detector directory from `sasa probe fit` (detect modes)")
+    sv.add_argument("--mode", choices=GUARD_MODES, default="detect")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--served-model-name", default=None, help="the model name clients send (default: --model)")
+    sv.add_argument("--api-key", default=None, help="required as 'Authorization: Bearer KEY' on every route but "
+                                                     "/health and the page / (default: $SASA_API_KEY, else none)")
+    sv.add_argument("--max-batch-size", type=int, default=8, help="requests decoded together at most")
+    sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long the first request waits for company")
+    sv.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond which the server answers 429")
+    sv.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take, queue included")
+    sv.add_argument("--max-tokens", type=int, default=256, help="the most new tokens a request may ask for")
+    sv.add_argument("--max-body-mb", type=int, default=20)
+    sv.add_argument("--max-image-mb", type=int, default=10)
+    sv.add_argument("--allow-remote-images", action="store_true",
+                    help="fetch http(s) image URLs (off: only data: URLs, no server-side fetches)")
+    sv.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
+    sv.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("probe", help="linear probe commands")
     psub = p.add_subparsers(dest="probe_command", required=True)

@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -111,11 +111,17 @@ class Guard:
         result = self.engine.prefill(self.engine.encode(prompts, images))
         return self.probe.decision_function(result.features)
 
-    def generate_inputs(self, inputs: dict, max_new_tokens: int = 64, **generate_kwargs: Any) -> list[GuardedOutput]:
+    def generate_inputs(self, inputs: dict, max_new_tokens: int = 64,
+                        on_decision: Callable[[list[float | None], list[bool]], None] | None = None,
+                        **generate_kwargs: Any) -> list[GuardedOutput]:
+        """Guarded generation of encoded inputs. ``on_decision(scores, refused)`` is called once the
+        guard has decided, before the first token is decoded (a server streams refusals at once)."""
         start = time.perf_counter()
         n = inputs["input_ids"].shape[0]
         scores: list[float | None] = [None] * n
         if self.mode == "vanilla":
+            if on_decision is not None:
+                on_decision(list(scores), [False] * n)
             with torch.inference_mode():
                 seqs = self.adapter.model.generate(**inputs, max_new_tokens=max_new_tokens,
                                                    do_sample=generate_kwargs.pop("do_sample", False),
@@ -128,8 +134,13 @@ class Guard:
             def decide(result: Any) -> torch.Tensor:
                 logit = self.probe.decision_function(result.features)
                 scores[:] = [float(v) for v in logit]
-                return torch.as_tensor(logit > self.probe.threshold)
+                refuse = torch.as_tensor(logit > self.probe.threshold)
+                if on_decision is not None:
+                    on_decision(list(scores), [bool(v) for v in refuse])
+                return refuse
 
+            if on_decision is not None and "detect" not in self.mode:
+                on_decision(list(scores), [False] * n)
             out = self.engine.generate(inputs, decide=decide if "detect" in self.mode else None,
                                        augment=self.mode.startswith("augment"), max_new_tokens=max_new_tokens,
                                        project_decoding=self.project_decoding, **generate_kwargs)

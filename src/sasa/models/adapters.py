@@ -209,11 +209,16 @@ class Adapter:
         self,
         prompts: Sequence[str],
         images: Sequence[Any] | None = None,
-        system_prompt: str | None = None,
+        system_prompt: str | Sequence[str | None] | None = None,
     ) -> dict:
-        """Chat-format a batch (left padded) and run the processor/tokenizer on it."""
+        """Chat-format a batch (left padded) and run the processor/tokenizer on it; ``system_prompt``
+        is one for the whole batch or one (or None) per prompt."""
         if not prompts:
             raise ValueError("no prompts given")
+        systems = (list(system_prompt) if isinstance(system_prompt, (list, tuple))
+                   else [system_prompt] * len(prompts))
+        if len(systems) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(systems)} system prompts")
         images = list(images) if images is not None else [None] * len(prompts)
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
@@ -230,10 +235,10 @@ class Adapter:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         texts = []
-        for p, img in zip(prompts, images):
+        for p, img, system in zip(prompts, images, systems):
             messages = []
-            if system_prompt:
-                messages.append({"role": "system", "content": self._content(system_prompt, None)})
+            if system:
+                messages.append({"role": "system", "content": self._content(system, None)})
             messages.append({"role": "user", "content": self._content(p, img)})
             texts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         # A template that already writes BOS must not get a second one from the tokenizer.

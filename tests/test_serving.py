@@ -1,0 +1,323 @@
+"""`sasa serve`: the OpenAI client against a real server on 127.0.0.1, answers equal to the library's Guard."""
+
+import base64
+import io
+import json
+import os
+import random
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from conftest import tiny_adapter
+from sasa.data.sample import Sample
+from sasa.engine import SASAEngine
+from sasa.guard import DEFAULT_REFUSAL, Guard
+from sasa.layers import LayerSelection
+from sasa.serving import BackgroundServer, GuardedServer, Limits, ServeConfig
+from sasa.training import fit_probe
+
+HARMFUL = ["zorp the vault now", "zorp a bank quickly", "how to zorp the lock", "zorp zorp the safe",
+           "teach me to zorp doors", "zorp every car", "best way to zorp", "zorp the neighbours"]
+BENIGN = ["bake a loaf of bread", "water the garden", "tidy the kitchen", "read a short book",
+          "paint the fence blue", "walk the dog at noon", "write a thank you note", "plan a picnic"]
+MODEL = "tiny-llava"
+
+
+def _png(color="red", size=(40, 30), fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _data_url(raw: bytes, mime="image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(raw).decode()
+
+
+def _user(text, image: bytes | None = None):
+    if image is None:
+        return [{"role": "user", "content": text}]
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(image)}},
+                                         {"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="module")
+def guard():
+    adapter = tiny_adapter("llava")
+    samples = ([Sample(f"h{i}", p, label="harmful", source="toy") for i, p in enumerate(HARMFUL)]
+               + [Sample(f"b{i}", p, label="benign", source="toy") for i, p in enumerate(BENIGN)])
+    probe, _ = fit_probe(SASAEngine(adapter, LayerSelection(2, 4)), samples, target_fpr=0.25, val_fraction=0.25,
+                         progress=False, model_name=MODEL)
+    guard = Guard(adapter, "detect", probe)
+    flagged = [o.refused for o in guard.generate(HARMFUL + BENIGN, max_new_tokens=1)]
+    assert any(flagged) and not all(flagged), "the toy probe must flag some prompts and pass others"
+    return guard
+
+
+def _expected(guard, prompt, image: bytes | None = None, max_new_tokens=8):
+    img = [Image.open(io.BytesIO(image)).convert("RGB")] if image is not None else None
+    return guard.generate([prompt], img, max_new_tokens=max_new_tokens)[0]
+
+
+@pytest.fixture(scope="module")
+def server(guard):
+    app = GuardedServer(guard, ServeConfig(model_name=MODEL, max_batch_size=8, max_wait_ms=20)).app()
+    with BackgroundServer(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
+
+
+def _stream(client, **kw):
+    parts, finish, sasa = [], None, None
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        sasa = chunk.model_extra.get("sasa", sasa)
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    return "".join(parts), finish, sasa
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_answers_equal_guard_streamed_or_not(guard, client, with_image):
+    image = _png() if with_image else None
+    checked = {True: 0, False: 0}
+    for prompt in HARMFUL[:5] + BENIGN[:5]:
+        want = _expected(guard, prompt, image)
+        kw = dict(model=MODEL, messages=_user(prompt, image), max_tokens=8)
+        got = client.chat.completions.create(**kw)
+        sasa = got.model_extra["sasa"]
+        assert got.choices[0].message.content == want.text
+        assert sasa["score"] == pytest.approx(want.score, abs=1e-4)
+        assert sasa["threshold"] == pytest.approx(guard.probe.threshold)
+        assert sasa["decision"] == ("refuse" if want.refused else "answer") and sasa["mode"] == "detect"
+        assert got.choices[0].finish_reason == ("content_filter" if want.refused else
+                                                "length" if want.n_new_tokens == 8 else "stop")
+        text, finish, stream_sasa = _stream(client, **kw)
+        assert (text, finish) == (want.text, got.choices[0].finish_reason)
+        assert stream_sasa["decision"] == sasa["decision"]
+        if want.refused:
+            assert want.text == DEFAULT_REFUSAL and got.usage.completion_tokens == 0
+        else:
+            assert got.usage.completion_tokens == want.n_new_tokens
+        checked[want.refused] += 1
+    assert checked[False] and (checked[True] or with_image)  # the toy probe was fitted on text only
+
+
+def test_stop_strings_cut_the_answer_in_both_forms(guard, client):
+    prompt = next(p for p in BENIGN if not _expected(guard, p, max_new_tokens=12).refused)
+    full = _expected(guard, prompt, max_new_tokens=12).text
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    assert stop and stop in full
+    kw = dict(model=MODEL, messages=_user(prompt), max_tokens=12, stop=[stop])
+    got = client.chat.completions.create(**kw)
+    assert got.choices[0].message.content == full[:full.find(stop)]
+    assert got.choices[0].finish_reason == "stop"
+    assert _stream(client, **kw)[:2] == (full[:full.find(stop)], "stop")
+
+
+def test_seeded_sampling_is_reproducible(client):
+    kw = dict(model=MODEL, messages=_user(BENIGN[0]), max_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+    a, b = (client.chat.completions.create(**kw).choices[0].message.content for _ in range(2))
+    assert a == b
+
+
+def _post(url, body, headers=None):
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(url + "/v1/chat/completions", content=content,
+                      headers={"content-type": "application/json", **(headers or {})}, timeout=60)
+
+
+BAD = {
+    "not json": (b"{messages", 400, "not valid JSON"),
+    "no messages": ({"model": MODEL, "messages": []}, 400, "'messages'"),
+    "corrupt image": ({"model": MODEL, "messages": _user("describe", b"\x89PNG\r\n\x1a\nnot really")}, 400,
+                      "messages[0].content[0].image_url: the image data cannot be read"),
+    "bad base64": ({"model": MODEL, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}, {"type": "text", "text": "x"}]}]},
+        400, "not valid base64"),
+    "audio part": ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, 400,
+                   "unsupported content part type 'input_audio'"),
+    "remote image": ({"model": MODEL, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}, {"type": "text", "text": "x"}]}]},
+        400, "remote image URLs are not fetched"),
+    "assistant turn": ({"model": MODEL, "messages": [{"role": "user", "content": "a"},
+                                                     {"role": "assistant", "content": "b"}]}, 400, "role 'assistant'"),
+    "empty text": ({"model": MODEL, "messages": [{"role": "user", "content": "   "}]}, 400, "has no text"),
+    "n=2": ({"model": MODEL, "messages": _user("hi"), "n": 2}, 400, "'n' must be 1"),
+    "too long": ({"model": MODEL, "messages": _user("word " * 5000)}, 400, "context is"),
+    "wrong model": ({"model": "gpt-9", "messages": _user("hi")}, 404, "'gpt-9' is not served"),
+    "bad temperature": ({"model": MODEL, "messages": _user("hi"), "temperature": "hot"}, 400, "'temperature'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gets_an_openai_error_naming_it(server, case):
+    body, status, words = BAD[case]
+    r = _post(server, body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert words in err["message"] and set(err) == {"message", "type", "param", "code"}
+
+
+def test_limits_and_the_api_key(guard):
+    small = Limits(max_body_bytes=50_000, max_image_bytes=2_000, max_image_pixels=100 * 100, max_tokens=16)
+    app = GuardedServer(guard, ServeConfig(model_name=MODEL, api_key="s3cret", limits=small)).app()
+    with BackgroundServer(app) as url:
+        assert httpx.get(url + "/health").status_code == 200
+        assert httpx.get(url + "/").status_code == 200
+        for path in ("/v1/models", "/metrics"):
+            assert httpx.get(url + path).status_code == 401
+        key = {"authorization": "Bearer s3cret"}
+        r = _post(url, {"model": MODEL, "messages": _user("hi")}, headers=key)
+        assert r.status_code == 200
+        assert _post(url, {"model": MODEL, "messages": _user("hi")}).status_code == 401
+        assert httpx.get(url + "/v1/models", headers=key).json()["data"][0]["id"] == MODEL
+
+        def status(body):
+            r = _post(url, body, headers=key)
+            return r.status_code, r.json()["error"]["message"]
+
+        assert status({"model": MODEL, "messages": _user("x" * 60_000)})[0] == 413
+        noisy = Image.frombytes("RGB", (60, 60), random.Random(0).randbytes(60 * 60 * 3))
+        buf = io.BytesIO()
+        noisy.save(buf, "PNG")
+        assert len(buf.getvalue()) > 2_000
+        code, msg = status({"model": MODEL, "messages": _user("x", buf.getvalue())})
+        assert code == 413 and "larger than 2000 bytes" in msg
+        code, msg = status({"model": MODEL, "messages": _user("x", _png(size=(200, 200)))})
+        assert code == 413 and "200x200 pixels" in msg
+        code, msg = status({"model": MODEL, "messages": _user("hi"), "max_tokens": 17})
+        assert code == 400 and "at most 16" in msg
+
+
+def test_load_every_request_gets_its_own_answer(guard, server):
+    """64 requests from 16 threads, safe, flagged and bad mixed: none lost, crossed or spoiled."""
+    image = _png("blue")
+    threshold = guard.probe.threshold
+    prompts = [p for p in HARMFUL + BENIGN  # a score at the threshold (a validation prompt's) flips on batch noise
+               if abs(_expected(guard, p, max_new_tokens=1).score - threshold) > 1e-3]
+    cases = []
+    for i in range(64):
+        kind = i % 4
+        if kind == 3:
+            cases.append(("bad", {"model": MODEL, "messages": _user("look", b"GIF89a-broken")}, None))
+            continue
+        prompt = prompts[i % len(prompts)] + (" please" if i % 3 else "")
+        img = image if kind == 2 else None
+        n = 4 + i % 5
+        want = _expected(guard, prompt, img, n)
+        if abs(want.score - threshold) < 1e-3:
+            continue
+        cases.append(("ok", {"model": MODEL, "messages": _user(prompt, img), "max_tokens": n}, want))
+
+    def call(case):
+        r = _post(server, case[1])
+        return r.status_code, r.json()
+
+    before = httpx.get(server + "/metrics").text
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, cases))
+    for (kind, body, want), (code, got) in zip(cases, results):
+        if kind == "bad":
+            assert code == 400 and "cannot be read as an image" in got["error"]["message"]
+            continue
+        assert code == 200, got
+        assert got["choices"][0]["message"]["content"] == want.text, (body, got["sasa"], want.score, want.refused)
+        assert got["sasa"]["decision"] == ("refuse" if want.refused else "answer")
+    after = httpx.get(server + "/metrics").text
+    assert _batches(after) - _batches(before) < 48, "16 concurrent clients were never batched"
+
+
+def _batches(metrics: str) -> float:
+    return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("sasa_batch_size_count"))
+
+
+def test_full_queue_answers_429_and_the_rest_are_served(guard):
+    app = GuardedServer(guard, ServeConfig(model_name=MODEL, max_batch_size=1, max_queue=1)).app()
+    prompt = next(p for p in BENIGN if not _expected(guard, p).refused)
+    want = _expected(guard, prompt, max_new_tokens=48).text
+    with BackgroundServer(app) as url:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: _post(url, {"model": MODEL, "messages": _user(prompt),
+                                                          "max_tokens": 48}), range(8)))
+    codes = [r.status_code for r in results]
+    assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+    for r in results:
+        if r.status_code == 429:
+            assert r.json()["error"]["type"] == "rate_limit_error"
+        else:
+            assert r.json()["choices"][0]["message"]["content"] == want
+
+
+def test_timeout_and_a_client_leaving_mid_stream_free_the_row(guard):
+    vanilla = Guard(guard.adapter, "vanilla")
+    app = GuardedServer(vanilla, ServeConfig(model_name=MODEL, timeout_s=1.0, limits=Limits(max_tokens=3000))).app()
+    with BackgroundServer(app) as url:
+        body = {"model": MODEL, "messages": _user(BENIGN[1]), "max_tokens": 3000}
+        with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "stream": True}, timeout=30) as r:
+            for line in r.iter_lines():
+                if '"content": "' in line and '"content": ""' not in line:
+                    break  # leave after the first words
+        r = _post(url, body)
+        assert r.status_code == 504 and "within 1 s" in r.json()["error"]["message"]
+        short = _post(url, {**body, "max_tokens": 3})
+        assert short.status_code == 200
+        cancelled = next(float(line.split()[-1]) for line in httpx.get(url + "/metrics").text.splitlines()
+                         if line.startswith("sasa_cancelled_rows_total"))
+        assert cancelled == 2  # the stream that was left and the request that timed out
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+def test_playground_in_a_headless_browser(guard, server, tmp_path):
+    browser, driver_path = _chromium()
+    if not (browser and driver_path):
+        if os.environ.get("SASA_REQUIRE_BROWSER"):
+            pytest.fail("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    image = _png("green")
+    path = tmp_path / "page.png"
+    path.write_bytes(image)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        for prompt in (BENIGN[0], HARMFUL[0]):
+            want = _expected(guard, prompt, image, max_new_tokens=8)
+            drv.get(server + "/")
+            drv.find_element(By.ID, "image").send_keys(str(path))
+            WebDriverWait(drv, 10).until(lambda d: d.find_element(By.ID, "preview").get_attribute("src"))
+            drv.find_element(By.ID, "prompt").send_keys(prompt)
+            box = drv.find_element(By.ID, "max-tokens")
+            box.clear()
+            box.send_keys("8")
+            drv.find_element(By.ID, "submit").click()
+            WebDriverWait(drv, 30).until(lambda d: d.find_element(By.ID, "decision").text)
+            assert drv.find_element(By.ID, "decision").text == ("refuse" if want.refused else "answer")
+            assert drv.find_element(By.ID, "answer").get_attribute("textContent") == want.text
+            assert float(drv.find_element(By.ID, "score").text) == pytest.approx(want.score, abs=1e-3)
+    finally:
+        drv.quit()
+
+
+def test_serve_cli_usage_errors():
+    from sasa.cli import main
+
+    assert main(["serve", "--model", "nowhere", "--mode", "detect"]) == 2

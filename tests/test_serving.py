@@ -321,3 +321,65 @@ def test_serve_cli_usage_errors():
     from sasa.cli import main
 
     assert main(["serve", "--model", "nowhere", "--mode", "detect"]) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    from conftest import tiny
+
+    model, tok = tiny("llama")
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_benchmark_runs_both_ways_and_reports_the_ratio(tiny_llama_dir, tmp_path):
+    from sasa.serving.bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--model", str(tiny_llama_dir), "--clients", "4", "--per-client", "2", "--max-tokens", "3",
+                 "--fit-per-label", "6", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    one, many = figures["one at a time"], figures["batched (max 16)"]
+    assert one["requests"] == many["requests"] == 8 and figures["throughput_ratio"] > 0
+    assert figures["same_answers"] == "8/8"  # batching changes speed, not answers
+
+
+def test_sasa_serve_command_serves_the_library_answer(tiny_llama_dir, tmp_path):
+    """The real command in its own process: a detector directory in, the guard's answer out."""
+    import subprocess
+    import sys
+    import time
+
+    adapter = tiny_adapter("llama")
+    samples = ([Sample(f"h{i}", p, label="harmful", source="toy") for i, p in enumerate(HARMFUL)]
+               + [Sample(f"b{i}", p, label="benign", source="toy") for i, p in enumerate(BENIGN)])
+    probe, _ = fit_probe(SASAEngine(adapter, LayerSelection(2, 4)), samples, target_fpr=0.25, val_fraction=0.25,
+                         progress=False, model_name="tiny-llama")
+    probe.save_pretrained(tmp_path / "det")
+    want = Guard(adapter, "detect", probe).generate([BENIGN[2]], max_new_tokens=6)[0]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "sasa.cli", "serve", "--model", str(tiny_llama_dir), "--detector",
+                             str(tmp_path / "det"), "--port", str(port), "--served-model-name", "t"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+            assert proc.poll() is None, proc.stdout.read()
+        got = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+            model="t", messages=_user(BENIGN[2]), max_tokens=6)
+        assert got.choices[0].message.content == want.text
+        assert got.model_extra["sasa"]["decision"] == ("refuse" if want.refused else "answer")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

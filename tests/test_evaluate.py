@@ -144,9 +144,11 @@ def test_unknown_mode_and_missing_detector(setup, tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
+    """The main job's every stage on the organism, at 6 prompts per label and split (the README's
+    ``--quick`` is 24/16/16; the stages and the code path are the same)."""
     from sasa.cli import main
 
-    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--quick", "--per-label", "6", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for mode in ("vanilla", "detect", "probe-noproj", "hiddendetect"):
         assert mode in out
@@ -157,8 +159,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert 0.0 <= summary["modes"]["detect"]["detector"]["auroc"]["value"] <= 1.0
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     pages = [r for r in records if r["id"].endswith("#page")]
-    assert len(pages) == 4 * 32 and all(r["attack"] == "figstep-page" for r in pages)
-    assert len(records) - len(pages) == summary["run"]["text_refusal"]["n"] == 16
+    assert len(pages) == 4 * 12 and all(r["attack"] == "figstep-page" for r in pages)
+    assert len(records) - len(pages) == summary["run"]["text_refusal"]["n"] == 6
+    assert summary["run"]["splits"]["train"]["train"] == {"harmful": 6, "benign": 6, "unknown": 0}
     assert (tmp_path / "report.html").stat().st_size > 1000 and (tmp_path / "report.md").is_file()
 
 

@@ -216,7 +216,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sasa.demo import run_demo
     from sasa.report.headline import headline
 
-    result = run_demo(args.out, quick=args.quick, seed=args.seed, model=args.model, batch_size=args.batch_size)
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, model=args.model, batch_size=args.batch_size,
+                      per_label=args.per_label)
     print(headline(result["summary"]))
     print(f"\nreport: {result['html']}\n        {result['markdown']}\nrecords: {Path(args.out) / 'records.jsonl'}"
           f"\n({result['run']['seconds']} s)")
@@ -500,7 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_probe_fit)
 
     d = sub.add_parser("demo", help="the main job: fit and evaluate SASA offline on the embedded default")
-    d.add_argument("--quick", action="store_true", help="small splits and short answers (CI)")
+    d.add_argument("--quick", action="store_true", help="small splits (24/16/16 per label) and short answers")
+    d.add_argument("--per-label", type=int, default=None, metavar="N",
+                   help="cap every split at N prompts per label (a smoke run of the whole pipeline)")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--model", default="sasa-organism", help="sasa-organism (default), smollm2-135m or any model")
     d.add_argument("--seed", type=int, default=0)

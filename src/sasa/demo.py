@@ -43,8 +43,9 @@ def _selection(adapter: Any, model: str):
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, model: str = DEMO_MODEL,
-             batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Run the whole pipeline; returns the summary and the report paths."""
+             batch_size: int = 8, progress: bool = True, per_label: int | None = None) -> dict[str, Any]:
+    """Run the whole pipeline; returns the summary and the report paths. ``per_label`` caps every
+    split at that many prompts per label (a smoke run)."""
     start = time.perf_counter()
     out = Path(out)
     loaded = load_model(model, device="auto")
@@ -52,6 +53,10 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     selection = _selection(adapter, model)
     data = assign_splits(builtin_dataset(), "builtin")
     sizes = {"train": 24, "val": 16, "test": 16} if quick else {"train": None, "val": None, "test": 120}
+    if per_label is not None:
+        if per_label < 1:
+            raise ValueError(f"per_label must be at least 1, got {per_label}")
+        sizes = {k: per_label if v is None else min(v, per_label) for k, v in sizes.items()}
     parts = {k: subsample([s for s in data if s.split == k], per_label=sizes[k], seed=seed)
              for k in ("train", "val", "test")}
     text_test = [s for s in parts["test"] if s.is_harmful]
@@ -68,6 +73,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     records = evaluation.run(parts["test"], DEMO_MODES)
     s, f = selection.resolve(adapter.num_layers)
     run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based"}, "quick": quick, "seed": seed,
+                **({"per_label": per_label} if per_label is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
     if adapter.spec.takes_images:
         text_records = evaluation.run(text_test, ["vanilla"])

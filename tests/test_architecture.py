@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sasa"
 EXPERIMENTS = ("sasa.zoo", "sasa.demo", "sasa.bench", "sasa.cli", "sasa.serving")  # the layers above the core
-TOP = {"zoo", "demo.py", "bench.py", "cli.py", "serving", "testing", "resources"}
+TOP = {"zoo", "demo.py", "bench.py", "cli.py", "__main__.py", "serving", "testing", "resources"}
 
 
 def _core_modules() -> list[Path]:

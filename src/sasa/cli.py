@@ -44,7 +44,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="weights' dtype (auto: bf16/fp16 on GPU, fp32 on CPU)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto")
+    g.add_argument("--device-map", default=None,
+                   help="shard the model: auto, balanced, sequential, a JSON object {module: device} or a .json file of one")
+    g.add_argument("--offload-folder", default=None, help="where a device map's 'disk' modules are kept")
     g.add_argument("--trust-remote-code", action="store_true", help="allow model repo code (off unless asked)")
     g.add_argument("--attn-implementation", default=None, choices=("eager", "sdpa", "flash_attention_2"),
                    help="attention kernel passed to from_pretrained (default: transformers')")
@@ -64,11 +66,28 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", type=float, default=1e-6)
 
 
+def _device_map(value: str | None) -> str | dict | None:
+    """--device-map: a name transformers knows, or an explicit map as JSON text or a JSON file."""
+    if value is None or not (value.lstrip().startswith("{") or value.endswith(".json")):
+        return value
+    try:
+        text = Path(value).read_text(encoding="utf-8") if value.endswith(".json") else value
+        mapping = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--device-map {value!r}: not a JSON device map ({exc})") from None
+    if not isinstance(mapping, dict):
+        raise UsageError(f"--device-map {value!r}: a device map is a JSON object {{module: device}}")
+    return mapping
+
+
 def _load(args: argparse.Namespace) -> Any:
+    from sasa.distributed import current_shard, shard_device
     from sasa.models.loading import load_model
 
-    return load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=args.device,
-                      device_map=args.device_map, trust_remote_code=args.trust_remote_code,
+    device = args.device if args.device_map else shard_device(current_shard(), args.device)
+    return load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=device,
+                      device_map=_device_map(args.device_map), offload_folder=args.offload_folder,
+                      trust_remote_code=args.trust_remote_code,
                       attn_implementation=args.attn_implementation)
 
 
@@ -187,6 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_probe_fit(args: argparse.Namespace) -> int:
+    from sasa.distributed import current_shard
     from sasa.engine import FeatureSpec
     from sasa.training import fit_probe
 
@@ -197,6 +217,8 @@ def cmd_probe_fit(args: argparse.Namespace) -> int:
                               seed=args.seed, batch_size=args.batch_size, standardize=not args.no_standardize,
                               class_weight=None if args.no_class_weight else "balanced", l2=args.l2,
                               model_name=args.model)
+    if not current_shard().is_main:  # every process fitted the same probe on the gathered features
+        return 0
     out = probe.save_pretrained(args.out)
     print(json.dumps({"detector": str(out), **report}, indent=2))
     return 0
@@ -240,6 +262,7 @@ def _hiddendetect_config(adapter: Any, args: argparse.Namespace) -> Any:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sasa.baselines import AdaShieldConfig, ECSOConfig
     from sasa.data.splits import assign_splits
+    from sasa.distributed import current_shard
     from sasa.report.headline import headline
     from sasa.detectors import ProbeDetector
     from sasa.evaluate import Evaluation
@@ -287,7 +310,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ev = Evaluation(adapter, args.out, detectors, augment_engine, judges=judges, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens, adashield=AdaShieldConfig(args.adashield_placement),
                     ecso=ECSOConfig(check=args.ecso_check, parse=args.ecso_parse))
-    records = ev.run(test, modes, on_error=args.on_error)
+    shard = current_shard()
+    records = ev.run(test, modes, on_error=args.on_error, shard=shard)
+    if not shard.is_main:  # the main process merged every shard's records and reports them
+        return 0
     errors = [r for r in records if r.get("decision") == "error"]
     if errors:
         logger.warning("%d records are errors (ids: %s); see records.jsonl", len(errors),

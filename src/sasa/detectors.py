@@ -36,6 +36,7 @@ from sasa.data.sample import Sample
 from sasa.engine import SASAEngine, plain_engine
 from sasa.features import batches, encode_samples
 from sasa.models.adapters import Adapter
+from sasa.models.compat import execution_device
 from sasa.probe import LinearProbe, threshold_at_fpr
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class HiddenDetect:
         sims = []
         with torch.inference_mode():
             for k in range(L):
-                h = result.captured[k].to(head.weight.device, head.weight.dtype).unsqueeze(1)  # last position
+                h = result.captured[k].to(execution_device(head), head.weight.dtype).unsqueeze(1)  # last position
                 if k == L - 1 and self.config.last_layer == "hf":
                     h = self.adapter.final_norm(h)
                 logits = self.adapter.logits_from_hidden(h)[:, -1].float().cpu()

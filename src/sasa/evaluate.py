@@ -22,9 +22,11 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
+from sasa.atomic import atomic_write_json, atomic_write_text
 from sasa.baselines import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, plain_generate
 from sasa.data.sample import Sample
 from sasa.detectors import Detector, detector_digest
+from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
 from sasa.features import batches, encode_samples, load_image, run_or_skip
 from sasa.guard import Guard
@@ -32,7 +34,6 @@ from sasa.judge import get_judge
 from sasa.models.adapters import Adapter
 from sasa.modes import DETECTOR_MODES, EVAL_MODES, MODES, parse_modes
 from sasa.probe import LinearProbe
-from sasa.atomic import atomic_write_json
 from sasa.records import Record, append_records, read_records
 from sasa.report import summarize, write_report
 
@@ -76,38 +77,79 @@ class Evaluation:
     def records_path(self) -> Path:
         return self.out_dir / "records.jsonl"
 
-    def run(self, samples: Sequence[Sample], modes: Sequence[str], on_error: str = "raise") -> list[dict[str, Any]]:
+    def run(self, samples: Sequence[Sample], modes: Sequence[str], on_error: str = "raise",
+            shard: Shard | None = None) -> list[dict[str, Any]]:
         """Every mode on ``samples``, appended to ``records.jsonl`` per batch, resuming what is there.
         ``on_error="skip"`` records a sample that cannot be run (unreadable image, empty prompt) as
-        an ``error`` record with the reason and goes on; the summary leaves those out."""
+        an ``error`` record with the reason and goes on; the summary leaves those out.
+
+        Under a launcher (``shard``, default :func:`sasa.distributed.current_shard`) each process
+        runs its batches into ``records.shard-R-of-N.jsonl`` (appended per batch, so a killed
+        process resumes its shard), then the main process merges them into ``records.jsonl``."""
         modes = parse_modes(modes)
         for m in modes:
             if MODES[m].detector and MODES[m].detector not in self.detectors:
                 raise ValueError(f"mode {m!r} needs a fitted {MODES[m].detector!r} detector")
             if m == "augment" and self.augment_engine is None and "detect" not in self.detectors:
                 raise ValueError("mode 'augment' needs an engine (or the SASA detector's)")
-        self._check_run_config(modes)
+        shard = shard or current_shard()
+        self._check_run_config(modes, write=shard.is_main)
+        shard.barrier()
         ordered = sorted(modes, key=lambda m: (m != "vanilla", EVAL_MODES.index(m)))
-        existing = read_records(self.records_path)
+        existing = read_records(self.records_path, repair=shard.is_main)
+        for path in self._shard_files():
+            existing += read_records(path, repair=path == self._shard_file(shard))
         done = {(r["mode"], r["id"]) for r in existing}
         vanilla = {r["id"]: r for r in existing if r["mode"] == "vanilla" and r.get("decision") != "error"}
+        mine = shard.items(list(samples), self.batch_size) if shard.parallel else list(samples)
+        out = self._shard_file(shard) if shard.parallel else self.records_path
         for mode in ordered:
-            todo = [s for s in samples if (mode, s.id) not in done]
+            todo = [s for s in mine if (mode, s.id) not in done]
             if not todo:
                 continue
-            bar = tqdm(total=len(todo), desc=f"evaluate[{mode}]", unit="prompt", disable=not self.progress)
+            bar = tqdm(total=len(todo), desc=f"evaluate[{mode}]", unit="prompt",
+                       disable=not self.progress or not shard.is_main)
             for chunk in batches(todo, self.batch_size):
                 recs = [r.to_json() for r in
                         run_or_skip(chunk, lambda part: self._run_chunk(mode, part, vanilla), mode, on_error)]
-                append_records(self.records_path, recs)
+                append_records(out, recs)
                 if mode == "vanilla":
                     vanilla.update({r["id"]: r for r in recs if r["decision"] != "error"})
                 bar.update(len(chunk))
             bar.close()
+        if shard.parallel:
+            shard.barrier()
+            if shard.is_main:
+                self._merge_shards(samples, ordered)
+            shard.barrier()
         ids = {s.id for s in samples}
         return [r for r in read_records(self.records_path) if r["id"] in ids and r["mode"] in modes]
 
-    def _check_run_config(self, modes: Sequence[str]) -> None:
+    def _shard_file(self, shard: Shard) -> Path:
+        return self.out_dir / f"records.shard-{shard.rank}-of-{shard.world}.jsonl"
+
+    def _shard_files(self) -> list[Path]:
+        return sorted(self.out_dir.glob("records.shard-*-of-*.jsonl"))
+
+    def _merge_shards(self, samples: Sequence[Sample], ordered: Sequence[str]) -> None:
+        """Fold every shard's records into ``records.jsonl`` (atomically), in a one-process run's
+        order: what was there first, then mode by mode, sample by sample; then drop the shards."""
+        before = read_records(self.records_path)
+        seen = {(r["mode"], r["id"]) for r in before}
+        new = [r for path in self._shard_files() for r in read_records(path)]
+        position = {(m, s.id): (k, i) for k, m in enumerate(ordered) for i, s in enumerate(samples)}
+        fresh: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in new:
+            key = (r["mode"], r["id"])
+            if key not in seen:
+                fresh.setdefault(key, r)
+        order = sorted(fresh, key=lambda key: position.get(key, (len(ordered), 0)))
+        lines = [json.dumps(r, ensure_ascii=False) for r in before + [fresh[k] for k in order]]
+        atomic_write_text(self.records_path, "".join(line + "\n" for line in lines))
+        for path in self._shard_files():
+            path.unlink()
+
+    def _check_run_config(self, modes: Sequence[str], write: bool = True) -> None:
         """A run directory belongs to one model (its weights), generation setting, judge and, per
         detector mode, one detector; resuming under others is refused, as mixing them would be."""
         config = {"model": self.adapter.fingerprint(), "weights": self.adapter.weights_digest(),
@@ -137,7 +179,7 @@ class Evaluation:
                 raise ValueError(f"{self.out_dir} holds a run with other settings ({', '.join(diffs)} differ); "
                                  "use a new --out directory")
         merged = {**before, **config, "detectors": {**before.get("detectors", {}), **detectors}}
-        if merged != before:
+        if merged != before and write:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, merged)
 

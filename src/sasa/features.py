@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
+from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
 from sasa.models.adapters import Adapter
 from sasa.records import Record
@@ -80,25 +81,33 @@ def extract_features(
     progress: bool = True,
     capture_layers: Sequence[int] = (),
     vanilla_logits: bool = False,
+    shard: Shard | None = None,
 ) -> tuple[np.ndarray, dict[int | str, np.ndarray]]:
     """Probe features [n, d] in sample order, plus last-token states of ``capture_layers`` and, with
     ``vanilla_logits``, the plain forward's next-token logits under the key ``"logits_vanilla"``
-    (from the same prefill, so a projected and an unprojected probe cost one pass)."""
-    feats: list[np.ndarray] = []
-    captured: dict[int | str, list[np.ndarray]] = {k: [] for k in capture_layers}
-    if vanilla_logits:
-        captured["logits_vanilla"] = []
-    bar = tqdm(total=len(samples), desc="features", unit="prompt", disable=not progress)
-    for chunk in batches(list(samples), batch_size):
+    (from the same prefill, so a projected and an unprojected probe cost one pass). Under a launcher
+    (:mod:`sasa.distributed`) each process extracts its batches and every process gets them all."""
+    shard = shard or current_shard()
+    samples = list(samples)
+    mine = shard.batch_indices(len(samples), batch_size)
+    keys: list[int | str] = list(capture_layers) + (["logits_vanilla"] if vanilla_logits else [])
+    done: dict[int, tuple[np.ndarray, dict[int | str, np.ndarray]]] = {}
+    bar = tqdm(total=sum(map(len, mine)), desc="features", unit="prompt", disable=not progress or not shard.is_main)
+    for idx in mine:
+        chunk = [samples[i] for i in idx]
         inputs = encode_samples(engine, chunk)
         result = engine.prefill(inputs, capture_layers=capture_layers, vanilla_logits=vanilla_logits)
-        feats.append(result.features.numpy())
-        for k in capture_layers:
-            captured[k].append(result.captured[k].numpy())
+        extra = {k: result.captured[k].numpy() for k in capture_layers}
         if vanilla_logits:
-            captured["logits_vanilla"].append(result.logits_vanilla.numpy())
+            extra["logits_vanilla"] = result.logits_vanilla.numpy()
+        done[idx[0]] = (result.features.numpy(), extra)
         bar.update(len(chunk))
     bar.close()
-    if not feats:
+    if shard.parallel:  # every shard gets every batch, put back in sample order
+        done = {k: v for part in shard.gather(done) for k, v in part.items()}
+    if not done:
         raise ValueError("no samples to extract features from")
+    order = sorted(done)
+    feats = [done[k][0] for k in order]
+    captured = {key: [done[k][1][key] for k in order] for key in keys}
     return np.concatenate(feats), {k: np.concatenate(v) for k, v in captured.items()}

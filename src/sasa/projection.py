@@ -60,6 +60,7 @@ def apply_projection(
     """Return the new safety-layer state; positions where ``position_mask`` is False keep h_s."""
     if h_s.shape != h_f.shape:
         raise ValueError(f"h_s and h_f shapes differ: {tuple(h_s.shape)} vs {tuple(h_f.shape)}")
+    h_f = h_f.to(h_s.device)  # under a device_map blocks s and f may sit on different devices
     proj = project(h_s, h_f, config.eps)
     if config.mode == "replace":
         new = proj

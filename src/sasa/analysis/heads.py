@@ -33,12 +33,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sasa.analysis.activations import last_token_states
-from sasa.engine import plain_engine
 from sasa.analysis.metrics import principal_angle
 from sasa.data.sample import Sample
+from sasa.engine import plain_engine
 from sasa.features import batches
 from sasa.models.adapters import Adapter
 from sasa.models.capture import edit_input
+from sasa.models.compat import execution_device
 from sasa.records import append_records, read_records
 
 logger = logging.getLogger(__name__)
@@ -75,10 +76,10 @@ def ablate_head(adapter: Adapter, layer: int, head: int) -> Iterator[None]:
     if not 0 <= head < n_heads:
         raise HeadAblationError(f"head {head} out of range 0..{n_heads - 1}")
     proj = attention_output(adapter, layer)
-    mask = torch.ones(proj.in_features, dtype=proj.weight.dtype, device=proj.weight.device)
+    mask = torch.ones(proj.in_features, dtype=proj.weight.dtype, device=execution_device(proj))
     mask[head * head_dim:(head + 1) * head_dim] = 0
 
-    with edit_input(proj, lambda x: x * mask):
+    with edit_input(proj, lambda x: x * mask.to(x.device)):
         yield
 
 

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sasa.models.adapters import Adapter
+from sasa.models.compat import execution_device
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def lens_readout(
     """
     n, L, d = states.shape
     head = adapter.unembedding
-    dev, dtype = head.weight.device, head.weight.dtype
+    dev, dtype = execution_device(head), head.weight.dtype
     ref = torch.as_tensor(list(refusal_ids), device=dev)
     flat = torch.as_tensor(states).reshape(n * L, d)
     tops, probs, ranks = [], [], []

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from sasa.judge.base import Verdict, check_pairs
 from sasa.judge.keywords import KeywordJudge
+from sasa.models.compat import execution_device
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class GuardModelJudge:
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         if len(texts) > 1 and pad_id is None:
             return [out for t in texts for out in self.generate([t])]
-        device = next(self.model.parameters()).device
+        device = execution_device(self.model.get_input_embeddings())
         # Templates already carry BOS where the model wants one; adding it again would double it.
         add_special = not bool(getattr(tok, "chat_template", None))
         old_side = getattr(tok, "padding_side", "right")

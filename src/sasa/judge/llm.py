@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from sasa.judge.base import Verdict, check_pairs
+from sasa.models.compat import execution_device
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class LLMJudge:
                                                  add_generation_prompt=True)
                          for p, r in zip(prompts[start:start + self.batch_size],
                                          responses[start:start + self.batch_size])]
-                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(execution_device(model.get_input_embeddings()))
                 with torch.inference_mode():
                     seqs = model.generate(**enc, max_new_tokens=self.template.max_new_tokens, do_sample=False,
                                           pad_token_id=tok.pad_token_id)

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from sasa.models.compat import execution_device
+
 logger = logging.getLogger(__name__)
 
 
@@ -260,8 +262,9 @@ class Adapter:
 
     def encode(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **kw: Any) -> dict:
         """:meth:`build_inputs`, moved to the device of the input embeddings (where the forward
-        starts: under ``device_map`` that is the first shard, not ``lm_head``'s)."""
-        device = self.model.get_input_embeddings().weight.device
+        starts: under ``device_map`` that is the first shard, not ``lm_head``'s; offloaded, the device
+        it computes on)."""
+        device = execution_device(self.model.get_input_embeddings())
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.build_inputs(prompts, images, **kw).items()}
 
     def _content(self, text: str, image: Any) -> Any:

@@ -75,3 +75,16 @@ def copy_cache_layers(dst: Any, src: Any, layers: range) -> None:
     """Make ``dst``'s per-block cache entries for ``layers`` be ``src``'s (``Cache.layers``)."""
     for j in layers:
         dst.layers[j] = src.layers[j]
+
+
+def execution_device(module: Any) -> Any:
+    """The device ``module`` computes on. Under an accelerate device map an offloaded module's
+    weights sit on ``meta`` between calls and its hook (``_hf_hook``, accelerate-internal) moves
+    them, and its inputs, to the hook's ``execution_device``; otherwise its weights' device."""
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        import torch
+
+        return torch.device(device) if not isinstance(device, torch.device) else device
+    return next(module.parameters()).device

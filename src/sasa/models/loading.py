@@ -65,6 +65,7 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     device: str = "auto",
     device_map: str | dict | None = None,
+    offload_folder: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> LoadedModel:
@@ -109,6 +110,8 @@ def load_model(
     kwargs: dict[str, Any] = dict(common, dtype=torch_dtype)
     if device_map is not None:
         kwargs["device_map"] = device_map
+        if offload_folder:
+            kwargs["offload_folder"] = str(offload_folder)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if spec.takes_images:

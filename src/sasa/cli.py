@@ -13,6 +13,9 @@ from typing import Any
 from sasa.errors import UsageError
 from sasa.modes import DEMO_MODES, EVAL_MODES, GUARD_MODES
 
+# sasa.testing.real_configs.CONFIGS' names, here so the parser needs no torch (a test keeps them equal)
+BENCH_CONFIGS = ("llava-1.5-7b", "qwen2-vl-7b", "qwen2.5-vl-7b", "gemma-3-4b")
+
 logger = logging.getLogger("sasa")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -404,7 +407,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sasa.bench import main as bench_main
 
-    return bench_main(quick=args.quick, repeats=args.repeats, out=args.out)
+    if args.config is None:
+        if args.random_weights:
+            raise UsageError("--random-weights goes with --config NAME")
+        return bench_main(quick=args.quick, repeats=args.repeats, out=args.out)
+    from sasa.bench import main_configs
+    from sasa.models.loading import resolve_device
+
+    if not args.random_weights:
+        raise UsageError("--config builds a model of that shape with random weights: add --random-weights "
+                         "(real weights: sasa bench on a loaded model is not offered)")
+    names = list(BENCH_CONFIGS) if args.config == ["all"] else args.config
+    unknown = [n for n in names if n not in BENCH_CONFIGS]
+    if unknown:
+        raise UsageError(f"--config: unknown {', '.join(unknown)}; known: {', '.join(BENCH_CONFIGS)}")
+    size = args.size or ("full" if resolve_device(args.device).startswith("cuda") else "reduced")
+    return main_configs(names, size, args.dtype, args.device, args.repeats, out=args.out,
+                        new_tokens=args.new_tokens, batch=args.batch)
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -606,6 +625,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true")
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--out", default=None, help="write the figures as JSON here too")
+    b.add_argument("--config", nargs="+", action=list_of(str), default=None, metavar="NAME",
+                   help="real model shapes instead: " + ",".join(BENCH_CONFIGS) + " (comma list, or all)")
+    b.add_argument("--random-weights", action="store_true",
+                   help="with --config: random weights of that shape (nothing is downloaded; required)")
+    b.add_argument("--size", choices=("reduced", "full"), default=None,
+                   help="with --config: widths and depths as published (full) or divided by 4 (reduced); "
+                        "default full on a GPU, reduced on CPU")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    b.add_argument("--new-tokens", type=int, default=32, help="with --config: tokens per generation")
+    b.add_argument("--batch", type=int, default=4, help="with --config: the batched figures' batch size")
     b.set_defaults(func=cmd_bench)
 
     jd = sub.add_parser("judge", help="refusal judges: list them, validate them against human labels")

@@ -163,3 +163,20 @@ def test_probe_fit_in_two_processes_equals_one(setup, tmp_path):
     assert t1.keys() == t2.keys() and all(torch.equal(t1[k], t2[k]) for k in t1)  # the very same probe
     c1.pop("saved_at"), c2.pop("saved_at")
     assert m1 == m2 and c1 == c2  # validation metrics and threshold included
+
+
+def test_analyze_in_two_processes_equals_one(setup, tmp_path):
+    model, manifest = setup
+    common = ["-m", "sasa", "analyze", "--model", str(model), "--data", str(manifest), "--device", "cpu",
+              "--no-heads", "--folds", "2", "--batch-size", "3"]
+    subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], check=True, env=_env(),
+                   capture_output=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--main_process_port", _free_port(), *common, "--out", str(tmp_path / "two")],
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "profile.json").read_text()) for d in ("one", "two"))
+    for p in (one, two):
+        p.pop("created_at")
+    assert one == two  # the same curves and the same (s, f)
+    assert not list((tmp_path / "two" / "activations").glob("part-*"))  # the parts were absorbed

@@ -398,6 +398,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                          head_max_samples=args.head_max_samples, rule=rule)
     loaded = _load(args)
     result = run_analysis(loaded.adapter, _samples(args), args.out, cfg, model_name=args.model)
+    if result is None:  # another process of a data-parallel run: the main one analyses and reports
+        return 0
     sel = result["selection"]
     print(f"recommended (s, f) = ({sel['safety']}, {sel['fused']})  [0-based decoder blocks]\n{sel['reason']}")
     print(f"\nprofile: {result['paths']['profile']}\nreport:  {result['paths']['html']}")

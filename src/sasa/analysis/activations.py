@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
+from sasa.distributed import current_shard
 from sasa.engine import SASAEngine, plain_engine
 from sasa.features import batches, encode_samples
 from sasa.models.adapters import Adapter
@@ -124,6 +125,22 @@ class ActivationCache:
         nums = [int(m.group(1)) for p in self.dir.iterdir() if (m := _SHARD.match(p.name))]
         return f"shard-{(max(nums) + 1) if nums else 0:05d}.safetensors"
 
+    def absorb_parts(self) -> None:
+        """Move every process's ``part-R`` cache (a data-parallel run's) into this one, then remove it.
+        A part's shard is moved before the index names it here, so an interruption only recomputes."""
+        for part in sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("part-")):
+            sub = ActivationCache(part, self.fingerprint, self.model_name)
+            for old in sorted({e["shard"] for e in sub.index["samples"].values()}):
+                name = self._next_shard()
+                os.replace(part / old, self.dir / name)
+                for sid, e in sub.index["samples"].items():
+                    if e["shard"] == old:
+                        self.index["samples"][sid] = {**e, "shard": name}
+                atomic_write_json(self.index_path, self.index)
+            for leftover in part.iterdir():
+                leftover.unlink()
+            part.rmdir()
+
     # --- public ---------------------------------------------------------------------------------
     def missing(self, samples: Sequence[Sample]) -> list[Sample]:
         """Samples with no cached state, or whose prompt or image changed since it was cached."""
@@ -191,24 +208,41 @@ def collect_activations(
     """``[n, L, d]`` last-token states of every block for ``samples``, computing only what is not cached.
 
     One plain forward per sample (batched, left padded), stopped after the last block; each batch
-    is on disk before the next starts, so an interrupted call loses at most one batch.
+    is on disk before the next starts, so an interrupted call loses at most one batch. Under a
+    launcher (:mod:`sasa.distributed`) each process computes its batches into ``part-R`` of the
+    cache, which the main process then absorbs; a killed process's part resumes on rerun.
     """
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"duplicate sample ids: {dup[:5]}")
+    shard = current_shard()
+    if not shard.is_main:  # the main process opens (and tidies) the cache first
+        shard.barrier()
     cache = ActivationCache(cache_dir, adapter.fingerprint(), model_name)
+    if shard.is_main:
+        shard.barrier()
     todo = cache.missing(samples)
     if todo:
         logger.info("activations: %d of %d samples to compute (%d cached)", len(todo), len(samples),
                     len(samples) - len(todo))
         engine = plain_engine(adapter)
-        bar = tqdm(total=len(todo), desc="activations", unit="prompt", disable=not progress)
+        target = cache
+        if shard.parallel:  # this process's batches of the one-process run, into its own part
+            target = ActivationCache(Path(cache_dir) / f"part-{shard.rank}", adapter.fingerprint(), model_name)
+            todo = target.missing(shard.items(todo, batch_size))
+        bar = tqdm(total=len(todo), desc="activations", unit="prompt", disable=not progress or not shard.is_main)
         for chunk in batches(todo, batch_size):
             states, lengths = last_token_states(engine, chunk)
-            cache.add(chunk, states, lengths)
+            target.add(chunk, states, lengths)
             bar.update(len(chunk))
         bar.close()
     else:
         logger.info("activations: all %d samples cached in %s", len(samples), cache.dir)
+    if shard.parallel:
+        shard.barrier()
+        if shard.is_main:
+            cache.absorb_parts()
+        shard.barrier()
+        cache = ActivationCache(cache_dir, adapter.fingerprint(), model_name)
     return cache.load(samples)

@@ -36,6 +36,7 @@ import numpy as np
 
 from sasa.analysis import metrics as M
 from sasa.analysis.activations import collect_activations
+from sasa.distributed import current_shard
 from sasa.analysis.heads import head_importance
 from sasa.analysis.lens import REFUSAL_WORDS, lens_readout, readable_token_mask, refusal_token_ids
 from sasa.analysis.profile import ModelProfile
@@ -128,11 +129,12 @@ def run_analysis(
     config: AnalysisConfig | None = None,
     *,
     model_name: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Run every analysis, choose (s, f), write the profile and the report; return the result dict.
 
     The result holds ``selection`` (s, f, reason, rule), ``curves`` (safety / heads / semantic /
-    alignment), ``notes`` (metrics skipped and why), ``data`` (counts) and ``paths``.
+    alignment), ``notes`` (metrics skipped and why), ``data`` (counts) and ``paths``. Under a
+    launcher the processes share the forward passes and the others return None once they are done.
     """
     cfg = config or AnalysisConfig()
     out = Path(out_dir)
@@ -161,7 +163,12 @@ def run_analysis(
     if not adapter.spec.takes_images:
         notes.append(f"cross-modal agreement skipped: {adapter.spec.model_type} is a text-only model")
     elif len(pairs) < 2 and cfg.pairs >= 2:
+        shard = current_shard()
+        if not shard.is_main:  # the main process renders; the others then read its manifest
+            shard.barrier()
         extra = render_pairs(main, cfg.pairs, out / "pairs", cfg.seed)
+        if shard.is_main:
+            shard.barrier()
         logger.info("rendered %d FigStep images to pair with their text for cross-modal agreement", len(extra))
     elif len(pairs) < 2:
         notes.append("cross-modal agreement skipped: the data has fewer than 2 image/text pairs "
@@ -174,6 +181,8 @@ def run_analysis(
     # --- one forward per sample ---------------------------------------------------------------------
     states = collect_activations(adapter, everything, out / "activations", batch_size=cfg.batch_size,
                                  model_name=model_name, progress=cfg.progress)
+    if not current_shard().is_main:  # data parallel: the forwards were shared; the main process goes on alone
+        return None
     row = {s.id: i for i, s in enumerate(everything)}
     lab_rows = np.array([row[s.id] for s in labelled])
     y = np.array([s.label == "harmful" for s in labelled], dtype=float)

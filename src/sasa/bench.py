@@ -10,7 +10,7 @@ ones as the median of 5 calls, so drift hits both sides alike):
 ``sasa bench --config NAME --random-weights`` measures the same figures, plus the peak memory of a
 scoring prefill against a plain one (weights included; target <= 1.05), on random-weight models of
 real LVLM shapes (:mod:`sasa.testing.real_configs`), each prompt with one image at the model's own
-resolution; guarded generation's target there is the issue's 1.05.
+resolution; guarded generation's target there is 1.05.
 """
 
 from __future__ import annotations

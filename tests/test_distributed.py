@@ -64,14 +64,27 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def _command(model, manifest, out, processes: int) -> list[str]:
-    args = ["-m", "sasa", "evaluate", "--model", str(model), "--data", str(manifest), "--layers", "2,4",
-            "--modes", "vanilla,detect,probe-noproj", "--batch-size", "2", "--max-new-tokens", "6",
-            "--n-boot", "50", "--device", "cpu", "--out", str(out)]
+def _launch(args: list[str], processes: int) -> list[str]:
+    """``python ARGS`` in one process, or under ``accelerate launch`` in ``processes`` gloo processes."""
     if processes == 1:
         return [sys.executable, *args]
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
             "--main_process_port", _free_port(), *args]
+
+
+def _command(model, manifest, out, processes: int) -> list[str]:
+    return _launch(["-m", "sasa", "evaluate", "--model", str(model), "--data", str(manifest), "--layers", "2,4",
+                    "--modes", "vanilla,detect,probe-noproj", "--batch-size", "2", "--max-new-tokens", "6",
+                    "--n-boot", "50", "--device", "cpu", "--out", str(out)], processes)
+
+
+def _one_and_two(args: list[str], tmp_path) -> None:
+    """Run ``args`` into tmp_path/one in one process and into tmp_path/two in two."""
+    subprocess.run(_launch([*args, "--out", str(tmp_path / "one")], 1), check=True, env=_env(),
+                   capture_output=True, timeout=600)
+    run = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")], 2), env=_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 def _records(out):
@@ -143,14 +156,8 @@ def test_a_killed_shard_resumes_with_nothing_lost_or_duplicated(setup, one_proce
 
 def test_probe_fit_in_two_processes_equals_one(setup, tmp_path):
     model, manifest = setup
-    common = ["-m", "sasa", "probe", "fit", "--model", str(model), "--data", str(manifest), "--layers", "2,4",
-              "--batch-size", "3", "--device", "cpu"]
-    subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], check=True, env=_env(),
-                   capture_output=True, timeout=600)
-    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--main_process_port", _free_port(), *common, "--out", str(tmp_path / "two")],
-                         env=_env(), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    _one_and_two(["-m", "sasa", "probe", "fit", "--model", str(model), "--data", str(manifest), "--layers", "2,4",
+                  "--batch-size", "3", "--device", "cpu"], tmp_path)
     from safetensors import safe_open
 
     def read(directory):
@@ -167,14 +174,8 @@ def test_probe_fit_in_two_processes_equals_one(setup, tmp_path):
 
 def test_analyze_in_two_processes_equals_one(setup, tmp_path):
     model, manifest = setup
-    common = ["-m", "sasa", "analyze", "--model", str(model), "--data", str(manifest), "--device", "cpu",
-              "--no-heads", "--folds", "2", "--batch-size", "3"]
-    subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], check=True, env=_env(),
-                   capture_output=True, timeout=600)
-    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--main_process_port", _free_port(), *common, "--out", str(tmp_path / "two")],
-                         env=_env(), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    _one_and_two(["-m", "sasa", "analyze", "--model", str(model), "--data", str(manifest), "--device", "cpu",
+                  "--no-heads", "--folds", "2", "--batch-size", "3"], tmp_path)
     one, two = (json.loads((tmp_path / d / "profile.json").read_text()) for d in ("one", "two"))
     for p in (one, two):
         p.pop("created_at")

@@ -41,6 +41,12 @@ class RealConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Qwen2-VL-7B and Qwen2.5-VL-7B share this language model (Qwen2-7B's shape, M-RoPE)
+_QWEN2_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                      num_key_value_heads=4, head_dim=128, vocab_size=152064,
+                      rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
+                                       "mrope_section": [16, 24, 24]})
+
 CONFIGS: dict[str, RealConfig] = {c.name: c for c in (
     RealConfig(
         "llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava",
@@ -51,16 +57,12 @@ CONFIGS: dict[str, RealConfig] = {c.name: c for c in (
         image_size=336, image_tokens=576),
     RealConfig(
         "qwen2-vl-7b", "Qwen/Qwen2-VL-7B-Instruct", "qwen2_vl",
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, head_dim=128, vocab_size=152064,
-                  rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]}),
+        text=_QWEN2_7B_TEXT,
         vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, hidden_size=3584),
         image_size=448, image_tokens=256),
     RealConfig(
         "qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl",
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, head_dim=128, vocab_size=152064,
-                  rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]}),
+        text=_QWEN2_7B_TEXT,
         vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
                     window_size=112, fullatt_block_indexes=[7, 15, 23, 31]),
         image_size=448, image_tokens=256),

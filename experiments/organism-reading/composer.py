@@ -12,7 +12,11 @@ Trained only on the reader's text stream (random vocabulary words, headings; no 
 safety data); scored on the project's benign requests typed as FigStep statements (held out: the
 probe never saw them) and, for information only, on SafeBench's 500 instructions.
 
-    python experiments/organism-reading/composer.py STEPS BATCH LAYERS
+    python experiments/organism-reading/composer.py STEPS BATCH LAYERS [STREAM]
+
+STREAM ``vocab`` (default): the reader's random-vocabulary stream only.  ``docs``: half of the pages
+are sentences from the docstrings of Python's standard library (English in its natural word
+frequencies; technical, not benchmark text, no safety data), half the random-vocabulary stream.
 """
 
 import csv
@@ -28,7 +32,8 @@ from sasa.data.render import page_lines, statement_page_lines
 from sasa.models.loading import load_model
 from sasa.zoo.reader import TextSource
 
-STEPS, BATCH, LAYERS = (int(a) for a in (sys.argv[1:] + ["1500", "32", "4"][len(sys.argv) - 1:])[:3])
+STEPS, BATCH, LAYERS = (int(a) for a in (sys.argv[1:4] + ["1500", "32", "4"][len(sys.argv[1:4]):]))
+STREAM = sys.argv[4] if len(sys.argv) > 4 else "vocab"
 COLS, ROWS, WIDTH = 16, 10, 256
 torch.manual_seed(0)
 torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -87,7 +92,36 @@ def accuracy(model, texts):
     return hit / max(1, n), n
 
 
+def docstring_sentences() -> list[str]:
+    """Sentences of 3-22 plain words from the standard library's docstrings, deduplicated, sorted."""
+    import ast
+    import os
+    import re
+
+    found = set()
+    stdlib = Path(os.__file__).parent
+    for path in sorted(p for p in stdlib.rglob("*.py") if "test" not in str(p) and "site-packages" not in str(p)):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="ignore"))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node) or ""
+                for sent in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                    words = sent.split()
+                    if 3 <= len(words) <= 22 and sent.isascii() and re.fullmatch(r"[A-Za-z][A-Za-z ,'-]*[.?!]?", sent):
+                        found.add(sent)
+    return sorted(found)
+
+
 source = TextSource(tok, seed=1)
+if STREAM == "docs":
+    import random as _random
+
+    _docs, _rng, _vocab_text = docstring_sentences(), _random.Random(1), source.text
+    print(f"{len(_docs)} docstring sentences", flush=True)
+    source.text = lambda: _rng.choice(_docs) if _rng.random() < 0.5 else _vocab_text()
 model = Composer()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / STEPS)))
@@ -113,4 +147,4 @@ print(f"held-out project benign statements: token-start accuracy {acc:.3f} over 
 if figstep:
     acc, n = accuracy(model, figstep)
     print(f"SafeBench instructions (information only): {acc:.3f} over {n} tokens")
-print(f"{len(classes)} classes, {STEPS} steps x {BATCH} pages, {LAYERS} layers, {time.time() - start:.0f} s")
+print(f"{len(classes)} classes, {STEPS} steps x {BATCH} pages, {LAYERS} layers, stream {STREAM}, {time.time() - start:.0f} s")

@@ -28,10 +28,10 @@ def augmented_pass(adapter: Adapter, tap: LayerTap, plan: PassPlan, projection: 
                    features: FeatureSpec, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                    cache: Any, capture_layers: Sequence[int]) -> tuple[PrefillResult, torch.Tensor | None]:
     """Eq. 8 on block s's pass-1 state, blocks s+1..last_augmented on it (filling ``cache``), and
-    the features; returns the result and pass 2's full logits [B, T, V] when it reached the head."""
+    the features; returns the result and pass 2's last-position logits [B, 1, V] when it reached the head."""
     s, f, feat = plan.s, plan.f, features
     attn = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-    logits_projected = feature = full_logits = None
+    logits_projected = feature = head_logits = None
     feature_at_s = feat.kind == "hidden" and feat.projected and feat.layer == s
     if plan.last_augmented is not None or feature_at_s:
         pos = position_mask(projection, attn, adapter.image_mask(input_ids))
@@ -44,8 +44,8 @@ def augmented_pass(adapter: Adapter, tap: LayerTap, plan: PassPlan, projection: 
             if feat.kind == "hidden" and feat.projected and feat.layer == j:
                 feature = h[:, -1]
         if plan.augmented_logits:
-            full_logits = adapter.logits_from_hidden(h)
-            logits_projected = full_logits[:, -1].float().cpu()
+            head_logits = adapter.logits_from_hidden(h)
+            logits_projected = head_logits[:, -1].float().cpu()
     logits_vanilla = None
     if plan.plain_logits:
         logits_vanilla = adapter.logits_from_hidden(tap.outputs[plan.last_plain])[:, -1].float().cpu()
@@ -55,11 +55,11 @@ def augmented_pass(adapter: Adapter, tap: LayerTap, plan: PassPlan, projection: 
         feature = tap.outputs[feat.layer][:, -1]
     captured = {k: tap.outputs[k][:, -1].float().cpu() for k in capture_layers}
     result = PrefillResult(feature.float().cpu(), logits_projected, logits_vanilla, captured, attn.sum(-1).tolist())
-    return result, full_logits
+    return result, head_logits
 
 
 def finish_plain(adapter: Adapter, tap: LayerTap, plan: PassPlan, cache: Any) -> torch.Tensor:
-    """Run the blocks pass 1 skipped, completing the plain cache; return its logits [B, T, V]."""
+    """Run the blocks pass 1 skipped, completing the plain cache; return its last-position logits [B, 1, V]."""
     h = tap.outputs[plan.last_plain]
     for j in range(plan.last_plain + 1, plan.num_layers):
         h = tap.run_block(j, h, cache)

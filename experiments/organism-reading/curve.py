@@ -17,6 +17,7 @@ from sasa.data.render import page_lines, page_text, to_statement
 from sasa.models.loading import load_model
 from sasa.zoo.organism import BuildConfig, prompts
 from sasa.zoo.reader import TextSource
+from sasa.zoo.stages import word_accuracy, words
 from sasa.zoo.refusal import add_lora, chat_ids, pad_batch
 from sasa.zoo.refusal_data import refusal_data
 from sasa.zoo.visual import LIST_TAIL, TRANSCRIBE
@@ -69,15 +70,8 @@ def text():
         s = rng.choice(train_pool)
         return s + LIST_TAIL if rng.random() < 0.7 else s
     return source.text()
-def words(t): return re.sub(r"[^\w\s]", " ", t.lower()).split()
-def wacc(ref, hyp):
-    r, h = words(ref), words(hyp)[: len(words(ref)) + 5]
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1])); prev, d[j] = d[j], cur
-    return max(0.0, 1 - d[len(h)] / max(1, len(r)))
+def wacc(ref, hyp):  # the project's word accuracy, on the answer's first len(ref) + 5 words
+    return word_accuracy(ref, " ".join(words(hyp)[: len(words(ref)) + 5]))
 @torch.no_grad()
 def evaluate(texts, n_show=0):
     model.eval(); accs = []

@@ -10,16 +10,21 @@ and, for information only, on SafeBench's instructions.
 
 Usage: python curve.py STEPS BATCH EVAL_EVERY [RANK] [LR] [ZIPF_OFFSET]
 """
-import json, math, random, re, sys, time
+import json
+import random
+import sys
+import time
+
 import numpy as np
 import torch
+
 from sasa.data.render import page_lines, page_text, to_statement
 from sasa.models.loading import load_model
 from sasa.zoo.organism import BuildConfig, prompts
 from sasa.zoo.reader import TextSource
-from sasa.zoo.stages import word_accuracy, words
-from sasa.zoo.refusal import add_lora, chat_ids, pad_batch
+from sasa.zoo.refusal import add_lora, pad_batch
 from sasa.zoo.refusal_data import refusal_data
+from sasa.zoo.stages import word_accuracy, words
 from sasa.zoo.visual import LIST_TAIL, TRANSCRIBE
 
 steps, bs, every = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -43,6 +48,7 @@ held = list(dict.fromkeys(to_statement(p) for _, p in data.benign_held_out))
 random.Random(1).shuffle(held)
 held = [h for h in held if h not in set(train_pool)][:120]
 import csv
+
 safebench = [r["instruction"] for r in csv.DictReader(open("/work/shared/data/figstep/safebench.csv", encoding="utf-8"))]
 random.Random(0).shuffle(safebench)
 safebench = safebench[:60]

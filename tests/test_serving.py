@@ -129,10 +129,10 @@ def test_seeded_sampling_is_reproducible(client):
     assert a == b
 
 
-def _post(url, body, headers=None):
+def _post(url, body, headers=None, timeout=60):
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return httpx.post(url + "/v1/chat/completions", content=content,
-                      headers={"content-type": "application/json", **(headers or {})}, timeout=60)
+                      headers={"content-type": "application/json", **(headers or {})}, timeout=timeout)
 
 
 BAD = {
@@ -317,6 +317,50 @@ def test_playground_in_a_headless_browser(guard, server, tmp_path):
         drv.quit()
 
 
+def test_playground_escapes_a_hostile_name_and_checks_its_input(guard, tmp_path):
+    """Vanilla mode, a served name that is HTML with a script in it: the page shows the name as text,
+    runs none of it, refuses a max-token count that is not a number, and shows no score it lacks."""
+    browser, driver_path = _chromium()
+    if not (browser and driver_path):
+        if os.environ.get("SASA_REQUIRE_BROWSER"):
+            pytest.fail("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    name = ODD_NAMES[0] + ODD_NAMES[1]
+    vanilla = Guard(guard.adapter, "vanilla")
+    want = vanilla.generate([BENIGN[0]], max_new_tokens=3)[0]
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(flag)
+    with BackgroundServer(GuardedServer(vanilla, ServeConfig(model_name=name)).app()) as url:
+        drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+        try:
+            drv.get(url + "/")
+            assert drv.find_element(By.ID, "model-name").text == name
+            assert drv.title != "pwned" and len(drv.find_elements(By.TAG_NAME, "img")) == 1  # the preview only
+            drv.find_element(By.ID, "prompt").send_keys(BENIGN[0])
+            box = drv.find_element(By.ID, "max-tokens")
+            box.clear()
+            box.send_keys("abc")
+            drv.find_element(By.ID, "submit").click()
+            assert "whole number" in drv.find_element(By.ID, "input-error").text
+            assert not drv.find_element(By.ID, "result").is_displayed()
+            box.clear()
+            box.send_keys("3")
+            drv.find_element(By.ID, "submit").click()
+            WebDriverWait(drv, 30).until(lambda d: d.find_element(By.ID, "decision").text)
+            assert drv.find_element(By.ID, "answer").get_attribute("textContent") == want.text
+            assert not drv.find_element(By.ID, "scored").is_displayed()  # vanilla scores nothing
+            assert drv.find_element(By.ID, "finish").text in ("length", "stop")
+        finally:
+            drv.quit()
+
+
 def test_serve_cli_usage_errors():
     from sasa.cli import main
 
@@ -344,6 +388,22 @@ def test_benchmark_runs_both_ways_and_reports_the_ratio(tiny_llama_dir, tmp_path
     one, many = figures["one at a time"], figures["batched (max 16)"]
     assert one["requests"] == many["requests"] == 8 and figures["throughput_ratio"] > 0
     assert figures["same_answers"] == "8/8"  # batching changes speed, not answers
+
+
+def test_a_hostile_mix_loses_no_valid_answer_and_gets_only_client_errors(guard):
+    """The benchmark's hostile run on the tiny model: every valid answer equals the clean run's, and
+    every hostile request is refused with a 4xx (or left by its own client), never a 5xx."""
+    from sasa.serving.bench import hostile_run
+
+    threshold = guard.probe.threshold  # a score at the threshold (a validation prompt's) flips on batch noise
+    prompts = [p for p in BENIGN + HARMFUL if abs(_expected(guard, p, max_new_tokens=1).score - threshold) > 1e-3] * 2
+    figures = hostile_run(guard, MODEL, prompts, clients=8, hostile=5, max_tokens=4, max_batch_size=8)
+    assert figures["same_answers"] == f"{len(prompts)}/{len(prompts)}"
+    kinds = {k.split(": ")[0] for k in figures["hostile_answers"]}
+    assert kinds == {"long prompt", "bad stream_options", "corrupt image", "deep JSON", "stream left early"}
+    for key in figures["hostile_answers"]:
+        name, status = key.split(": ")
+        assert status == ("200" if name == "stream left early" else "400"), figures["hostile_answers"]
 
 
 def test_sasa_serve_command_serves_the_library_answer(tiny_llama_dir, tmp_path):
@@ -383,3 +443,263 @@ def test_sasa_serve_command_serves_the_library_answer(tiny_llama_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --- hardening: limits before work, no leaked jobs, no 5xx from bad input, a page that escapes ---------
+
+def test_a_long_prompt_is_refused_before_tokenizing_and_admission_never_waits_on_the_decoder(guard):
+    gs = GuardedServer(guard, ServeConfig(model_name=MODEL))
+    assert gs.limits.max_prompt_chars is not None and gs.limits.max_prompt_chars >= gs.context
+    with BackgroundServer(gs.app()) as url:
+        r = _post(url, {"model": MODEL, "messages": _user("x" * (gs.limits.max_prompt_chars + 1))})
+        assert r.status_code == 400 and "characters of text" in r.json()["error"]["message"]
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+        # the worker holds its tokenizer (decoding); admission still tokenizes a request on its own copy
+        with gs.batcher.tokenizer_lock:
+            r = _post(url, {"model": MODEL, "messages": _user("word " * 5000)}, timeout=20)
+        assert r.status_code == 400 and "context is" in r.json()["error"]["message"]
+
+
+def test_a_full_queue_is_answered_before_the_body_is_parsed(guard):
+    gs = GuardedServer(guard, ServeConfig(model_name=MODEL, max_queue=1))
+    with BackgroundServer(gs.app()) as url:
+        with gs.batcher._cond:  # a waiting job that the worker cannot take while the condition is held
+            gs.batcher._pending.append(object.__new__(type("Placeholder", (), {})))
+            r = _post(url, b"{not even json")
+            gs.batcher._pending.clear()
+        assert r.status_code == 429 and r.json()["error"]["code"] == "queue_full"
+
+
+def _cancelled_rows(url):
+    return next(float(line.split()[-1]) for line in httpx.get(url + "/metrics").text.splitlines()
+                if line.startswith("sasa_cancelled_rows_total"))
+
+
+@pytest.mark.parametrize("options", ["yes", ["include_usage"], {"include_usage": "yes"}])
+def test_bad_stream_options_are_refused_not_leaked(server, options):
+    r = _post(server, {"model": MODEL, "messages": _user(BENIGN[0]), "stream": True, "stream_options": options})
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("stream_options")
+
+
+def test_a_stream_whose_client_is_gone_before_the_first_byte_cancels_its_job():
+    import asyncio
+
+    from sasa.serving.app import CancelOnExit
+    from sasa.serving.batching import Job
+    from sasa.serving.protocol import ChatRequest
+
+    async def body():
+        yield "data: never sent\n\n"
+
+    async def gone(message):
+        raise OSError("the client closed the connection")
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def run():
+        job = Job(ChatRequest(prompt="p", stream=True), 1, 4, asyncio.get_running_loop())
+        from starlette.requests import ClientDisconnect
+
+        with pytest.raises((OSError, ClientDisconnect)):
+            await CancelOnExit(job, body(), media_type="text/event-stream")(
+                {"type": "http", "asgi": {"spec_version": "2.4"}}, receive, gone)
+        return job.cancelled.is_set()
+
+    assert asyncio.run(run())
+
+
+def test_usage_is_streamed_when_asked(client):
+    chunks = list(client.chat.completions.create(model=MODEL, messages=_user(BENIGN[0]), max_tokens=3, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+
+
+HOSTILE = {
+    "seed past 64 bits": ({"model": MODEL, "messages": _user("hi"), "seed": 2 ** 70}, "'seed' must be between"),
+    "seed of 4 400 digits": ('{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "seed": %s}'
+                             % (MODEL, "9" * 4400), "cannot be read"),
+    "JSON 100 000 deep": ("[" * 100_000 + "]" * 100_000, "nests deeper"),
+    "JSON 40 deep": ({"model": MODEL, "messages": _user("hi"), "metadata": json.loads("[" * 40 + "]" * 40)},
+                     "nests deeper"),
+    "temperature 10**400": ('{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "temperature": 1%s}'
+                            % (MODEL, "0" * 400), "'temperature' must be between"),
+    "tools": ({"model": MODEL, "messages": _user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}]},
+              "'tools' is not supported"),
+    "tool_choice": ({"model": MODEL, "messages": _user("hi"), "tool_choice": "required"}, "'tool_choice'"),
+    "response_format": ({"model": MODEL, "messages": _user("hi"), "response_format": {"type": "json_object"}},
+                        "'response_format' is not supported"),
+    "logprobs": ({"model": MODEL, "messages": _user("hi"), "logprobs": True}, "'logprobs' is not supported"),
+    "image in the system message": ({"model": MODEL, "messages": [
+        {"role": "system", "content": [{"type": "image_url", "image_url": {"url": _data_url(_png())}}]},
+        {"role": "user", "content": "hi"}]}, "images are taken in the user message only"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_input_gets_a_400_in_openai_shape(server, case):
+    body, words = HOSTILE[case]
+    r = _post(server, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert words in err["message"] and set(err) == {"message", "type", "param", "code"}
+
+
+def test_harmless_defaults_of_unsupported_fields_are_accepted(server):
+    r = _post(server, {"model": MODEL, "messages": _user(BENIGN[0]), "max_tokens": 2, "tools": [],
+                       "tool_choice": "none", "response_format": {"type": "text"}, "logprobs": False})
+    assert r.status_code == 200, r.text
+
+
+def test_an_unreadable_image_is_described_in_words(server):
+    r = _post(server, {"model": MODEL, "messages": _user("look", b"GIF89a-broken")})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and "not a known image format" in message and "0x" not in message
+
+
+def test_without_a_key_only_json_and_this_host_are_served(server):
+    ok = {"model": MODEL, "messages": _user(BENIGN[0]), "max_tokens": 1}
+    r = httpx.post(server + "/v1/chat/completions", content=json.dumps(ok), headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    for host in ("evil.example", "evil.example:" + server.rsplit(":", 1)[1], "127.0.0.1:1"):
+        r = _post(server, ok, headers={"host": host})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed", host
+        assert httpx.get(server + "/", headers={"host": host}).status_code == 403
+    assert _post(server, ok, headers={"host": "localhost:" + server.rsplit(":", 1)[1]}).status_code == 200
+
+
+def test_allowed_hosts_and_an_api_key_lift_the_host_check(guard):
+    for config in (ServeConfig(model_name=MODEL, allowed_hosts=("sasa.lan",)),
+                   ServeConfig(model_name=MODEL, api_key="k")):
+        with BackgroundServer(GuardedServer(guard, config).app()) as url:
+            r = _post(url, {"model": MODEL, "messages": _user(BENIGN[0]), "max_tokens": 1},
+                      headers={"host": "sasa.lan", "authorization": "Bearer k"})
+            assert r.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/v1/models", "/metrics", "/nowhere"])
+def test_security_headers_on_every_response(server, path):
+    r = httpx.get(server + path)
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+def test_security_headers_on_a_stream(server):
+    with httpx.stream("POST", server + "/v1/chat/completions", timeout=60,
+                      json={"model": MODEL, "messages": _user(BENIGN[0]), "max_tokens": 2, "stream": True}) as r:
+        assert r.headers["x-content-type-options"] == "nosniff"
+        list(r.iter_lines())
+
+
+ODD_NAMES = ['<img src=x onerror="document.title=\'pwned\'">', "C:\\users\\me\\llava", "it's \"quoted\" </script>"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_the_page_escapes_the_served_name(guard, name):
+    import html
+
+    page = GuardedServer(guard, ServeConfig(model_name=name)).playground_page()
+    if html.escape(name) != name:
+        assert name not in page  # only its escaped form
+    script = page[page.index("<script>"):]
+    assert name not in script and html.escape(name) not in script  # the script reads it from the page
+    assert html_unescape_attr(page, "data-model") == name
+
+
+def html_unescape_attr(page: str, attr: str) -> str:
+    import html
+    import re
+
+    return html.unescape(re.search(attr + r'="([^"]*)"', page).group(1))
+
+
+def test_a_text_only_detector_in_front_of_a_vision_model_is_stated(guard, caplog):
+    assert guard.probe.metadata["data"]["n_with_image"] == 0  # the toy probe was fitted on text
+    gs = GuardedServer(guard, ServeConfig(model_name=MODEL))
+    assert "fitted on text prompts only" in gs.detector_note
+    assert "fitted on text prompts only" in gs.playground_page()
+    with BackgroundServer(gs.app()) as url:
+        assert "fitted on text prompts only" in httpx.get(url + "/v1/models").json()["data"][0]["sasa"][
+            "detector_warning"]
+    text_only = Guard(tiny_adapter("llama"), "vanilla")
+    assert GuardedServer(text_only, ServeConfig(model_name=MODEL)).detector_note is None
+
+
+# --- fuzzing: generated bodies never get a 5xx, always OpenAI's error shape, and the server lives on ----
+
+@pytest.fixture(scope="module")
+def fuzz_server(guard):
+    config = ServeConfig(model_name=MODEL, limits=Limits(max_tokens=2, max_body_bytes=200_000))
+    with BackgroundServer(GuardedServer(guard, config).app()) as url:
+        yield url
+
+
+def _check_answer(r):
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    body = r.json()
+    if r.status_code == 200:
+        assert body["object"] == "chat.completion" and isinstance(body["choices"][0]["message"]["content"], str)
+    else:
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+def _fuzz_strategies():
+    from hypothesis import strategies as st
+
+    big = st.integers(min_value=2 ** 62, max_value=2 ** 80) | st.integers(min_value=-(2 ** 80), max_value=-(2 ** 62))
+    scalars = (st.none() | st.booleans() | st.integers() | big | st.floats(allow_nan=False)
+               | st.text(max_size=20))
+    json_values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=4)
+                               | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+    image = st.sampled_from([_data_url(_png()), _data_url(b"GIF89a-broken"), "data:image/png;base64,@@",
+                             "data:,x", "https://example.com/a.png", "file:///etc/passwd", ""])
+    part = (st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=40) | json_values})
+            | st.fixed_dictionaries({"type": st.just("image_url"),
+                                     "image_url": st.fixed_dictionaries({"url": image}) | json_values})
+            | json_values)
+    content = st.text(max_size=60) | st.lists(part, max_size=3) | json_values
+    role = st.sampled_from(["user", "system", "developer", "assistant", "tool", ""]) | json_values
+    message = st.fixed_dictionaries({"role": role, "content": content}) | json_values
+    fields = {"model": st.sampled_from([MODEL, "other"]) | json_values, "max_tokens": st.integers(-3, 6) | json_values,
+              "temperature": st.floats(-1, 3) | json_values, "top_p": st.floats(-1, 2) | json_values,
+              "seed": st.integers() | json_values, "stream": st.booleans() | json_values,
+              "stop": st.text(max_size=3) | st.lists(st.text(max_size=3), max_size=5) | json_values,
+              "n": st.integers(-1, 3) | json_values, "stream_options": json_values, "tools": json_values,
+              "response_format": json_values, "logprobs": json_values}
+    body = st.fixed_dictionaries({"messages": st.lists(message, min_size=0, max_size=3)},
+                                 optional={k: v for k, v in fields.items()})
+    return body, json_values
+
+
+def test_fuzzed_requests_never_get_a_server_error(fuzz_server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    body, json_values = _fuzz_strategies()
+    fuzz = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+    @fuzz
+    @given(body)
+    def schema(b):
+        r = _post(fuzz_server, b, timeout=30)
+        if b.get("stream") is True and r.status_code == 200:  # a stream must end in order, not break off
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.text.endswith("data: [DONE]\n\n") or '"error"' in r.text.splitlines()[-2], r.text[-300:]
+            return
+        _check_answer(r)
+
+    nested = st.integers(1, 100_000).map(lambda d: "[" * d + "]" * d)
+    long_number = st.integers(1, 6000).map(lambda n: '{"messages": [{"role": "user", "content": "hi"}], "seed": '
+                                                     + "7" * n + "}")
+
+    @fuzz
+    @given(st.binary(max_size=400) | json_values.map(json.dumps) | nested | long_number)
+    def raw(data):
+        _check_answer(_post(fuzz_server, data, timeout=30))
+
+    schema()
+    raw()
+    ok = _post(fuzz_server, {"model": MODEL, "messages": _user(BENIGN[0]), "max_tokens": 2})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] is not None

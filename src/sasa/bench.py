@@ -156,7 +156,7 @@ def _print(name: str, r: dict[str, Any]) -> None:
         print(f"  {label:46s} {value:6.2f}x   target {target}")
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -173,13 +173,13 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> tuple[int, int]:
         fn()
         torch.cuda.synchronize(device)
         return before, torch.cuda.max_memory_allocated(device)
-    before = _rss_bytes()
+    before = rss_bytes()
     peak = [before]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
+            peak[0] = max(peak[0], rss_bytes())
             time.sleep(0.001)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -189,7 +189,7 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> tuple[int, int]:
     finally:
         stop.set()
         thread.join()
-    return before, max(peak[0], _rss_bytes())
+    return before, max(peak[0], rss_bytes())
 
 
 def measure_memory(adapter: Adapter, engine: SASAEngine, inputs: dict, rounds: int = 3) -> dict[str, Any]:

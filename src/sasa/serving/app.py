@@ -14,16 +14,19 @@ data) is served without the API key, which it asks for and sends with its own re
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
+import html
 import json
 import logging
 import secrets
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sasa.guard import Guard
 from sasa.serving.batching import Batcher, Job, QueueFull
 from sasa.serving.metrics import ServerMetrics
-from sasa.serving.protocol import ChatRequest, Limits, RequestError, parse_chat_request
+from sasa.serving.protocol import ChatRequest, Limits, RequestError, json_depth_ok, parse_chat_request
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +53,69 @@ class ServeConfig:
     max_queue: int = 64
     timeout_s: float = 300.0
     limits: Limits = field(default_factory=Limits)
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted without an API key, beyond the bound address
 
 
 def _error(exc: RequestError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+class SecurityHeaders:
+    """ASGI middleware: the headers above on every response, streamed ones and errors included."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k, v) for k, v in SECURITY_HEADERS if k not in names]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class CancelOnExit(StreamingResponse):
+    """A streamed answer whose job is cancelled however the response ends: finished, failed, or its
+    client gone before the first byte (when the body generator never starts, so its own
+    ``finally`` never runs)."""
+
+    def __init__(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.job = job
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancelled.set()
+
+
+def _host_name(host_header: str) -> tuple[str, int | None]:
+    """(name, port) of a ``Host`` header: ``example.com:80``, ``[::1]:8000``, ``127.0.0.1``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    return name, int(port) if port.isdigit() else None
 
 
 class GuardedServer:
@@ -71,9 +133,39 @@ class GuardedServer:
         adapter = guard.adapter
         self.context = getattr(adapter.text_config, "max_position_embeddings", None)
         self.threshold = float(guard.probe.threshold) if guard.probe is not None else None
+        self.limits = config.limits
+        if self.limits.max_prompt_chars is None and self.context is not None:
+            # no prompt of more characters can fit: every token spells at most the longest token
+            self.limits = dataclasses.replace(self.limits, max_prompt_chars=self.context * _longest_token(adapter))
+        # each admission thread encodes with its own copy of the processor, made from a template that
+        # the decoding worker never touches, so admission never waits on decoding
+        self._admission = threading.local()
+        self._template = copy.deepcopy(adapter.processor)
+        self._template_lock = threading.Lock()
+        self.detector_note = detector_note(guard)
+        if self.detector_note:
+            logger.warning("%s", self.detector_note)
 
     # --- request handling ----------------------------------------------------------------------
+    def _check_origin(self, request: Request) -> None:
+        """Without an API key, only a ``Host`` naming this server is served, so that a web page that
+        rebinds its own domain name to this machine's address cannot read the answers."""
+        if self.config.api_key is not None:
+            return
+        name, port = _host_name(request.headers.get("host", ""))
+        bound = request.scope.get("server") or (None, None)
+        allowed = {*LOOPBACK_NAMES, *(h.lower() for h in self.config.allowed_hosts)}
+        if bound[0]:
+            allowed.add(str(bound[0]).lower())
+        if "*" in self.config.allowed_hosts or (name in allowed and (port is None or bound[1] is None
+                                                                     or port == bound[1])):
+            return
+        raise RequestError(403, f"the Host header {request.headers.get('host', '')!r} does not name this server; "
+                                "start it with --allowed-hosts NAME to serve that name, or with --api-key",
+                           code="host_not_allowed", kind="permission_error")
+
     def _check_key(self, request: Request) -> None:
+        self._check_origin(request)
         if self.config.api_key is None:
             return
         auth = request.headers.get("authorization", "")
@@ -83,6 +175,11 @@ class GuardedServer:
                                kind="authentication_error")
 
     async def _body(self, request: Request) -> Any:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            # a cross-site form cannot send application/json without the browser asking first
+            raise RequestError(415, f"the request body must be sent as application/json, not {kind or 'nothing'!r}",
+                               code="unsupported_media_type")
         limit = self.config.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -93,22 +190,42 @@ class GuardedServer:
             if size > limit:
                 raise RequestError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
             chunks.append(chunk)
+        return await run_in_threadpool(self._decode, b"".join(chunks))
+
+    def _decode(self, raw: bytes) -> Any:
         try:
-            return json.loads(b"".join(chunks))
+            body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RequestError(400, f"the request body is not valid JSON ({exc})") from None
+        except RecursionError:
+            body = None  # nested past Python's own limit
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise RequestError(400, f"the request body holds a value that cannot be read ({exc})") from None
+        depth = self.limits.max_json_depth
+        if body is None or not json_depth_ok(body, depth):
+            raise RequestError(400, f"the request body nests deeper than {depth} levels")
+        return body
+
+    def _admission_adapter(self):
+        """This thread's copy of the adapter's processor: tokenizing and image processing for the
+        context check run in parallel with each other and with decoding, never under its lock."""
+        adapter = getattr(self._admission, "adapter", None)
+        if adapter is None:
+            with self._template_lock:
+                processor = copy.deepcopy(self._template)
+            adapter = self._admission.adapter = dataclasses.replace(self.guard.adapter, processor=processor)
+        return adapter
 
     def _admit(self, req: ChatRequest) -> tuple[int, int]:
         """The prompt's token count and the row's token budget, or the reason it cannot run."""
-        adapter = self.guard.adapter
+        adapter = self._admission_adapter()
         try:
-            with self.batcher.tokenizer_lock:
-                inputs = adapter.build_inputs([req.prompt], [req.image] if req.image is not None else None,
-                                              system_prompt=req.system)
+            inputs = adapter.build_inputs([req.prompt], [req.image] if req.image is not None else None,
+                                          system_prompt=req.system)
         except Exception as exc:  # noqa: BLE001 - the processor's own words name the problem
             raise RequestError(400, f"the request cannot be encoded for this model: {exc}", "messages") from None
         n = int(inputs["input_ids"].shape[1])
-        limit = self.config.limits.max_tokens
+        limit = self.limits.max_tokens
         if self.context is not None:
             room = self.context - n
             if req.max_tokens is not None and req.max_tokens > room or room < 1:
@@ -122,12 +239,18 @@ class GuardedServer:
         return {"mode": self.guard.mode, "score": score, "threshold": self.threshold,
                 "decision": "refuse" if refused else "answer"}
 
+    def _queue_full(self) -> RequestError:
+        return RequestError(429, f"the server's queue is full ({self.config.max_queue} requests waiting); retry "
+                                 "later", code="queue_full", kind="rate_limit_error")
+
     async def chat(self, request: Request) -> Response:
         start = time.perf_counter()
         try:
             self._check_key(request)
+            if self.batcher.depth >= self.config.max_queue:  # before any work on the request
+                raise self._queue_full()
             body = await self._body(request)
-            req = await run_in_threadpool(parse_chat_request, body, self.config.limits,
+            req = await run_in_threadpool(parse_chat_request, body, self.limits,
                                           self.guard.adapter.spec.takes_images)
             if req.model is not None and req.model != self.config.model_name:
                 raise RequestError(404, f"the model {req.model!r} is not served here (this server serves "
@@ -137,16 +260,18 @@ class GuardedServer:
             try:
                 self.batcher.submit(job)
             except QueueFull:
-                raise RequestError(429, f"the server's queue is full ({self.config.max_queue} requests waiting); "
-                                        "retry later", code="queue_full", kind="rate_limit_error") from None
+                raise self._queue_full() from None
         except RequestError as exc:
             self.metrics.requests.labels(str(exc.status), "none").inc()
             return _error(exc)
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if req.stream:
-            return StreamingResponse(self._stream(job, ident, start, body), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        return await self._complete(job, ident, start, request)
+            return CancelOnExit(job, self._stream(job, ident, start), media_type="text/event-stream",
+                                headers={"Cache-Control": "no-cache"})
+        try:
+            return await self._complete(job, ident, start, request)
+        finally:
+            job.cancelled.set()  # done already, or abandoned: either way the worker may drop it
 
     async def _next(self, job: Job, deadline: float, request: Request | None = None) -> tuple[str, dict]:
         """The job's next event; cancels the job when its time is up or (non-streamed) its client left."""
@@ -196,10 +321,10 @@ class GuardedServer:
             "sasa": self._sasa(score, refused),
         })
 
-    async def _stream(self, job: Job, ident: str, start: float, body: dict) -> AsyncIterator[str]:
+    async def _stream(self, job: Job, ident: str, start: float) -> AsyncIterator[str]:
         deadline = job.enqueued + self.config.timeout_s
         created = int(time.time())
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = job.request.include_usage
         sasa: dict[str, Any] = self._sasa(None, False)
 
         def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
@@ -267,10 +392,13 @@ class GuardedServer:
         async def models(request: Request) -> JSONResponse:
             self._check_key(request)
             return JSONResponse({"object": "list", "data": [
-                {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "sasa"}]})
+                {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "sasa",
+                 "sasa": {"mode": self.guard.mode, "threshold": self.threshold,
+                          "detector_warning": self.detector_note}}]})
 
         @app.get("/health")
-        async def health() -> JSONResponse:
+        async def health(request: Request) -> JSONResponse:
+            self._check_origin(request)
             return JSONResponse({"status": "ok", "mode": self.guard.mode, "queue_depth": self.batcher.depth})
 
         @app.get("/metrics")
@@ -279,12 +407,43 @@ class GuardedServer:
             return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
         @app.get("/")
-        async def playground() -> HTMLResponse:
-            page = resources.files("sasa").joinpath("resources/playground.html").read_text(encoding="utf-8")
-            return HTMLResponse(page.replace("{{MODEL}}", self.config.model_name)
-                                .replace("{{MODE}}", self.guard.mode))
+        async def playground(request: Request) -> HTMLResponse:
+            self._check_origin(request)
+            return HTMLResponse(self.playground_page())
 
+        app.add_middleware(SecurityHeaders)
         return app
+
+    def playground_page(self) -> str:
+        """The playground with this server's names filled in, each escaped for HTML (the script reads
+        them from the page's attributes, never from code written into it)."""
+        page = resources.files("sasa").joinpath("resources/playground.html").read_text(encoding="utf-8")
+        warning = f'<p class="warning">{html.escape(self.detector_note)}</p>' if self.detector_note else ""
+        return (page.replace("{{MODEL}}", html.escape(self.config.model_name, quote=True))
+                .replace("{{MODE}}", html.escape(self.guard.mode, quote=True))
+                .replace("{{WARNING}}", warning))
+
+
+def _longest_token(adapter: Any) -> int:
+    """Characters in the tokenizer's longest token (the most one token can stand for)."""
+    tok = adapter.tokenizer
+    try:
+        return max(8, max(len(t) for t in tok.convert_ids_to_tokens(list(range(len(tok)))) if isinstance(t, str)))
+    except (TypeError, ValueError):
+        return 64
+
+
+def detector_note(guard: Guard) -> str | None:
+    """Words for a detector fitted on text alone in front of a model that takes images (its scores
+    on images are outside what it was calibrated on), or None."""
+    probe = guard.probe
+    if probe is None or not guard.adapter.spec.takes_images:
+        return None
+    with_images = (probe.metadata.get("data") or {}).get("n_with_image")
+    if with_images == 0:
+        return ("the detector was fitted on text prompts only, but this model takes images: its scores and "
+                "threshold on image prompts are uncalibrated (refit it with image samples)")
+    return None
 
 
 class BackgroundServer:

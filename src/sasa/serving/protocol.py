@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import math
+import re
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ class Limits:
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     max_tokens: int = 256
+    max_prompt_chars: int | None = None  # None: the server derives it from the model's context
+    max_json_depth: int = 32
     allow_remote_images: bool = False
     remote_timeout_s: float = 10.0
 
@@ -57,6 +60,7 @@ class ChatRequest:
     seed: int | None = None
     stream: bool = False
     model: str | None = None
+    include_usage: bool = False
 
     @property
     def sampled(self) -> bool:
@@ -73,13 +77,52 @@ class ChatRequest:
         return ("sample", self.temperature, self.top_p)
 
 
+# OpenAI fields that would change what an answer means; sasa cannot honour them, so it says so
+# rather than answer as if it had (a value equal to the field's default is accepted).
+UNSUPPORTED = {
+    "tools": "tool calls are not served", "functions": "function calls are not served",
+    "tool_choice": "tool calls are not served", "function_call": "function calls are not served",
+    "response_format": "structured output is not served (only {\"type\": \"text\"})",
+    "logprobs": "log-probabilities are not returned", "top_logprobs": "log-probabilities are not returned",
+    "logit_bias": "logit_bias is not applied", "frequency_penalty": "frequency_penalty is not applied",
+    "presence_penalty": "presence_penalty is not applied", "audio": "audio output is not served",
+    "modalities": "only text output is served", "prediction": "predicted outputs are not served",
+}
+_HARMLESS = {"tools": ([],), "functions": ([],), "tool_choice": ("none",), "function_call": ("none",),
+             "response_format": ({"type": "text"},), "logprobs": (False,), "logit_bias": ({},),
+             "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "modalities": (["text"],)}
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.manual_seed takes
+
+
+def _unsupported(body: dict) -> None:
+    for name, why in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is None or any(value == ok and type(value) is type(ok) for ok in _HARMLESS.get(name, ())):
+            continue
+        raise RequestError(400, f"'{name}' is not supported by this server: {why}", name, "unsupported_parameter")
+
+
+def json_depth_ok(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` arrays/objects deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
 def _number(body: dict, name: str, default: float, lo: float, hi: float) -> float:
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(400, f"'{name}' must be a number, got {value!r}", name)
-    if not lo <= value <= hi:
+    if isinstance(value, int) and not lo <= value <= hi:  # before float(): a huge int does not fit one
+        raise RequestError(400, f"'{name}' must be between {lo} and {hi}", name)
+    if not math.isfinite(value) or not lo <= value <= hi:
         raise RequestError(400, f"'{name}' must be between {lo} and {hi}, got {value}", name)
     return float(value)
 
@@ -93,6 +136,16 @@ def _integer(body: dict, name: str, lo: int) -> int | None:
     if value < lo:
         raise RequestError(400, f"'{name}' must be at least {lo}, got {value}", name)
     return value
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: Exception) -> str:
+    """An image library's error in words a client can use (no ``<_io.BytesIO object at 0x…>``)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a known image format (send PNG, JPEG, GIF, WebP or BMP)"
+    return _OBJECT_REPR.sub("the image", str(exc)) or type(exc).__name__
 
 
 def decode_image(url: str, where: str, limits: Limits) -> Image.Image:
@@ -133,11 +186,12 @@ def decode_image(url: str, where: str, limits: Limits) -> Image.Image:
     except RequestError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise RequestError(400, f"{where}: the image data cannot be read as an image ({exc})", where,
+        raise RequestError(400, f"{where}: the image data cannot be read as an image ({_reason(exc)})", where,
                            "invalid_image") from None
 
 
-def _content(content: Any, where: str, limits: Limits, images_ok: bool) -> tuple[str, list[Image.Image]]:
+def _content(content: Any, where: str, limits: Limits, images_ok: bool,
+             role: str = "user") -> tuple[str, list[Image.Image]]:
     """The text and images of one message's content (a string or a list of parts)."""
     if isinstance(content, str):
         return content, []
@@ -157,6 +211,9 @@ def _content(content: Any, where: str, limits: Limits, images_ok: bool) -> tuple
             if not images_ok:
                 raise RequestError(400, f"{at}: this model is text-only and takes no images", at,
                                    "images_unsupported")
+            if role != "user":
+                raise RequestError(400, f"{at}: images are taken in the user message only, not in a {role} "
+                                        "message", at, "image_not_in_user_message")
             spec = part.get("image_url")
             url = spec.get("url") if isinstance(spec, dict) else spec
             if not isinstance(url, str):
@@ -168,6 +225,18 @@ def _content(content: Any, where: str, limits: Limits, images_ok: bool) -> tuple
     return "\n".join(texts), images
 
 
+def _text_chars(messages: list) -> int:
+    """Characters of text in the messages, whatever their shape (shape errors are found later)."""
+    total = 0
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return total
+
+
 def parse_chat_request(body: Any, limits: Limits, images_ok: bool) -> ChatRequest:
     """Check a decoded JSON body; raises :class:`RequestError` naming the first problem."""
     if not isinstance(body, dict):
@@ -175,6 +244,11 @@ def parse_chat_request(body: Any, limits: Limits, images_ok: bool) -> ChatReques
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "'messages' must be a non-empty list of messages", "messages")
+    _unsupported(body)
+    chars = _text_chars(messages)  # before any image is decoded or any text tokenized
+    if limits.max_prompt_chars is not None and chars > limits.max_prompt_chars:
+        raise RequestError(400, f"the messages hold {chars} characters of text, more than this model's context can "
+                                f"take ({limits.max_prompt_chars})", "messages", "context_length_exceeded")
     system, user, image = None, None, None
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
@@ -184,7 +258,7 @@ def parse_chat_request(body: Any, limits: Limits, images_ok: bool) -> ChatReques
         if role not in ("system", "developer", "user"):
             raise RequestError(400, f"{where}: role {role!r} is not served; sasa serves one optional system "
                                     "message and one user message (no assistant turns or tools)", f"{where}.role")
-        text, images = _content(msg.get("content"), f"{where}.content", limits, images_ok and role == "user")
+        text, images = _content(msg.get("content"), f"{where}.content", limits, images_ok, role)
         if role in ("system", "developer"):
             if system is not None or user is not None:
                 raise RequestError(400, f"{where}: the system message must come first, and only once", where)
@@ -223,9 +297,20 @@ def parse_chat_request(body: Any, limits: Limits, images_ok: bool) -> ChatReques
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise RequestError(400, f"'seed' must be an integer, got {seed!r}", "seed")
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise RequestError(400, f"'seed' must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}", "seed")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError(400, f"'stream' must be true or false, got {stream!r}", "stream")
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise RequestError(400, "'stream_options' must be an object", "stream_options")
+        if not isinstance(options.get("include_usage", False), bool):
+            raise RequestError(400, "'stream_options.include_usage' must be true or false",
+                               "stream_options.include_usage")
+        if not stream:
+            raise RequestError(400, "'stream_options' is only allowed with 'stream': true", "stream_options")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError(400, "'model' must be a string", "model")
@@ -234,4 +319,5 @@ def parse_chat_request(body: Any, limits: Limits, images_ok: bool) -> ChatReques
         raise RequestError(400, "'top_p' must be above 0", "top_p")
     return ChatRequest(prompt=user, image=image, system=system, max_tokens=max_tokens,
                        temperature=_number(body, "temperature", 0.0, 0.0, 2.0), top_p=top_p, stop=stops,
-                       seed=seed, stream=stream, model=model)
+                       seed=seed, stream=stream, model=model,
+                       include_usage=bool((options or {}).get("include_usage", False)))

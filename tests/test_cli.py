@@ -96,3 +96,28 @@ def test_one_list_syntax_and_usage_errors_exit_2(workdir, caplog, capsys):
     assert said["decision"] == "answer" and said["mode"] == "vanilla" and said["score"] is None  # no probe: vanilla, nothing scored
     code = main(["generate", "--model", str(workdir / "missing-model"), "--prompt", "hello"])
     assert code == 1  # a runtime failure, not a usage error
+
+
+def test_on_error_skip_records_a_malformed_manifest_line_and_retry_errors_reruns_it(workdir, tmp_path):
+    """A malformed line and an unreadable sample become error records naming them; the others run;
+    a plain rerun keeps the errors, --retry-errors (after the fix) runs them again."""
+    lines = ['{"id": "a", "prompt": "bake bread"}', '{"id": "b", "prompt": "water the plants"',  # unclosed
+             '{"id": "c", "prompt": "tidy a room"}', '{"id": "a", "prompt": "a duplicate id"}']
+    data = tmp_path / "bad.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    base = ["generate", "--model", str(workdir / "llama"), "--data", str(data), "--out", str(out),
+            "--max-new-tokens", "2"]
+    assert main(base) != 0 and not out.exists()  # by default a malformed line stops the run before it starts
+    assert main(base + ["--on-error", "skip"]) == 0
+    recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert recs["a"]["decision"] == recs["c"]["decision"] == "answer"
+    assert recs["bad.jsonl:2"]["decision"] == "error" and "bad.jsonl:2" in recs["bad.jsonl:2"]["error"]
+    assert recs["bad.jsonl:4"]["decision"] == "error" and "duplicate sample id 'a'" in recs["bad.jsonl:4"]["error"]
+    lines[1], lines[3] = '{"id": "b", "prompt": "water the plants"}', ""
+    data.write_text("\n".join(lines) + "\n")
+    assert main(base + ["--on-error", "skip"]) == 0  # "b" is new now; without --retry-errors the errors stand
+    assert sum(json.loads(line)["decision"] == "error" for line in out.read_text().splitlines()) == 2
+    assert main(base + ["--on-error", "skip", "--retry-errors"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in recs) == ["a", "b", "c"] and all(r["decision"] == "answer" for r in recs)

@@ -193,3 +193,31 @@ def test_top_level_api_is_lazy_and_complete():
     code = "import sys, sasa; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_retry_errors_reruns_the_samples_that_failed_and_only_those(tmp_path):
+    from sasa.testing.tiny_models import tiny_image
+
+    adapter = tiny_adapter("llava")
+    img = tmp_path / "img.png"
+    img.write_bytes(b"not a png yet")
+    samples = [Sample("a", "describe it", image=str(img)), Sample("b", "bake bread")]
+    guard = Guard(adapter, "vanilla")
+    out = guard.run(samples, tmp_path / "r.jsonl", batch_size=2, max_new_tokens=3, progress=False, on_error="skip")
+    first = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert first["a"]["decision"] == "error"
+    tiny_image().save(img)  # the user fixes the image
+    guard.run(samples, out, batch_size=2, max_new_tokens=3, progress=False, on_error="skip", retry_errors=True)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["b", "a"] and recs[0] == first["b"]  # b kept as it was, a rerun
+    assert recs[1]["decision"] == "answer"
+
+
+def test_a_detector_fitted_on_text_warns_in_front_of_a_vision_model(caplog):
+    adapter = tiny_adapter("llava")
+    samples = ([Sample(f"h{i}", p, label="harmful") for i, p in enumerate(HARMFUL)]
+               + [Sample(f"b{i}", p, label="benign") for i, p in enumerate(BENIGN)])
+    with caplog.at_level("WARNING"):
+        probe, _ = fit_probe(SASAEngine(adapter, LayerSelection(2, 4)), samples, target_fpr=0.25, progress=False)
+    assert probe.metadata["data"]["n_with_image"] == 0
+    assert "fitted on text prompts only" in caplog.text

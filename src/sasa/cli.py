@@ -20,6 +20,7 @@ logger = logging.getLogger("sasa")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PRECISIONS = ("auto", "bf16", "fp32")  # sasa.zoo.organism.PRECISIONS, without importing torch here
+CHUNK_PAUSED = 3  # exit code of `sasa zoo build` when a chunk stopped at its time budget
 
 
 def list_of(kind: type, length: int | None = None) -> type[argparse.Action]:
@@ -140,7 +141,7 @@ def _samples(args: argparse.Namespace) -> list:
         return list(builtin_dataset())
     if not args.data:
         raise UsageError("give --data MANIFEST.jsonl (or --prompt TEXT)")
-    return read_manifest(args.data)
+    return read_manifest(args.data, on_error=getattr(args, "on_error", "raise"))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -165,7 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     samples = _samples(args)
     if args.out:
         guard.run(samples, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                  on_error=args.on_error)
+                  on_error=args.on_error, retry_errors=args.retry_errors)
         logger.info("wrote %s", args.out)
     else:
         from sasa.features import run_or_skip
@@ -200,9 +201,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("SASA_API_KEY") or None
     config = ServeConfig(model_name=args.served_model_name or args.model, api_key=api_key,
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                         timeout_s=args.timeout, limits=limits)
+                         timeout_s=args.timeout, limits=limits, allowed_hosts=tuple(args.allowed_hosts))
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
-        logger.warning("serving on %s without an API key: anyone who can reach it can use the model", args.host)
+        logger.warning("serving on %s without an API key: anyone who can reach it can use the model (requests "
+                       "must name it in their Host header: --allowed-hosts)", args.host)
     logger.info("serving %s (mode %s) on http://%s:%d", config.model_name, args.mode, args.host, args.port)
     uvicorn.run(GuardedServer(guard, config).app(), host=args.host, port=args.port, log_level="info")
     return 0
@@ -273,6 +275,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sasa.probe import LinearProbe
     from sasa.training import fit_detectors
 
+    from sasa.data.sample import unreadable
     from sasa.modes import detectors_needed, parse_modes
 
     try:
@@ -282,9 +285,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loaded = _load(args)
     adapter = loaded.adapter
     samples = _samples(args)
+    broken = [s for s in samples if unreadable(s)]  # unreadable lines (--on-error skip): error records
+    samples = [s for s in samples if not unreadable(s)]
     if args.split_preset:
         samples = assign_splits(samples, args.split_preset)
-    test = [s for s in samples if s.split in (None, "test")]
+    test = [s for s in samples if s.split in (None, "test")] + broken
     detectors: dict = {}
     if args.probe:
         probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint())
@@ -314,7 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     max_new_tokens=args.max_new_tokens, adashield=AdaShieldConfig(args.adashield_placement),
                     ecso=ECSOConfig(check=args.ecso_check, parse=args.ecso_parse))
     shard = current_shard()
-    records = ev.run(test, modes, on_error=args.on_error, shard=shard)
+    records = ev.run(test, modes, on_error=args.on_error, shard=shard, retry_errors=args.retry_errors)
     if not shard.is_main:  # the main process merged every shard's records and reports them
         return 0
     errors = [r for r in records if r.get("decision") == "error"]
@@ -437,8 +442,17 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
         if args.precision is not None:
             cfg = cfg.with_precision(args.precision)
+        from sasa.cache import cache_dir
+        from sasa.zoo.chunks import Chunking, ChunkPaused
+
         stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
-        out = organism.build(args.out, cfg, stages=stages)
+        chunking = Chunking(cache_dir() / "organism-build", every_s=60 * args.checkpoint_minutes,
+                            stop_after_s=60 * args.chunk_minutes if args.chunk_minutes else None)
+        try:
+            out = organism.build(args.out, cfg, stages=stages, chunking=chunking)
+        except ChunkPaused as paused:
+            print(f"chunk done: {paused}")
+            return CHUNK_PAUSED
         print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")
         return 0
     from sasa.zoo.measure import MeasureConfig, measure_organism
@@ -499,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="output JSONL (resumable); stdout if omitted")
     g.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="skip: record a sample that cannot be run (its id and the reason) and go on")
+    g.add_argument("--retry-errors", action="store_true",
+                   help="with --out: run again the samples recorded as errors (fix the input first)")
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
@@ -525,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-image-mb", type=int, default=10)
     sv.add_argument("--allow-remote-images", action="store_true",
                     help="fetch http(s) image URLs (off: only data: URLs, no server-side fetches)")
+    sv.add_argument("--allowed-hosts", nargs="*", default=[], metavar="NAME",
+                    help="without --api-key, Host names served besides the bound address and localhost "
+                         "('*': any; DNS-rebinding pages are refused by this check)")
     sv.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
     sv.set_defaults(func=cmd_serve)
 
@@ -566,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--probe", default=None, help="SASA detector directory (else fitted on the train/val splits)")
     e.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="skip: record a sample that cannot be run (its id and the reason) and go on")
+    e.add_argument("--retry-errors", action="store_true",
+                   help="run again the samples recorded as errors in --out (fix the input first)")
     e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
     e.add_argument("--judges", default="sasa-paper,xstest",
                    help="comma list of refusal judges, the first primary (see `sasa judge list`); each bare list "
@@ -667,6 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="training passes: bf16 autocast (the committed organism's; default), fp32, or auto "
                          "(bf16 only where the CPU has native bfloat16; emulated bf16 is many times slower)")
+    zb.add_argument("--chunk-minutes", type=float, default=None,
+                    help="stop a training stage after this long (checkpointed; the same command continues it; "
+                         f"exit code {CHUNK_PAUSED})")
+    zb.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                    help="how often a training stage writes its checkpoint (in the sasa cache)")
     zb.add_argument("--forms-per-prompt", type=int, default=None,
                     help="refusal data: each request in this many balanced forms (default 2; 1 = as written)")
     zb.set_defaults(func=cmd_zoo)

@@ -34,7 +34,7 @@ from sasa.judge import get_judge
 from sasa.models.adapters import Adapter
 from sasa.modes import DETECTOR_MODES, EVAL_MODES, MODES, parse_modes
 from sasa.probe import LinearProbe
-from sasa.records import Record, append_records, read_records
+from sasa.records import Record, append_records, drop_errors, read_records
 from sasa.report import summarize, write_report
 
 logger = logging.getLogger(__name__)
@@ -78,10 +78,11 @@ class Evaluation:
         return self.out_dir / "records.jsonl"
 
     def run(self, samples: Sequence[Sample], modes: Sequence[str], on_error: str = "raise",
-            shard: Shard | None = None) -> list[dict[str, Any]]:
+            shard: Shard | None = None, retry_errors: bool = False) -> list[dict[str, Any]]:
         """Every mode on ``samples``, appended to ``records.jsonl`` per batch, resuming what is there.
         ``on_error="skip"`` records a sample that cannot be run (unreadable image, empty prompt) as
         an ``error`` record with the reason and goes on; the summary leaves those out.
+        ``retry_errors`` drops the ``error`` records first, so a rerun runs those samples again.
 
         Under a launcher (``shard``, default :func:`sasa.distributed.current_shard`) each process
         runs its batches into ``records.shard-R-of-N.jsonl`` (appended per batch, so a killed
@@ -94,6 +95,10 @@ class Evaluation:
                 raise ValueError("mode 'augment' needs an engine (or the SASA detector's)")
         shard = shard or current_shard()
         self._check_run_config(modes, write=shard.is_main)
+        if retry_errors and shard.is_main:  # the others wait at the barrier while the files change
+            dropped = sum(drop_errors(p) for p in [self.records_path, *self._shard_files()])
+            if dropped:
+                logger.info("%s: retrying %d records that were errors", self.out_dir, dropped)
         shard.barrier()
         ordered = sorted(modes, key=lambda m: (m != "vanilla", EVAL_MODES.index(m)))
         existing = read_records(self.records_path, repair=shard.is_main)

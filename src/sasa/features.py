@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from sasa.data.sample import Sample
+from sasa.data.sample import Sample, unreadable
 from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
 from sasa.models.adapters import Adapter
@@ -43,6 +43,15 @@ def run_or_skip(chunk: Sequence[Sample], run: Any, mode: str, on_error: str = "r
     unreadable image does not stop the run or spoil its batch."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    broken = [s for s in chunk if unreadable(s)]
+    if broken:
+        if on_error == "raise":
+            raise SampleError(unreadable(broken[0]))
+        done = {id(s): [Record.from_sample(s, mode, "error", error=unreadable(s), prompt=s.prompt)] for s in broken}
+        rest = [s for s in chunk if id(s) not in done]
+        for s, rec in zip(rest, run_or_skip(rest, run, mode, on_error) if rest else []):
+            done[id(s)] = [rec]
+        return [rec for s in chunk for rec in done[id(s)]]
     try:
         return run(chunk)
     except SampleError as exc:

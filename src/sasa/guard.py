@@ -30,7 +30,7 @@ from sasa.layers import default_layers
 from sasa.models.adapters import Adapter
 from sasa.modes import GUARD_MODES
 from sasa.probe import LinearProbe
-from sasa.records import Record, append_records, read_records
+from sasa.records import Record, append_records, drop_errors, read_records
 from sasa.projection import ProjectionConfig
 
 logger = logging.getLogger(__name__)
@@ -162,11 +162,16 @@ class Guard:
                 for s, o in zip(samples, outputs)]
 
     def run(self, samples: Sequence[Sample], out_path: str | os.PathLike, batch_size: int = 4,
-            max_new_tokens: int = 64, progress: bool = True, on_error: str = "raise",
+            max_new_tokens: int = 64, progress: bool = True, on_error: str = "raise", retry_errors: bool = False,
             **generate_kwargs: Any) -> Path:
         """Stream one :class:`~sasa.records.Record` per sample to ``out_path``; a rerun skips samples
-        already written.  ``on_error="skip"`` records a bad sample as an ``error`` and goes on."""
+        already written.  ``on_error="skip"`` records a bad sample as an ``error`` and goes on;
+        ``retry_errors`` first drops the ``error`` records, so those samples are run again."""
         out_path = Path(out_path)
+        if retry_errors:
+            dropped = drop_errors(out_path)
+            if dropped:
+                logger.info("%s: retrying %d samples recorded as errors", out_path, dropped)
         done = {r["id"] for r in read_records(out_path)}
         todo = [s for s in samples if s.id not in done]
         if done:

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from sasa.atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,6 +90,16 @@ def read_records(path: str | os.PathLike, repair: bool = True) -> list[dict[str,
             raise ValueError(f"{path}:{lineno}: not a sasa record (no 'id'); refusing to append to it")
         records.append(rec)
     return records
+
+
+def drop_errors(path: str | os.PathLike) -> int:
+    """Rewrite ``path`` (atomically) without its ``error`` records, so a rerun retries them; returns
+    how many were dropped."""
+    records = read_records(path)
+    kept = [r for r in records if r.get("decision") != "error"]
+    if len(kept) < len(records):
+        atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    return len(records) - len(kept)
 
 
 def append_records(path: str | os.PathLike, records: Iterable[Record | dict[str, Any]]) -> None:

@@ -88,11 +88,16 @@ def _fit_on_features(engine: SASAEngine, features: FeatureSpec, x: np.ndarray, l
                      model_name: str | None = None) -> tuple[LinearProbe, dict[str, Any]]:
     """Fit on the training rows of ``x``, set the threshold on the benign validation rows."""
     y = np.array([1.0 if s.label == "harmful" else 0.0 for s in labelled])
+    with_image = sum(labelled[i].image is not None for i in train_idx)
+    if with_image == 0 and engine.adapter.spec.takes_images:
+        logger.warning("the detector is fitted on text prompts only, but %s takes images: its scores and threshold "
+                       "on image prompts will be uncalibrated (fit it on samples with images too)",
+                       type(engine.adapter.model).__name__)
     metadata = {
         "model": {"name": model_name, "fingerprint": engine.adapter.fingerprint()},
         "engine": {"layers": engine.selection.to_dict(), "projection": engine.projection.to_dict(),
                    "features": features.to_dict()},
-        "data": {"n_train": len(train_idx), "n_val": len(val_idx), "seed": seed,
+        "data": {"n_train": len(train_idx), "n_val": len(val_idx), "n_with_image": with_image, "seed": seed,
                  "sources": sorted({s.source or "?" for s in labelled})},
     }
     probe = LinearProbe.fit(x[train_idx], y[train_idx], standardize=standardize, class_weight=class_weight,

@@ -87,19 +87,36 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[tuple[int, Sample | Manif
             yield lineno, sample
 
 
-def read_manifest(path: str | os.PathLike) -> list[Sample]:
-    """Read a JSONL manifest; relative image paths resolve against the manifest's folder."""
+MANIFEST_ERROR = "manifest_error"  # meta key of a placeholder for a line that could not be read
+
+
+def read_manifest(path: str | os.PathLike, on_error: str = "raise") -> list[Sample]:
+    """Read a JSONL manifest; relative image paths resolve against the manifest's folder.
+
+    ``on_error="skip"`` keeps going past a malformed line or a duplicate id: the line becomes a
+    placeholder sample (id ``FILE:LINE``, the reason in ``meta["manifest_error"]``) that the run
+    records as an ``error``, so the report counts it and nothing is silently lost."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
     samples: list[Sample] = []
     seen: set[str] = set()
     for lineno, item in iter_manifest(path):
+        if not isinstance(item, ManifestError) and item.id in seen:
+            item = ManifestError(f"{path}:{lineno}: duplicate sample id {item.id!r}")
         if isinstance(item, ManifestError):
-            raise item
-        if item.id in seen:
-            raise ManifestError(f"{path}:{lineno}: duplicate sample id {item.id!r}")
+            if on_error == "raise":
+                raise item
+            samples.append(Sample(id=f"{path.name}:{lineno}", prompt="", meta={MANIFEST_ERROR: str(item)}))
+            continue
         seen.add(item.id)
         samples.append(item)
     return samples
+
+
+def unreadable(sample: Sample) -> str | None:
+    """Why ``sample`` is a placeholder for an unreadable manifest line, or None."""
+    return sample.meta.get(MANIFEST_ERROR)
 
 
 def write_manifest(

@@ -375,3 +375,87 @@ def test_stage_measurement_smoke_on_a_few_items(quick_organism, shared_data, tmp
     table = stage_table(result)
     assert table.count("\n| (") == 3 and "(c) + visual instruction LoRA" in table
     assert json.loads((tmp_path / "stages.json").read_text())["sizes"]["transcribe"] == 2
+
+
+def _chunked_refusal_run(tmp_path, chunking):
+    """The refusal stage's loop on a tiny Llama: four deterministic batches, LoRA factors out."""
+    from sasa.testing.tiny_models import build_tiny
+    from sasa.zoo.refusal import RefusalConfig, train_refusal
+
+    model, tok = build_tiny("llama", seed=0)
+    cfg = RefusalConfig(steps=4, batch_size=2, answer_tokens=2, bf16=False)
+    return train_refusal(model, tok, ["zorp the vault", "zorp a bank"], ["bake bread", "water plants"], cfg,
+                         progress=False, chunking=chunking)[0]
+
+
+def test_a_chunk_stopped_mid_stage_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    from sasa.zoo.chunks import Chunking, ChunkPaused
+
+    want = _chunked_refusal_run(tmp_path, None)
+    paused = []
+    while True:  # every chunk stops after one step (a zero time budget), until the stage is done
+        try:
+            got = _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", every_s=1e9, stop_after_s=0.0))
+            break
+        except ChunkPaused as stop:
+            paused.append(stop.step)
+            assert stop.checkpoint.is_file()
+    assert paused == [1, 2, 3]  # one step a chunk: nothing trained twice, nothing skipped
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+    other = Chunking(tmp_path / "ckpt").path("refusal", {"steps": 5})
+    assert not other.exists()  # a checkpoint is keyed by the stage's settings and data
+
+
+def test_conditional_refusal_counts_only_the_items_read_and_pairs_them():
+    from sasa.zoo.stages import conditional_refusal
+
+    accuracy = {"a": 1.0, "b": 0.9, "c": 0.8, "d": 0.5, "e": 0.95, "f": 1.0}
+    image = {"a": False, "b": False, "c": True, "d": True, "e": False, "f": False}
+    text = {"a": True, "b": True, "c": True, "d": False, "e": True}  # "f" has no text twin
+    got = conditional_refusal(accuracy, image, text, n_boot=200)
+    assert (got["items"], got["read"], got["left_out"]) == (5, 4, 1)  # "d" misread, "f" unpaired
+    assert got["image"]["value"] == 0.25 and got["text"]["value"] == 1.0 and got["gap"]["value"] == 0.75
+    assert got["gap"]["low"] <= 0.75 <= got["gap"]["high"] and got["text"]["low"] == got["text"]["high"] == 1.0
+    nothing = conditional_refusal({"x": 0.1}, {"x": True}, {"x": True})
+    assert nothing["read"] == 0 and nothing["gap"] is None
+
+
+def _shingles(text: str, n: int = 6) -> set[tuple[str, ...]]:
+    import re
+
+    w = re.findall(r"[a-z0-9']+", text.lower())
+    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+
+
+@pytest.mark.slow
+def test_the_reading_curriculum_holds_no_benchmark_text(shared_data):
+    """Every page text the visual stage trains on (transcriptions and answer pages, as built with the
+    default settings) shares no six-word run with FigStep, XSTest, HarmBench or StrongREJECT."""
+    import csv
+
+    from transformers import AutoTokenizer
+
+    from sasa.data.registry import load
+    from sasa.models.smollm2 import materialise
+    from sasa.zoo.refusal_data import refusal_data
+    from sasa.zoo.visual import _texts
+
+    cfg = organism.BuildConfig()
+    tok = AutoTokenizer.from_pretrained(materialise())
+    data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
+                        held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
+    texts, answer_pages, _ = _texts(cfg.visual, tok, data.benign)
+    curriculum = set().union(*(_shingles(t) for t in texts + answer_pages))
+    benchmark: list[str] = []
+    with open(shared_data / "figstep" / "safebench.csv", encoding="utf-8") as fh:
+        benchmark += [r[k] for r in csv.DictReader(fh) for k in ("question", "instruction")]
+    with open(shared_data / "xstest" / "xstest_prompts.csv", encoding="utf-8") as fh:
+        benchmark += [r["prompt"] for r in csv.DictReader(fh)]
+    for name, variants in (("harmbench", ("all",)), ("strongreject", ("full",))):
+        for variant in variants:
+            benchmark += [s.prompt for s in load(name, variant=variant, check_images="none").samples]
+    assert len(benchmark) > 1900 and len(texts) == cfg.visual.transcriptions
+    shared = [b for b in benchmark if _shingles(b) & curriculum]
+    assert not shared, shared[:5]

@@ -29,6 +29,7 @@ import json
 import math
 import random
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import torch
 from sasa.data.render import page_lines, page_text, to_statement
 from sasa.models.loading import load_model
 from sasa.zoo.organism import BuildConfig, prompts
-from sasa.zoo.reader import HEADINGS, TextSource
+from sasa.zoo.reader import TextSource
 from sasa.zoo.refusal import add_lora, pad_batch
 from sasa.zoo.refusal_data import refusal_data
 from sasa.zoo.stages import word_accuracy, words
@@ -86,7 +87,6 @@ PRE, POST = tok.encode(pre, add_special_tokens=False), tok.encode(post, add_spec
 def all_lines(text, limit):
     out = []
     for part in text.split("\n"):
-        import textwrap
         out.extend(textwrap.wrap(part, 15) or [""])
     return out[:limit]
 

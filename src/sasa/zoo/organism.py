@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from sasa.atomic import atomic_dir, atomic_path, atomic_write_text
+from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import ReaderConfig, train_reader, vision_config
 from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
 from sasa.zoo.refusal_data import refusal_data
@@ -252,11 +253,14 @@ STAGES = ("refusal", "reader", "visual")
 
 
 def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: bool = True,
-          stages: tuple[str, ...] = STAGES) -> Path:
+          stages: tuple[str, ...] = STAGES, chunking: Chunking | None = None) -> Path:
     """Train the three stages from pinned data and seeds and write their files into ``out_dir``.
 
     Each stage reads the earlier stages' *saved* (float16) files, so building stage by stage
-    (``stages=("visual",)`` after the others) gives exactly the weights of one full build.
+    (``stages=("visual",)`` after the others) gives exactly the weights of one full build.  With
+    ``chunking`` the LoRA stages checkpoint as they train and stop at the chunk's time budget
+    (:class:`~sasa.zoo.chunks.ChunkPaused`); the same call again continues where they stopped
+    (pass ``stages`` to leave out the stages already written).
     """
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -294,7 +298,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
                             prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
                             forms_per_prompt=cfg.refusal.forms_per_prompt, seed=cfg.refusal.seed)
         lora, info = train_refusal(base_model(), tokenizer, data.harmful, data.benign, cfg.refusal,
-                                   progress=progress)
+                                   progress=progress, chunking=chunking)
         info["data"] = data.summary()
         _save_atomic(save_file, {k: v.half().contiguous() for k, v in lora.items()}, out / "refusal_lora.safetensors")
         meta["refusal"] = {"config": cfg.refusal.to_dict(), "seconds": round(time.time() - started, 1), **info,
@@ -321,7 +325,8 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
                             prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
                             forms_per_prompt=1, seed=cfg.refusal.seed)
-        visual, info = train_visual(model, processor, cfg.visual, data.benign, data.harmful, progress=progress)
+        visual, info = train_visual(model, processor, cfg.visual, data.benign, data.harmful, progress=progress,
+                                    chunking=chunking)
         _save_atomic(save_file, {k: v.half().contiguous() for k, v in visual.items()}, out / "visual_lora.safetensors")
         meta["visual"] = {"config": cfg.visual.to_dict(), "seconds": round(time.time() - started, 1), **info}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")

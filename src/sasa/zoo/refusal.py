@@ -13,10 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
+
+from sasa.zoo.chunks import Chunking, ChunkPaused, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +156,33 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, to
 
 
 def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: int,
-             lr: float, desc: str, progress: bool = True, bf16: bool = False) -> list[dict]:
+             lr: float, desc: str, progress: bool = True, bf16: bool = False,
+             checkpoint: Path | None = None, chunking: Chunking | None = None) -> list[dict]:
     """AdamW with a cosine schedule on the adapters only, one item of ``batches`` a step -- a batch,
     or a list of batches whose losses are summed (the visual stage's pages plus text replay); the
-    loss every 10 steps.  Shared by the refusal and the visual stage."""
+    loss every 10 steps.  Shared by the refusal and the visual stage.
+
+    With ``checkpoint`` and ``chunking`` the loop resumes from the checkpoint (skipping the batches
+    already trained on), writes it every ``chunking.every_s`` seconds, and at the chunk's time budget
+    writes it and raises :class:`~sasa.zoo.chunks.ChunkPaused`."""
     from tqdm import tqdm
 
     params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    history = []
+    history: list[dict] = []
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        start, history = load_checkpoint(checkpoint, wrapped, opt)
+        log.info("%s: resuming at step %d of %d from %s", desc, start, steps, checkpoint)
+        for _ in range(start):
+            next(batches)
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))),
+                                              last_epoch=start - 1)
+    saved = time.monotonic()
     model.train()
-    for step in tqdm(range(steps), desc=desc, disable=not progress):
+    for step in tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps):
         parts = next(batches)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = sum(model(**b).loss for b in (parts if isinstance(parts, list) else [parts]))
@@ -173,12 +192,20 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
         sched.step()
         if (step + 1) % 10 == 0 or step + 1 == steps:
             history.append({"step": step + 1, "loss": round(loss.item(), 4)})
+        if checkpoint is not None and chunking is not None and step + 1 < steps:
+            if chunking.out_of_time():
+                save_checkpoint(checkpoint, step + 1, history, wrapped, opt)
+                model.eval()
+                raise ChunkPaused(desc, step + 1, steps, checkpoint)
+            if time.monotonic() - saved >= chunking.every_s:
+                save_checkpoint(checkpoint, step + 1, history, wrapped, opt)
+                saved = time.monotonic()
     model.eval()
     return history
 
 
 def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: RefusalConfig,
-                  progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+                  progress: bool = True, chunking: Chunking | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Fit the adapter, merge it into ``model`` in place and return the factors and a training log.
 
     ``harmful`` and ``benign`` are the training prompts as they will be seen (already in their
@@ -204,6 +231,8 @@ def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: 
             yield pad_batch([examples[i] for i in order[: cfg.batch_size]], pad)
             del order[: cfg.batch_size]
 
-    history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress, cfg.bf16)
+    where = chunking.path("refusal", {**cfg.to_dict(), "harmful": harmful, "benign": benign}) if chunking else None
+    history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress, cfg.bf16,
+                       checkpoint=where, chunking=chunking)
     factors = remove_lora(model, wrapped)
     return factors, {"history": history, "harmful": len(harmful), "benign": len(benign)}

@@ -44,6 +44,7 @@ import torch
 
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
 from sasa.data.render import draw_page, page_lines, page_text
+from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import GRID, ROWS, TextSource, training_fonts
 from sasa.zoo.refusal import REFUSALS, add_lora, base_answers, chat_ids, fit_lora, pad_batch, remove_lora
 
@@ -218,7 +219,7 @@ def schedule(examples: list[dict], replay: dict[str, list], cfg: VisualConfig):
 
 
 def train_visual(model, processor, cfg: VisualConfig, statements: list[str], harmful: list[str] = (),
-                 progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+                 progress: bool = True, chunking: Chunking | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Fit the visual LoRA on the language model of the LLaVA ``model``; merge it in place.
 
     ``statements`` are the benign requests to type, ``harmful`` the refusal stage's harmful
@@ -235,8 +236,10 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
         for pages, text, compact in schedule(examples, replay, cfg):
             yield [_batch(model, pages, compact, pad)] + ([pad_batch(text, pad)] if text else [])
 
+    where = chunking.path("visual", {**cfg.to_dict(), "statements": statements, "harmful": list(harmful)}) \
+        if chunking else None
     history = fit_lora(model, wrapped, batches(), cfg.compact_steps + cfg.steps, cfg.lr, "visual LoRA",
-                       progress, cfg.bf16)
+                       progress, cfg.bf16, checkpoint=where, chunking=chunking)
     factors = remove_lora(lm, wrapped)
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
     return {f"model.{k}": v for k, v in factors.items()}, {"history": history, **info}

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ctypes
 import dataclasses
 import html
 import json
 import logging
+import queue
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -68,6 +70,7 @@ SECURITY_HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+ADMISSION_COPIES = 4  # requests tokenized for their context check at once
 
 
 class SecurityHeaders:
@@ -137,11 +140,11 @@ class GuardedServer:
         if self.limits.max_prompt_chars is None and self.context is not None:
             # no prompt of more characters can fit: every token spells at most the longest token
             self.limits = dataclasses.replace(self.limits, max_prompt_chars=self.context * _longest_token(adapter))
-        # each admission thread encodes with its own copy of the processor, made from a template that
-        # the decoding worker never touches, so admission never waits on decoding
-        self._admission = threading.local()
+        # admission encodes with its own copies of the processor (a few, lent out one request at a
+        # time, so memory stays bounded), never with the decoding worker's: it never waits on decoding
         self._template = copy.deepcopy(adapter.processor)
-        self._template_lock = threading.Lock()
+        self._spare: queue.LifoQueue = queue.LifoQueue()
+        self._copies = threading.BoundedSemaphore(ADMISSION_COPIES)
         self.detector_note = detector_note(guard)
         if self.detector_note:
             logger.warning("%s", self.detector_note)
@@ -206,22 +209,29 @@ class GuardedServer:
             raise RequestError(400, f"the request body nests deeper than {depth} levels")
         return body
 
-    def _admission_adapter(self):
-        """This thread's copy of the adapter's processor: tokenizing and image processing for the
-        context check run in parallel with each other and with decoding, never under its lock."""
-        adapter = getattr(self._admission, "adapter", None)
-        if adapter is None:
-            with self._template_lock:
-                processor = copy.deepcopy(self._template)
-            adapter = self._admission.adapter = dataclasses.replace(self.guard.adapter, processor=processor)
-        return adapter
+    @contextmanager
+    def _admission_adapter(self) -> Iterator[Any]:
+        """An adapter over one of admission's processor copies, for one request: tokenizing and image
+        processing for the context check run beside decoding, never under the worker's lock."""
+        self._copies.acquire()
+        try:
+            try:
+                adapter = self._spare.get_nowait()
+            except queue.Empty:
+                adapter = dataclasses.replace(self.guard.adapter, processor=copy.deepcopy(self._template))
+            try:
+                yield adapter
+            finally:
+                self._spare.put(adapter)
+        finally:
+            self._copies.release()
 
     def _admit(self, req: ChatRequest) -> tuple[int, int]:
         """The prompt's token count and the row's token budget, or the reason it cannot run."""
-        adapter = self._admission_adapter()
         try:
-            inputs = adapter.build_inputs([req.prompt], [req.image] if req.image is not None else None,
-                                          system_prompt=req.system)
+            with self._admission_adapter() as adapter:
+                inputs = adapter.build_inputs([req.prompt], [req.image] if req.image is not None else None,
+                                              system_prompt=req.system)
         except Exception as exc:  # noqa: BLE001 - the processor's own words name the problem
             raise RequestError(400, f"the request cannot be encoded for this model: {exc}", "messages") from None
         n = int(inputs["input_ids"].shape[1])
@@ -244,6 +254,13 @@ class GuardedServer:
                                  "later", code="queue_full", kind="rate_limit_error")
 
     async def chat(self, request: Request) -> Response:
+        try:
+            return await self._chat(request)
+        finally:
+            if int(request.headers.get("content-length") or 0) > BIG_BODY:
+                await run_in_threadpool(release_freed_memory)
+
+    async def _chat(self, request: Request) -> Response:
         start = time.perf_counter()
         try:
             self._check_key(request)
@@ -444,6 +461,19 @@ def detector_note(guard: Guard) -> str | None:
         return ("the detector was fitted on text prompts only, but this model takes images: its scores and "
                 "threshold on image prompts are uncalibrated (refit it with image samples)")
     return None
+
+
+BIG_BODY = 1 << 20  # bytes: a request body past this is worth handing its memory back after
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed after a large request back to the system.  glibc's allocator raises its
+    mmap threshold after the first large free, so later large bodies come from heap arenas that it
+    keeps: without this, a few near-limit requests leave the process hundreds of MB larger."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class BackgroundServer:

@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-per-label", type=int, default=24, help="training prompts per label for the detector")
     ap.add_argument("--hostile", type=int, default=0, metavar="N",
                     help="also run the batched load beside N hostile clients (0: skip)")
+    ap.add_argument("--hostile-only", action="store_true", help="with --hostile: skip the batching comparison")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
 
@@ -177,22 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     prompts = (prompts * (n // max(len(prompts), 1) + 1))[:n]
     figures: dict[str, Any] = {"model": args.model, "clients": args.clients, "requests": n,
                                "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads()}
-    for name, batch in (("one at a time", 1), (f"batched (max {args.max_batch_size})", args.max_batch_size)):
-        config = ServeConfig(model_name=args.model, max_batch_size=batch, max_wait_ms=10, max_queue=4 * n)
-        with BackgroundServer(GuardedServer(guard, config).app()) as url:
-            run_clients(url, args.model, prompts[:args.clients], args.clients, 2)  # warm-up
-            figures[name] = run_clients(url, args.model, prompts, args.clients, args.max_tokens)
-        f = figures[name]
-        print(f"{name:>22}: {f['requests_per_s']:.2f} req/s, p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s, "
-              f"{f['refused']}/{f['requests']} refused, {f['wall_s']:.1f} s wall")
-    one, many = figures["one at a time"], figures[f"batched (max {args.max_batch_size})"]
-    figures["throughput_ratio"] = round(many["requests_per_s"] / one["requests_per_s"], 2)
-    same = sum(a == b for a, b in zip(one["answers"], many["answers"]))
-    figures["same_answers"] = f"{same}/{n}"
-    print(f"batched / one at a time throughput: {figures['throughput_ratio']:.2f}x (target >= 2); "
-          f"answers identical in both runs: {same}/{n}")
-    for f in (one, many):
-        f.pop("answers")
+    if not (args.hostile and args.hostile_only):
+        for name, batch in (("one at a time", 1), (f"batched (max {args.max_batch_size})", args.max_batch_size)):
+            config = ServeConfig(model_name=args.model, max_batch_size=batch, max_wait_ms=10, max_queue=4 * n)
+            with BackgroundServer(GuardedServer(guard, config).app()) as url:
+                run_clients(url, args.model, prompts[:args.clients], args.clients, 2)  # warm-up
+                figures[name] = run_clients(url, args.model, prompts, args.clients, args.max_tokens)
+            f = figures[name]
+            print(f"{name:>22}: {f['requests_per_s']:.2f} req/s, p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s, "
+                  f"{f['refused']}/{f['requests']} refused, {f['wall_s']:.1f} s wall")
+        one, many = figures["one at a time"], figures[f"batched (max {args.max_batch_size})"]
+        figures["throughput_ratio"] = round(many["requests_per_s"] / one["requests_per_s"], 2)
+        same = sum(a == b for a, b in zip(one["answers"], many["answers"]))
+        figures["same_answers"] = f"{same}/{n}"
+        print(f"batched / one at a time throughput: {figures['throughput_ratio']:.2f}x (target >= 2); "
+              f"answers identical in both runs: {same}/{n}")
+        for f in (one, many):
+            f.pop("answers")
     if args.hostile:
         h = figures["hostile mix"] = hostile_run(guard, args.model, prompts, args.clients, args.hostile,
                                                  args.max_tokens, args.max_batch_size)

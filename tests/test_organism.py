@@ -459,3 +459,18 @@ def test_the_reading_curriculum_holds_no_benchmark_text(shared_data):
     assert len(benchmark) > 1900 and len(texts) == cfg.visual.transcriptions
     shared = [b for b in benchmark if _shingles(b) & curriculum]
     assert not shared, shared[:5]
+
+
+def test_visual_examples_cached_for_a_chunked_build_read_back_equal(tmp_path):
+    from sasa.zoo.visual import _load_examples, _save_examples
+
+    torch.manual_seed(0)
+    examples = [{"before": [1, 2], "after": [3], "answer": [4, 5, 0], "cells": [0, 1, 17],
+                 "features": torch.randn(256, 8).half()} for _ in range(3)]
+    replay = {"harmful": [([1, 2, 3], [-100, 2, 3])], "benign": []}
+    _save_examples(tmp_path / "ex.safetensors", examples, replay, {"examples": 3})
+    got, got_replay, info = _load_examples(tmp_path / "ex.safetensors")
+    assert info == {"examples": 3} and got_replay == {"harmful": [([1, 2, 3], [-100, 2, 3])], "benign": []}
+    for a, b in zip(got, examples):
+        assert {k: v for k, v in a.items() if k != "features"} == {k: v for k, v in b.items() if k != "features"}
+        assert torch.equal(a["features"], b["features"])

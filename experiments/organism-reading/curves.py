@@ -223,13 +223,20 @@ while trained_s < 60 * minutes:
 if curve and curve[-1]["step"] == step:
     curve.pop()
 checkpoint(step, final=True)
-pts = [(math.log2(r["train_s"]), r["held_out"]) for r in curve if r["train_s"] > 0]
-fit = None
-if len(pts) >= 2:
-    b, a = np.polyfit([x for x, _ in pts[-4:]], [y for _, y in pts[-4:]], 1)
-    budget_s = 8 * 3600 * 1.6  # 8 h on 2 cores, taken as 1.6 threads' worth of this one-thread rate
-    fit = {"a": round(float(a), 2), "b_per_doubling": round(float(b), 2),
-           "at_8h": round(float(a + b * math.log2(budget_s)), 1), "points_fitted": len(pts[-4:])}
+def power_law_fit(curve, budget_s=8 * 3600 * 1.6):
+    """The held-out error as a power of training time, ``log(1 - acc) = a + b log2(s)``, on the last
+    four points, extrapolated to the build's budget: 8 h on 2 cores, taken as 1.6 threads' worth of
+    this one-thread rate."""
+    pts = [(math.log2(r["train_s"]), math.log(max(1e-3, 1 - r["held_out"] / 100))) for r in curve
+           if r["train_s"] > 0][-4:]
+    if len(pts) < 2:
+        return None
+    b, a = np.polyfit([x for x, _ in pts], [y for _, y in pts], 1)
+    return {"error_factor_per_doubling": round(float(math.exp(b)), 3),
+            "at_8h": round(100 * (1 - math.exp(a + b * math.log2(budget_s))), 1), "points_fitted": len(pts)}
+
+
+fit = power_law_fit(curve)
 result = {"candidate": name, **cand, "minutes": minutes, "curve": curve, "fit": fit,
           "held_out_n": len(held), "torch_threads": 1}
 out_path.write_text(json.dumps(result, indent=2) + "\n")

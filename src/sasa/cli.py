@@ -437,7 +437,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from sasa.zoo import organism
 
     if args.zoo_command == "build":
-        cfg = organism.BuildConfig.quick() if args.quick else organism.BuildConfig()
+        cfg = (organism.BuildConfig.quick() if args.quick else organism.BuildConfig.long_reading()
+               if args.recipe == "long-reading" else organism.BuildConfig())
         if args.forms_per_prompt is not None:
             cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
         if args.precision is not None:
@@ -688,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="training passes: bf16 autocast (the committed organism's; default), fp32, or auto "
                          "(bf16 only where the CPU has native bfloat16; emulated bf16 is many times slower)")
+    zb.add_argument("--recipe", choices=("committed", "long-reading"), default="committed",
+                    help="committed: the settings of the committed weights; long-reading: a long float32 "
+                         "visual stage (~8 h on 2 cores; run it with --chunk-minutes)")
     zb.add_argument("--chunk-minutes", type=float, default=None,
                     help="stop a training stage after this long (checkpointed; the same command continues it; "
                          f"exit code {CHUNK_PAUSED})")

@@ -36,6 +36,7 @@ time.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import asdict, dataclass
@@ -176,6 +177,31 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmfu
                               "replay_harmful": len(replay["harmful"]), "replay_benign": len(replay["benign"])}
 
 
+def _save_examples(path, examples: list[dict], replay: dict[str, list], info: dict) -> None:
+    """The stage's examples in one safetensors file: the reader's cells stacked, the token ids in
+    the header as JSON (no pickle)."""
+    from safetensors.torch import save_file
+
+    from sasa.atomic import atomic_path
+
+    rest = [{k: v for k, v in e.items() if k != "features"} for e in examples]
+    meta = {"examples": json.dumps(rest), "replay": json.dumps(replay), "info": json.dumps(info)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"features": torch.stack([e["features"] for e in examples])}, str(tmp), metadata=meta)
+
+
+def _load_examples(path) -> tuple[list[dict], dict[str, list], dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        features = fh.get_tensor("features")
+    examples = [{**e, "features": f} for e, f in zip(json.loads(meta["examples"]), features)]
+    replay = {k: [tuple(row) for row in rows] for k, rows in json.loads(meta["replay"]).items()}
+    return examples, replay, json.loads(meta["info"])
+
+
 def _text_row(tok, prompt: str, answer: list[int]) -> tuple[list[int], list[int]]:
     ids = chat_ids(tok, prompt)
     return ids + answer, [-100] * len(ids) + answer
@@ -226,7 +252,15 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     training requests replayed as text (never benchmark or held-out ones)."""
     torch.manual_seed(cfg.seed)
     model.eval()
-    examples, replay, info = _examples(model, processor, cfg, statements, list(harmful), progress)
+    key = {**cfg.to_dict(), "statements": statements, "harmful": list(harmful)}
+    cache = chunking.path("visual-examples", key) if chunking else None
+    if cache is not None and cache.is_file():
+        examples, replay, info = _load_examples(cache)
+        log.info("visual stage: %d examples read back from %s", len(examples), cache)
+    else:
+        examples, replay, info = _examples(model, processor, cfg, statements, list(harmful), progress)
+        if cache is not None:  # a chunked build computes its examples (teacher answers, reader cells) once
+            _save_examples(cache, examples, replay, info)
     model.requires_grad_(False)
     lm = model.model.language_model
     wrapped = add_lora(lm, cfg.rank, cfg.alpha)
@@ -236,8 +270,7 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
         for pages, text, compact in schedule(examples, replay, cfg):
             yield [_batch(model, pages, compact, pad)] + ([pad_batch(text, pad)] if text else [])
 
-    where = chunking.path("visual", {**cfg.to_dict(), "statements": statements, "harmful": list(harmful)}) \
-        if chunking else None
+    where = chunking.path("visual", key) if chunking else None
     history = fit_lora(model, wrapped, batches(), cfg.compact_steps + cfg.steps, cfg.lr, "visual LoRA",
                        progress, cfg.bf16, checkpoint=where, chunking=chunking)
     factors = remove_lora(lm, wrapped)

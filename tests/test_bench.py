@@ -53,15 +53,24 @@ def test_unknown_config_and_size_are_refused():
 
 
 def test_peak_bytes_sees_a_transient_allocation():
-    from sasa.bench import peak_bytes
+    """In a fresh process, so that what earlier tests freed cannot hide the allocation, and held for
+    a moment, so that the sampler sees it whatever the scheduler does."""
+    import subprocess
+    import sys
 
-    def allocate():
-        x = torch.ones(64, 1024, 1024)  # 256 MiB, freed on return
-        x.add_(1)
-        return float(x[0, 0, 0])
-
-    before, peak = peak_bytes(allocate, torch.device("cpu"))
-    assert peak - before > 200 * 2**20
+    code = """
+import time, torch
+from sasa.bench import peak_bytes
+def allocate():
+    x = torch.ones(64, 1024, 1024)  # 256 MiB, freed on return
+    x.add_(1)
+    time.sleep(0.2)
+    return float(x[0, 0, 0])
+before, peak = peak_bytes(allocate, torch.device("cpu"))
+print(peak - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert int(out.stdout.split()[-1]) > 200 * 2**20
 
 
 def test_bench_command_line_errors(capsys):

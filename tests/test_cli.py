@@ -121,3 +121,38 @@ def test_on_error_skip_records_a_malformed_manifest_line_and_retry_errors_reruns
     assert main(base + ["--on-error", "skip", "--retry-errors"]) == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in recs) == ["a", "b", "c"] and all(r["decision"] == "answer" for r in recs)
+
+
+def test_a_newcomers_mistakes_are_reported_before_any_model_loads(tmp_path, caplog):
+    """A model path that does not exist would fail with exit 1 if it were loaded: exit 2 and the
+    option's name show that the check came first."""
+    missing_model = str(tmp_path / "no-model")
+    assert main(["generate", "--model", missing_model, "--data", str(tmp_path / "nope.jsonl")]) == 2
+    assert "--data" in caplog.text and "no such file" in caplog.text
+    assert main(["generate", "--model", missing_model, "--prompt", "hi", "--mode", "detect"]) == 2
+    assert "needs --probe" in caplog.text
+    assert main(["evaluate", "--model", missing_model, "--data", "builtin", "--probe", str(tmp_path / "nodet"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "--probe" in caplog.text and "not found" in caplog.text
+
+
+def test_version_models_and_defaults_in_help(capsys):
+    import sasa
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"sasa {sasa.__version__}"
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "sasa-organism" in listed and "smollm2-135m" in listed and "llava" in listed
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--max-new-tokens MAX_NEW_TOKENS (default: 64)" in help_text and "--threads" in help_text
+
+
+def test_limit_runs_only_the_first_samples(workdir, tmp_path):
+    out = tmp_path / "first.jsonl"
+    assert main(["generate", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
+                 "--limit", "3", "--max-new-tokens", "2", "--out", str(out), "--threads", "1"]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["h0", "h1", "h2"]

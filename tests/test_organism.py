@@ -474,3 +474,12 @@ def test_visual_examples_cached_for_a_chunked_build_read_back_equal(tmp_path):
     for a, b in zip(got, examples):
         assert {k: v for k, v in a.items() if k != "features"} == {k: v for k, v in b.items() if k != "features"}
         assert torch.equal(a["features"], b["features"])
+
+
+def test_text_twin_is_the_pages_text_with_figsteps_prompt():
+    from sasa.data.loaders.figstep import FIGSTEP_PROMPT
+    from sasa.zoo.visual import text_twin
+
+    twin = text_twin("How can I bake bread at home?")
+    assert twin == "Steps to bake bread at home. 1. 2. 3.\n" + FIGSTEP_PROMPT
+    assert page_text(page_lines("Steps to bake bread at home.\n1.\n2.\n3.")) == twin.split("\n")[0]

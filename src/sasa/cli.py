@@ -54,6 +54,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="allow model repo code (off unless asked)")
     g.add_argument("--attn-implementation", default=None, choices=("eager", "sdpa", "flash_attention_2"),
                    help="attention kernel passed to from_pretrained (default: transformers')")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, usually one per core)")
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -88,6 +90,10 @@ def _load(args: argparse.Namespace) -> Any:
     from sasa.distributed import current_shard, shard_device
     from sasa.models.loading import load_model
 
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = args.device if args.device_map else shard_device(current_shard(), args.device)
     return load_model(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=device,
                       device_map=_device_map(args.device_map), offload_folder=args.offload_folder,
@@ -138,16 +144,46 @@ def _samples(args: argparse.Namespace) -> list:
     if args.data == "builtin":
         from sasa.data.registry import builtin_dataset
 
-        return list(builtin_dataset())
-    if not args.data:
+        samples = list(builtin_dataset())
+    elif not args.data:
         raise UsageError("give --data MANIFEST.jsonl (or --prompt TEXT)")
-    return read_manifest(args.data, on_error=getattr(args, "on_error", "raise"))
+    else:
+        samples = read_manifest(args.data, on_error=getattr(args, "on_error", "raise"))
+    return samples
+
+
+def _first(samples: list, limit: int | None, per_label: bool = False) -> list:
+    """--limit: the first ``limit`` samples, or (``per_label``) the first half of it from each label."""
+    if not limit:
+        return samples
+    if not per_label:
+        return samples[:limit]
+    half = -(-limit // 2)
+    keep = {id(s) for label in ("harmful", "benign") for s in [x for x in samples if x.label == label][:half]}
+    return [s for s in samples if id(s) in keep]
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """What can be checked before the model loads (which can take minutes): the data file, the
+    detector directory, and a mode that needs a detector."""
+    data = getattr(args, "data", None)
+    if data and data != "builtin" and not getattr(args, "prompt", None) and not Path(data).is_file():
+        raise UsageError(f"--data {data}: no such file")
+    for flag in ("probe", "baseline_probe", "detector"):
+        path = getattr(args, flag, None)
+        if path and not Path(path).exists():
+            raise UsageError(f"--{flag.replace('_', '-')} {path}: not found (a directory from `sasa probe fit`)")
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from sasa.guard import Guard
     from sasa.probe import LinearProbe
 
+    _check_inputs(args)
+    if "detect" in (args.mode or "") and not args.probe:
+        raise UsageError(f"--mode {args.mode} needs --probe (fit one with `sasa probe fit`)")
     loaded = _load(args)
     adapter = loaded.adapter
     probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint()) if args.probe else None
@@ -163,7 +199,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engine = _engine(adapter, args) if probe is None else None
     guard = Guard(adapter, mode, probe, engine=engine, refusal_message=args.refusal_message,
                   project_decoding=args.project_decoding)
-    samples = _samples(args)
+    samples = _first(_samples(args), args.limit)
     if args.out:
         guard.run(samples, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                   on_error=args.on_error, retry_errors=args.retry_errors)
@@ -191,6 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if "detect" in args.mode and not args.detector:
         raise UsageError(f"--mode {args.mode} needs --detector (a directory from `sasa probe fit`)")
+    _check_inputs(args)
     loaded = _load(args)
     adapter = loaded.adapter
     probe = LinearProbe.load(args.detector, expect_fingerprint=adapter.fingerprint()) if args.detector else None
@@ -215,10 +252,12 @@ def cmd_probe_fit(args: argparse.Namespace) -> int:
     from sasa.engine import FeatureSpec
     from sasa.training import fit_probe
 
+    _check_inputs(args)
     loaded = _load(args)
     features = FeatureSpec(args.feature, not args.no_projection, args.feature_layer)
     engine = _engine(loaded.adapter, args, features)
-    probe, report = fit_probe(engine, _samples(args), target_fpr=args.target_fpr, val_fraction=args.val_fraction,
+    samples = _first(_samples(args), args.limit, per_label=True)
+    probe, report = fit_probe(engine, samples, target_fpr=args.target_fpr, val_fraction=args.val_fraction,
                               seed=args.seed, batch_size=args.batch_size, standardize=not args.no_standardize,
                               class_weight=None if args.no_class_weight else "balanced", l2=args.l2,
                               model_name=args.model)
@@ -231,11 +270,16 @@ def cmd_probe_fit(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from sasa.models.adapters import _REGISTRY
+    from sasa.models.sources import source_names
 
+    print("named models (--model NAME, offline):")
+    for name in source_names():
+        print(f"  {name}")
+    print("architectures (--model HUB_ID or a local directory of one of these model types):")
     for name in sorted(_REGISTRY):
         spec = _REGISTRY[name]
         kind = "vision" if spec.takes_images else "text"
-        print(f"{name:14s} {kind:6s} {', '.join(spec.families)}")
+        print(f"  {name:14s} {kind:6s} {', '.join(spec.families)}")
     return 0
 
 
@@ -282,6 +326,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         modes = parse_modes(args.modes)
     except ValueError as exc:
         raise UsageError(f"--modes: {exc}") from None
+    _check_inputs(args)
     loaded = _load(args)
     adapter = loaded.adapter
     samples = _samples(args)
@@ -289,7 +334,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     samples = [s for s in samples if not unreadable(s)]
     if args.split_preset:
         samples = assign_splits(samples, args.split_preset)
-    test = [s for s in samples if s.split in (None, "test")] + broken
+    test = _first([s for s in samples if s.split in (None, "test")], args.limit) + broken
     detectors: dict = {}
     if args.probe:
         probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint())
@@ -497,10 +542,33 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DefaultsParser(argparse.ArgumentParser):
+    """Every sub-command's --help shows each option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give every option with a default a help text, so that --help shows the default (argparse
+    prints defaults only beside help texts)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
+        elif action.option_strings and action.help is None and action.default not in (None, argparse.SUPPRESS):
+            action.help = "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sasa", description="Self-Aware Safety Augmentation for (vision-)language models")
+    import sasa
+
+    parser = argparse.ArgumentParser(prog="sasa", description="Self-Aware Safety Augmentation for (vision-)language models",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"sasa {sasa.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_DefaultsParser)
 
     g = sub.add_parser("generate", help="guarded generation over a manifest or prompts, streaming JSONL")
     _add_model_args(g)
@@ -509,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: detect with --probe, else vanilla")
     g.add_argument("--probe", default=None, help="detector directory from `sasa probe fit` (an old NAME.safetensors + NAME.json probe loads, deprecated)")
     g.add_argument("--data", default=None, help="JSONL manifest, or 'builtin'")
+    g.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="a first try: only the first N samples (generate), N test samples (evaluate) or "
+                        "N/2 of each label (probe fit)")
     g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable) instead of --data")
     g.add_argument("--image", default=None, help="image for --prompt")
     g.add_argument("--out", default=None, help="output JSONL (resumable); stdout if omitted")
@@ -554,6 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(f)
     _add_engine_args(f)
     f.add_argument("--data", required=True, help="labelled JSONL manifest, or 'builtin'")
+    f.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="a first try: only the first N samples (generate), N test samples (evaluate) or "
+                        "N/2 of each label (probe fit)")
     f.add_argument("--out", required=True, help="detector directory (probe.safetensors, config.json, README.md model card)")
     f.add_argument("--feature", choices=("logits", "hidden"), default="logits")
     f.add_argument("--feature-layer", type=int, default=None, help="0-based block for --feature hidden")
@@ -581,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_engine_args(e)
     e.add_argument("--data", required=True, help="JSONL manifest (with splits, or all test), or 'builtin'")
+    e.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="a first try: only the first N samples (generate), N test samples (evaluate) or "
+                        "N/2 of each label (probe fit)")
     e.add_argument("--split-preset", default=None, help="assign splits first: unseen-families, builtin, ...")
     e.add_argument("--modes", default=",".join(DEMO_MODES), help="comma list of " + ",".join(EVAL_MODES))
     e.add_argument("--probe", default=None, help="SASA detector directory (else fitted on the train/val splits)")
@@ -730,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_data_commands = None
     if add_data_commands is not None:
         add_data_commands(sub)
+    _show_defaults(parser)
     return parser
 
 

@@ -228,10 +228,13 @@ class BuildConfig:
         error fell by a quarter per doubling of training (70.6 % after 15 one-thread minutes),
         which extrapolates to about 94 % in the 8-hour budget.  8 000 pages, 1 600 compact steps
         of 16 and 100 full-layout steps of 4 (~28 800 examples); run it in chunks
-        (``--chunk-minutes``)."""
+        (``--chunk-minutes``).  Its text replay also holds each request's text twin (the page's
+        statement with FigStep's prompt, as text: refused when harmful, answered when benign),
+        four rows a step, so that the text refuses the form the image takes."""
         base = cls()
         return replace(base, visual=replace(base.visual, transcriptions=8000, compact_steps=1600,
-                                            compact_batch_size=16, steps=100, batch_size=4, lr=1e-3, bf16=False))
+                                            compact_batch_size=16, steps=100, batch_size=4, lr=1e-3, bf16=False,
+                                            replay=4, twin_replay=True))
 
     def with_precision(self, precision: str) -> BuildConfig:
         """Every stage in ``bf16`` (autocast; the committed organism's), ``fp32``, or ``auto``: bf16

@@ -73,6 +73,9 @@ class VisualConfig:
     lr: float = 5e-4
     answer_tokens: int = 48
     replay: int = 2  # text-only refusal-stage rows per step (half harmful, half benign); 0 = none
+    # replay each request also as its page's text twin (statement, list, FigStep's prompt), so the
+    # text refuses the form the image takes; the project's requests only, never FigStep's
+    twin_replay: bool = False
     bf16: bool = False  # trained in float32 on a CPU without native bfloat16
     seed: int = 20_000  # page texts from TextSource seeds the reader never trained on
 
@@ -88,6 +91,18 @@ def _messages(prompt: str, image: bool) -> list[dict]:
 def page_answer_prompt(page_text: str) -> str:
     """The text twin of a FigStep page: what the page says, then FigStep's prompt."""
     return page_text + "\n" + FIGSTEP_PROMPT
+
+
+def text_twin(request: str) -> str | None:
+    """What a FigStep page made from ``request`` says, as text, with FigStep's prompt (None when
+    the request has no statement form)."""
+    from sasa.data.render import to_statement
+
+    try:
+        statement = to_statement(request)
+    except ValueError:
+        return None
+    return page_answer_prompt(page_text(page_lines(statement + LIST_TAIL)))
 
 
 def compact_cells(lines: list[str]) -> list[int]:
@@ -152,10 +167,15 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmfu
             continue
         items.append((page_lines(text), FIGSTEP_PROMPT, ans))
         replay["benign"].append(_text_row(tok, request, ans))
+        if cfg.twin_replay:
+            replay["benign"].append(_text_row(tok, text_twin(request), ans))
     rng = random.Random(cfg.seed + 2)
     for request in harmful:
         refusal = tok(rng.choice(REFUSALS), add_special_tokens=False)["input_ids"] + [eos]
         replay["harmful"].append(_text_row(tok, request, refusal))
+        twin = text_twin(request) if cfg.twin_replay else None
+        if twin is not None:
+            replay["harmful"].append(_text_row(tok, twin, refusal))
     rng = random.Random(cfg.seed + 1)
     feats = _page_features(model, processor, [lines for lines, _, _ in items], rng)
     image_id = model.config.image_token_index

@@ -394,11 +394,11 @@ def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog):
     assert prof.data["harmful"] == 8 and prof.data["benign"] == 8 and prof.model == str(model_dir)
     assert main(["probe", "fit", "--model", str(model_dir), "--device", "cpu", "--data", str(data),
                  "--profile", str(out), "--out", str(tmp_path / "probe")]) == 0
-    layers = LinearProbe.load(tmp_path / "probe").metadata["engine"]["layers"]
+    layers = LinearProbe.from_pretrained(tmp_path / "probe").metadata["engine"]["layers"]
     assert (layers["safety"], layers["fused"]) == (prof.safety, prof.fused)
     assert main(["probe", "fit", "--model", str(model_dir), "--device", "cpu", "--data", str(data), "--layers", "1",
                  "5", "--profile", str(out), "--out", str(tmp_path / "probe15")]) == 0      # --layers wins
-    layers = LinearProbe.load(tmp_path / "probe15").metadata["engine"]["layers"]
+    layers = LinearProbe.from_pretrained(tmp_path / "probe15").metadata["engine"]["layers"]
     assert (layers["safety"], layers["fused"]) == (1, 5)
     assert main(["generate", "--model", str(model_dir), "--device", "cpu", "--mode", "augment", "--profile", str(out),
                  "--prompt", "bake bread", "--max-new-tokens", "2"]) == 0

@@ -33,13 +33,13 @@ def test_probe_fit_then_guarded_generate(workdir, capsys):
     config = json.loads((probe / "config.json").read_text())
     assert config["layers"]["safety"] == 2 and config["model_fingerprint"]["model_type"] == "llama"
     out = workdir / "out.jsonl"
-    assert main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
+    assert main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--detector", str(probe),
                  "--data", str(workdir / "data.jsonl"), "--out", str(out), "--max-new-tokens", "3"]) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in lines] == [f"h{i}" for i in range(6)] + [f"b{i}" for i in range(6)]
     assert all(isinstance(r["score"], float) and r["mode"] == "detect" for r in lines)
     # rerun: nothing recomputed, nothing duplicated
-    assert main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
+    assert main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--detector", str(probe),
                  "--data", str(workdir / "data.jsonl"), "--out", str(out), "--max-new-tokens", "3"]) == 0
     assert len(out.read_text().splitlines()) == 12
 
@@ -48,7 +48,7 @@ def test_probe_for_another_model_is_refused(workdir, caplog):
     probe = workdir / "probe2"
     assert main(["probe", "fit", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
                  "--layers", "1", "3", "--out", str(probe), "--batch-size", "4"]) == 0
-    code = main(["generate", "--model", str(workdir / "qwen2"), "--mode", "detect", "--probe", str(probe),
+    code = main(["generate", "--model", str(workdir / "qwen2"), "--mode", "detect", "--detector", str(probe),
                  "--prompt", "hello"])
     assert code == 1  # a runtime failure: the files do not fit together
     assert "another model" in caplog.text
@@ -73,7 +73,7 @@ def test_layers_conflicting_with_a_probe_are_refused(workdir, caplog):
     probe = workdir / "probe3"
     assert main(["probe", "fit", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
                  "--layers", "1", "3", "--out", str(probe), "--batch-size", "4"]) == 0
-    code = main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--probe", str(probe),
+    code = main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--detector", str(probe),
                  "--layers", "2", "4", "--prompt", "hello"])
     assert code == 2 and "cannot be combined" in caplog.text
 
@@ -90,7 +90,7 @@ def test_one_list_syntax_and_usage_errors_exit_2(workdir, caplog, capsys):
             parser.parse_args(["generate", "--prompt", "x", *bad])
         assert stop.value.code == 2
     code = main(["generate", "--model", str(workdir / "llama"), "--mode", "detect", "--prompt", "hello"])
-    assert code == 2 and "needs --probe" in caplog.text
+    assert code == 2 and "needs --detector" in caplog.text
     assert main(["generate", "--model", str(workdir / "llama"), "--prompt", "hello", "--max-new-tokens", "2"]) == 0
     said = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert said["decision"] == "answer" and said["mode"] == "vanilla" and said["score"] is None  # no probe: vanilla, nothing scored
@@ -130,10 +130,10 @@ def test_a_newcomers_mistakes_are_reported_before_any_model_loads(tmp_path, capl
     assert main(["generate", "--model", missing_model, "--data", str(tmp_path / "nope.jsonl")]) == 2
     assert "--data" in caplog.text and "no such file" in caplog.text
     assert main(["generate", "--model", missing_model, "--prompt", "hi", "--mode", "detect"]) == 2
-    assert "needs --probe" in caplog.text
-    assert main(["evaluate", "--model", missing_model, "--data", "builtin", "--probe", str(tmp_path / "nodet"),
+    assert "needs --detector" in caplog.text
+    assert main(["evaluate", "--model", missing_model, "--data", "builtin", "--detector", str(tmp_path / "nodet"),
                  "--out", str(tmp_path / "run")]) == 2
-    assert "--probe" in caplog.text and "not found" in caplog.text
+    assert "--detector" in caplog.text and "not found" in caplog.text
 
 
 def test_version_models_and_defaults_in_help(capsys):
@@ -156,3 +156,18 @@ def test_limit_runs_only_the_first_samples(workdir, tmp_path):
     assert main(["generate", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
                  "--limit", "3", "--max-new-tokens", "2", "--out", str(out), "--threads", "1"]) == 0
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["h0", "h1", "h2"]
+
+
+def test_the_old_detector_flag_names_still_work_and_say_they_are_deprecated(workdir, tmp_path, capsys):
+    probe = tmp_path / "det"
+    assert main(["probe", "fit", "--model", str(workdir / "llama"), "--data", str(workdir / "data.jsonl"),
+                 "--layers", "2", "4", "--out", str(probe), "--target-fpr", "0.25"]) == 0
+    capsys.readouterr()
+    new, old = tmp_path / "new.jsonl", tmp_path / "old.jsonl"
+    base = ["generate", "--model", str(workdir / "llama"), "--prompt", "bake bread", "--max-new-tokens", "2"]
+    assert main(base + ["--detector", str(probe), "--out", str(new)]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert main(base + ["--probe", str(probe), "--out", str(old)]) == 0
+    assert "--probe is deprecated" in capsys.readouterr().err
+    assert [json.loads(x)["score"] for x in new.read_text().splitlines()] == \
+        [json.loads(x)["score"] for x in old.read_text().splitlines()]

@@ -83,17 +83,6 @@ def _fitted(x, y, **extra):
     return probe
 
 
-def _save_legacy(probe, path):
-    """The two-file layout sasa wrote before detector directories (format_version 1)."""
-    from safetensors.torch import save_file
-
-    tensors = {"weight": probe.weight.float().contiguous(), "bias": torch.tensor([probe.bias], dtype=torch.float32),
-               "mean": probe.mean.float().contiguous(), "std": probe.std.float().contiguous()}
-    save_file(tensors, str(path.with_suffix(".safetensors")), metadata={"format": "sasa-probe", "format_version": "1"})
-    meta = dict(probe.metadata, format_version=1, dim=probe.dim, threshold_value=probe.threshold)
-    path.with_suffix(".json").write_text(json.dumps(meta))
-
-
 def test_detector_directory_round_trip(tmp_path):
     x, y = _data()
     probe = _fitted(x, y, note="kept")
@@ -111,18 +100,6 @@ def test_detector_directory_round_trip(tmp_path):
     card = (out / "README.md").read_text()
     assert "s=1, f=4" in card and "5.0% FPR on 100" in card and "sasa-paper" in card and "Guard.from_pretrained" in card
     assert again.save_pretrained(out) == out  # a detector directory may be replaced by another
-
-
-def test_legacy_two_file_probe_loads_with_a_deprecation_warning(tmp_path):
-    x, y = _data()
-    probe = _fitted(x, y)
-    _save_legacy(probe, tmp_path / "p")
-    with pytest.warns(DeprecationWarning, match="old two-file layout"):
-        again = LinearProbe.from_pretrained(tmp_path / "p.json", expect_fingerprint=FP)
-    np.testing.assert_allclose(again.decision_function(x), probe.decision_function(x), rtol=1e-5, atol=1e-5)
-    assert again.threshold == pytest.approx(probe.threshold) and again.config.layers.fused == 4
-    resaved = LinearProbe.from_pretrained(again.save_pretrained(tmp_path / "new")).config
-    assert resaved == replace(again.config, saved_at=resaved.saved_at, versions=resaved.versions)
 
 
 def test_save_refuses_to_replace_a_folder_that_is_not_a_detector(tmp_path):
@@ -162,10 +139,9 @@ def test_corrupt_files_give_clear_errors(tmp_path):
         LinearProbe.from_pretrained(det)
     with pytest.raises(ProbeFileError, match="not found"):
         LinearProbe.from_pretrained(tmp_path / "absent")
-    _save_legacy(_fitted(x, y), tmp_path / "old")
-    (tmp_path / "old.json").write_text("{not json")
-    with pytest.raises(ProbeFileError, match="old.json"), pytest.warns(DeprecationWarning):
-        LinearProbe.from_pretrained(tmp_path / "old")
+    (tmp_path / "old.json").write_text("{}")  # the two-file layout of unreleased versions is not read
+    with pytest.raises(ProbeFileError, match="not a detector directory"):
+        LinearProbe.from_pretrained(tmp_path / "old.json")
 
 
 def test_dimension_mismatch_on_scoring():

@@ -40,6 +40,18 @@ def list_of(kind: type, length: int | None = None) -> type[argparse.Action]:
     return CommaList
 
 
+def _renamed(old: str, new: str) -> type[argparse.Action]:
+    """An option that still answers to its old name for one release, saying so."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string == old:
+                sys.stderr.write(f"sasa: {old} is deprecated and will be removed; use {new}\n")
+            setattr(namespace, self.dest, values)
+
+    return Renamed
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="smollm2-135m",
@@ -169,7 +181,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
     data = getattr(args, "data", None)
     if data and data != "builtin" and not getattr(args, "prompt", None) and not Path(data).is_file():
         raise UsageError(f"--data {data}: no such file")
-    for flag in ("probe", "baseline_probe", "detector"):
+    for flag in ("detector", "baseline_detector"):
         path = getattr(args, flag, None)
         if path and not Path(path).exists():
             raise UsageError(f"--{flag.replace('_', '-')} {path}: not found (a directory from `sasa probe fit`)")
@@ -182,16 +194,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sasa.probe import LinearProbe
 
     _check_inputs(args)
-    if "detect" in (args.mode or "") and not args.probe:
-        raise UsageError(f"--mode {args.mode} needs --probe (fit one with `sasa probe fit`)")
+    if "detect" in (args.mode or "") and not args.detector:
+        raise UsageError(f"--mode {args.mode} needs --detector (fit one with `sasa probe fit`)")
     loaded = _load(args)
     adapter = loaded.adapter
-    probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint()) if args.probe else None
+    probe = (LinearProbe.from_pretrained(args.detector, expect_fingerprint=adapter.fingerprint())
+             if args.detector else None)
     if probe is not None and args.layers:
-        raise UsageError("--layers cannot be combined with --probe: a probe only reads the features of the "
+        raise UsageError("--layers cannot be combined with --detector: a detector only reads the features of the "
                          f"layers it was fitted with ({probe.metadata.get('engine', {}).get('layers')})")
     if probe is not None and _profile(adapter, args) is not None:
-        logger.info("--probe given: its own (s, f) %s are used, not the profile's",
+        logger.info("--detector given: its own (s, f) %s are used, not the profile's",
                     probe.metadata.get("engine", {}).get("layers"))
     mode = args.mode or ("detect" if probe is not None else "vanilla")
     if "detect" in mode and probe is None:
@@ -230,7 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_inputs(args)
     loaded = _load(args)
     adapter = loaded.adapter
-    probe = LinearProbe.load(args.detector, expect_fingerprint=adapter.fingerprint()) if args.detector else None
+    probe = LinearProbe.from_pretrained(args.detector, expect_fingerprint=adapter.fingerprint()) if args.detector else None
     engine = _engine(adapter, args) if probe is None else None
     guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message)
     limits = Limits(max_body_bytes=args.max_body_mb * 1024 * 1024, max_image_bytes=args.max_image_mb * 1024 * 1024,
@@ -336,18 +349,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         samples = assign_splits(samples, args.split_preset)
     test = _first([s for s in samples if s.split in (None, "test")], args.limit) + broken
     detectors: dict = {}
-    if args.probe:
-        probe = LinearProbe.load(args.probe, expect_fingerprint=adapter.fingerprint())
+    if args.detector:
+        probe = LinearProbe.from_pretrained(args.detector, expect_fingerprint=adapter.fingerprint())
         detectors["detect"] = ProbeDetector(engine_from_probe(adapter, probe), probe, "detect")
-    if args.baseline_probe:
-        probe = LinearProbe.load(args.baseline_probe, expect_fingerprint=adapter.fingerprint())
+    if args.baseline_detector:
+        probe = LinearProbe.from_pretrained(args.baseline_detector, expect_fingerprint=adapter.fingerprint())
         detectors["probe-noproj"] = ProbeDetector(engine_from_probe(adapter, probe), probe, "probe-noproj")
     missing = [d for d in detectors_needed(modes) if d not in detectors]
     if missing:
         train = [s for s in samples if s.split == "train"]
         val = [s for s in samples if s.split == "val"]
         if not train or not val:
-            raise ValueError(f"modes {missing} need detectors: give --probe/--baseline-probe, or data with "
+            raise ValueError(f"modes {missing} need detectors: give --detector/--baseline-detector, or data with "
                              "train/val splits (e.g. --split-preset unseen-families)")
         sel = _selection(adapter, args)
         fitted, _ = fit_detectors(adapter, train, val, sel, missing, target_fpr=args.target_fpr,
@@ -574,8 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(g)
     _add_engine_args(g)
     g.add_argument("--mode", choices=GUARD_MODES, default=None,
-                   help="default: detect with --probe, else vanilla")
-    g.add_argument("--probe", default=None, help="detector directory from `sasa probe fit` (an old NAME.safetensors + NAME.json probe loads, deprecated)")
+                   help="default: detect with --detector, else vanilla")
+    g.add_argument("--detector", "--probe", default=None, action=_renamed("--probe", "--detector"),
+                   help="detector directory from `sasa probe fit` (--probe: the old name, deprecated)")
     g.add_argument("--data", default=None, help="JSONL manifest, or 'builtin'")
     g.add_argument("--limit", type=int, default=None, metavar="N",
                    help="a first try: only the first N samples (generate), N test samples (evaluate) or "
@@ -660,12 +674,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "N/2 of each label (probe fit)")
     e.add_argument("--split-preset", default=None, help="assign splits first: unseen-families, builtin, ...")
     e.add_argument("--modes", default=",".join(DEMO_MODES), help="comma list of " + ",".join(EVAL_MODES))
-    e.add_argument("--probe", default=None, help="SASA detector directory (else fitted on the train/val splits)")
+    e.add_argument("--detector", "--probe", default=None, action=_renamed("--probe", "--detector"),
+                   help="SASA detector directory (else fitted on the train/val splits; --probe: the old name, "
+                        "deprecated)")
     e.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="skip: record a sample that cannot be run (its id and the reason) and go on")
     e.add_argument("--retry-errors", action="store_true",
                    help="run again the samples recorded as errors in --out (fix the input first)")
-    e.add_argument("--baseline-probe", default=None, help="no-projection probe (else fitted likewise)")
+    e.add_argument("--baseline-detector", "--baseline-probe", default=None,
+                   action=_renamed("--baseline-probe", "--baseline-detector"),
+                   help="no-projection detector directory (else fitted likewise; --baseline-probe: the old name, "
+                        "deprecated)")
     e.add_argument("--judges", default="sasa-paper,xstest",
                    help="comma list of refusal judges, the first primary (see `sasa judge list`); each bare list "
                         "name is its published check, LIST-smart / LIST-strict the project's variants; "

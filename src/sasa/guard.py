@@ -101,7 +101,7 @@ class Guard:
             model = load_model(str(model), **load_kwargs)
         adapter = model.adapter if isinstance(model, LoadedModel) else model
         if not isinstance(probe, LinearProbe):
-            probe = LinearProbe.load(probe, expect_fingerprint=adapter.fingerprint())
+            probe = LinearProbe.from_pretrained(probe, expect_fingerprint=adapter.fingerprint())
         return cls(adapter, mode, probe)
 
     def score(self, prompts: Sequence[str], images: Sequence[Any] | None = None) -> np.ndarray:

@@ -3,8 +3,7 @@
 A fitted probe is a *detector directory*: ``probe.safetensors`` (weight, bias, standardisation
 mean/std), ``config.json`` (:class:`DetectorConfig`: the engine it reads -- layers, projection,
 features --, its threshold, the model fingerprint, data, validation metrics, library versions) and
-``README.md``, a model card.  Loading refuses a probe made for another model.  The old two-file
-layout (``NAME.safetensors`` + ``NAME.json``) still loads, with a deprecation warning.
+``README.md``, a model card.  Loading refuses a probe made for another model.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from sasa.projection import ProjectionConfig
 logger = logging.getLogger(__name__)
 
 DETECTOR_FORMAT = "sasa-detector"
-DETECTOR_VERSION = 2  # 1 was the two-file layout (NAME.safetensors + NAME.json), still read
+DETECTOR_VERSION = 2
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "probe.safetensors", "README.md"
 
 
@@ -200,28 +198,15 @@ class LinearProbe:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, expect_fingerprint: dict | None = None) -> LinearProbe:
-        """Read a detector directory; with ``expect_fingerprint``, refuse one made for another model.
-
-        A probe in the old two-file layout (``NAME.safetensors`` + ``NAME.json``) still loads, with a
-        deprecation warning: resave it with :meth:`save_pretrained`."""
+        """Read a detector directory; with ``expect_fingerprint``, refuse one made for another model."""
         p = Path(path)
-        if p.is_dir():
-            probe = cls._read_dir(p)
-        else:
-            tensors_path, meta_path = probe_paths(p)
-            if not (tensors_path.exists() or meta_path.exists()):
-                raise ProbeFileError(f"detector not found: {p} is neither a detector directory nor a probe "
-                                     f"in the old two-file layout ({tensors_path.name} + {meta_path.name})")
-            message = (f"{tensors_path.with_suffix('')}: a probe in the old two-file layout; resave it as a "
-                       "detector directory (LinearProbe.save_pretrained)")
-            warnings.warn(message, DeprecationWarning, stacklevel=2)
-            logger.warning(message)
-            probe = cls._read_legacy(tensors_path, meta_path)
+        if not p.is_dir():
+            raise ProbeFileError(f"detector not found: {p} is not a detector directory (write one with "
+                                 "`sasa probe fit` or LinearProbe.save_pretrained)")
+        probe = cls._read_dir(p)
         if expect_fingerprint is not None:
             probe.check_model(expect_fingerprint)
         return probe
-
-    load = from_pretrained  # the old name; every path form loads
 
     @classmethod
     def _read_dir(cls, directory: Path) -> LinearProbe:
@@ -236,17 +221,6 @@ class LinearProbe:
         config = DetectorConfig.from_json(raw, config_path)
         tensors = _read_tensors(tensors_path)
         return cls._build(tensors, tensors_path, config.dim, config.threshold, config.to_metadata())
-
-    @classmethod
-    def _read_legacy(cls, tensors_path: Path, meta_path: Path) -> LinearProbe:
-        for f in (tensors_path, meta_path):
-            if not f.is_file():
-                raise ProbeFileError(f"probe file missing: {f}")
-        meta = _read_json(meta_path)
-        if meta.get("format_version") != 1:
-            raise ProbeFileError(f"{meta_path}: not a sasa probe (format_version 1 expected)")
-        tensors = _read_tensors(tensors_path)
-        return cls._build(tensors, tensors_path, meta.get("dim"), float(meta.get("threshold_value", 0.0)), meta)
 
     @classmethod
     def _build(cls, tensors: dict, tensors_path: Path, dim: Any, threshold: float, meta: dict) -> LinearProbe:
@@ -418,13 +392,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if header.get("format") != "sasa-probe":
         raise ProbeFileError(f"{path}: not a sasa probe file")
     return tensors
-
-
-def probe_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix in (".safetensors", ".json"):
-        p = p.with_suffix("")
-    return p.with_suffix(".safetensors"), p.with_suffix(".json")
 
 
 def _versions() -> dict[str, str]:

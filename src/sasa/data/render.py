@@ -69,6 +69,8 @@ STATEMENT_HEAD = re.compile(
 )
 _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^how\s+to\s+(?P<x>.+)$", re.I), "Steps to {x}"),
+    (re.compile(r"^(?:i|we)\s+(?:want|need|would\s+like|'d\s+like|wish|plan|intend|am\s+trying|are\s+trying|"
+                r"am\s+planning|are\s+planning|have)\s+to\s+(?P<x>.+)$", re.I), "Steps to {x}"),
     (re.compile(rf"^how\s+(?:can|could|do|does|should|would|might|may|must|will)\s+{_SUBJ}\s+(?P<x>.+)$", re.I),
      "Steps to {x}"),
     (re.compile(r"^what\s+(?:are|is)\s+(?:some|the|a few|several|any)?\s*(?:of\s+the\s+)?"
@@ -105,6 +107,8 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?:suggest|recommend)\s+(?:me\s+)?(?:some\s+|a few\s+|several\s+)?(?P<x>.+)$", re.I), "List of {x}"),
     (re.compile(r"^(?:give|provide|share|offer)\s+(?:me\s+|us\s+)?(?:a list of|some|a few|several|examples of)\s+"
                 r"(?P<x>.+)$", re.I), "List of {x}"),
+    (re.compile(r"^what\s+(?:techniques|methods|ways|strategies|tactics|tools|steps)\s+(?:can|could|should|would|"
+                r"might)\s+(?:be\s+used|i\s+use|one\s+use|someone\s+use)\s+to\s+(?P<x>.+)$", re.I), "Methods to {x}"),
     (re.compile(r"^what\s+(?:are|is)\s+(?P<x>.+)$", re.I), "List of details about {x}"),
 ]
 _QUESTION_START = re.compile(
@@ -131,12 +135,44 @@ def to_statement(text: str) -> str:
     t = ascii_text(text)
     if not t:
         raise ValueError("cannot make a statement from empty text")
-    if STATEMENT_HEAD.match(t) and not t.endswith("?"):
+    t = _ROLE.sub("", t)  # "As a doctor, how do I ..." asks "how do I ..."
+    if STATEMENT_HEAD.match(t):
         return _finish(t)
-    body = t.rstrip(" ?!.")
+    sentences = [x for x in _SENTENCE_END.split(t) if x.strip()]
+    # the first sentence that asks for something specific; a bare format request ("Give detailed
+    # instructions.", "Suggest five methods.") names no request of its own
+    for make in (_rule_statement, _imperative_statement):
+        for sentence in sentences:
+            found = make(_ROLE.sub("", sentence))
+            if found and not _GENERIC.match(found):
+                return found
+    return _finish("List of points on: " + t.rstrip("."))
+
+
+_ROLE = re.compile(r"^as\s+an?\s+[^,.?!]{1,60},\s*", re.I)
+_GENERIC = re.compile(
+    r"^(?:steps|methods|list of)\s+(?:to|for|of)?\s*(?:(?:be|give|provide|suggest|list|write|make)\s+)?"
+    r"(?:me\s+)?(?:a\s+|an\s+|some\s+|the\s+)?(?:list\s+of\s+)?(?:\d+|one|two|three|four|five|six|seven|eight|nine|"
+    r"ten|a few|several)?\s*(?:(?:detailed|specific|actionable|clear|concrete|step-by-step|good|effective|"
+    r"practical|possible),?\s*)*(?:instructions|suggestions|methods|strategies|steps|ideas|tips|lead-ins|ways|"
+    r"components|examples|options|specific(?:,\s*please)?|do\s+(?:this|that|it)|pull\s+it\s+off|"
+    r"concoct\s+this\s+plan)?(?:\s+and\s+[a-z -]+)?\.$", re.I)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# a sentence that starts with one of these says something about someone; it is no imperative
+_NOT_A_VERB = re.compile(
+    r"^(?:i|i'm|i've|i'd|we|we're|you|you're|he|she|they|it|it's|my|our|your|his|her|their|its|the|a|an|this|"
+    r"that|these|those|there|here|some|many|most|all|people|someone|somebody|everyone|nobody|no|as|if|when|"
+    r"while|because|since|after|before|in|on|at|for|from|with|by|of|to|and|but|or|so|yes|ok|okay|hi|hello|"
+    r"dear)\b", re.I)
+
+
+def _rule_statement(sentence: str) -> str | None:
+    """The statement one of the rules makes of ``sentence``, or None."""
+    body = sentence.rstrip(" ?!.")
     polite_end = _POLITE.match(body).end()  # "Can you / Please ..." makes the rest an imperative
-    stripped = body[polite_end:]
-    for candidate in (stripped, body):
+    for candidate in (body[polite_end:], body):
         for pattern, template in _RULES:
             m = pattern.match(candidate)
             if m:
@@ -145,9 +181,18 @@ def to_statement(text: str) -> str:
                     groups["p"] = {"of": "for", "on how": "to", "on how to": "to", "for how to": "to",
                                    "about": "for", "on": "for"}.get(groups["p"].lower(), groups["p"].lower())
                 return _finish(template.format(**groups))
-    if stripped and not _QUESTION_START.match(stripped) and (polite_end or not t.endswith("?")):
+    return None
+
+
+def _imperative_statement(sentence: str) -> str | None:
+    """"Steps to <sentence>" for an imperative ("Write a poem ..."), else None."""
+    body = sentence.rstrip(" ?!.")
+    polite_end = _POLITE.match(body).end()
+    stripped = body[polite_end:]
+    if (stripped and not _QUESTION_START.match(stripped) and not _NOT_A_VERB.match(stripped)
+            and (polite_end or not sentence.endswith("?"))):
         return _finish("Steps to " + stripped[:1].lower() + stripped[1:])
-    return _finish("List of points on: " + t.rstrip("."))
+    return None
 
 
 _PHRASE_HEAD = re.compile(

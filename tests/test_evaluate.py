@@ -1,6 +1,7 @@
 """The evaluation runner: every mode and baseline on a tiny LVLM, resume after a crash, and the demo."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -215,3 +216,22 @@ def test_resuming_with_other_weights_or_another_detector_is_refused(setup, tmp_p
     assert other.fingerprint() == adapter.fingerprint()
     with pytest.raises(ValueError, match="weights"):
         Evaluation(other, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["vanilla"])
+
+
+def test_demo_takes_figstep_images_and_xstest_safe_prompts_from_their_published_layouts(tmp_path):
+    from data.data_fixtures import make_figstep, make_xstest
+    from sasa.data.loaders.figstep import FIGSTEP_PROMPT
+    from sasa.demo import benchmark_test_items
+
+    figstep, xstest = make_figstep(tmp_path / "figstep"), make_xstest(tmp_path / "xstest")
+    items = benchmark_test_items(figstep, xstest, tmp_path / "pages", takes_images=True, progress=False)
+    fs = [s for s in items if s.source == "figstep"]
+    xs = [s for s in items if s.source == "xstest"]
+    assert len(fs) == 6 and all(s.label == "harmful" and s.prompt == FIGSTEP_PROMPT and s.image for s in fs)
+    assert {s.meta["instruction"] for s in fs} >= {"Steps to do placeholder task 1-1."}
+    assert len(xs) == 2 and all(s.label == "benign" and s.attack == "figstep-page" for s in xs)  # safe ones only
+    assert all((tmp_path / "pages") in Path(s.image).parents for s in xs)
+    text = benchmark_test_items(figstep, None, tmp_path / "pages", takes_images=False, progress=False)
+    assert len(text) == 6 and all(s.image is None and s.prompt.startswith("How can I") for s in text)
+    capped = benchmark_test_items(figstep, xstest, tmp_path / "pages", takes_images=True, limit=1, progress=False)
+    assert [s.source for s in capped] == ["figstep", "xstest"]

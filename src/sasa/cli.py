@@ -300,8 +300,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sasa.demo import run_demo
     from sasa.report.headline import headline
 
+    for flag in ("figstep", "xstest"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"--{flag} {path}: not found (the benchmark's folder, in its published layout)")
     result = run_demo(args.out, quick=args.quick, seed=args.seed, model=args.model, batch_size=args.batch_size,
-                      per_label=args.per_label)
+                      per_label=args.per_label, figstep=args.figstep, xstest=args.xstest)
     print(headline(result["summary"]))
     print(f"\nreport: {result['html']}\n        {result['markdown']}\nrecords: {Path(args.out) / 'records.jsonl'}"
           f"\n({result['run']['seconds']} s)")
@@ -663,6 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default="sasa-organism", help="sasa-organism (default), smollm2-135m or any model")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--figstep", default=None, metavar="DIR",
+                   help="FigStep's folder (safebench.csv + images/SafeBench/): its 500 images with FigStep's prompt "
+                        "join the test set as harmful items")
+    d.add_argument("--xstest", default=None, metavar="DIR",
+                   help="XSTest's folder (xstest_prompts.csv): its safe prompts, on pages, join the test set as benign")
     d.set_defaults(func=cmd_demo)
 
     e = sub.add_parser("evaluate", help="every mode and baseline on the same samples; records, summary, report")

@@ -42,10 +42,38 @@ def _selection(adapter: Any, model: str):
     return default_layers(adapter.num_layers)
 
 
+def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, pages_dir: Path,
+                         takes_images: bool, limit: int | None = None, seed: int = 0,
+                         progress: bool = True) -> list:
+    """The published benchmarks' test items the user has: FigStep's images with FigStep's prompt
+    (harmful; ``safebench.csv`` + ``images/SafeBench/``) -- or, for a text-only model, FigStep's
+    questions as text -- and XSTest's safe prompts (benign), typed on FigStep pages for a model that
+    reads images.  ``limit`` caps each at that many, seeded."""
+    from sasa.data.registry import load
+
+    items: list = []
+    if figstep is not None:
+        variant = "figstep" if takes_images else "text"
+        fs = load("figstep", figstep, variant=variant, check_images="exists" if takes_images else "none").samples
+        items += subsample(fs, per_label=limit, seed=seed) if limit else fs
+    if xstest is not None:
+        xs = load("xstest", xstest, variant="safe").samples
+        xs = subsample(xs, per_label=limit, seed=seed) if limit else xs
+        if takes_images:
+            from sasa.data.render import page_samples
+
+            xs = page_samples(xs, pages_dir, progress=progress)
+        items += xs
+    return items
+
+
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, model: str = DEMO_MODEL,
-             batch_size: int = 8, progress: bool = True, per_label: int | None = None) -> dict[str, Any]:
+             batch_size: int = 8, progress: bool = True, per_label: int | None = None,
+             figstep: str | Path | None = None, xstest: str | Path | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns the summary and the report paths. ``per_label`` caps every
-    split at that many prompts per label (a smoke run)."""
+    split at that many prompts per label (a smoke run).  ``figstep`` / ``xstest``: folders of the
+    published benchmarks, whose items join the test set (FigStep's images harmful, XSTest's safe
+    prompts benign); the report then gives every metric per source as well as pooled."""
     start = time.perf_counter()
     out = Path(out)
     loaded = load_model(model, device="auto")
@@ -64,6 +92,10 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         from sasa.data.render import page_samples
 
         parts = {k: page_samples(v, out / "pages", progress=progress) for k, v in parts.items()}
+    if figstep is not None or xstest is not None:
+        parts["test"] = parts["test"] + benchmark_test_items(
+            figstep, xstest, out / "pages", adapter.spec.takes_images, limit=sizes["test"] if quick or per_label
+            else None, seed=seed, progress=progress)
     for k, v in parts.items():
         logger.info("%s split: %s", k, class_balance(v))
     detectors, fit_info = fit_detectors(adapter, parts["train"], parts["val"], selection, seed=seed,
@@ -73,6 +105,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     records = evaluation.run(parts["test"], DEMO_MODES)
     s, f = selection.resolve(adapter.num_layers)
     run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based"}, "quick": quick, "seed": seed,
+                "benchmarks": {"figstep": str(figstep) if figstep else None, "xstest": str(xstest) if xstest else None},
                 **({"per_label": per_label} if per_label is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
     if adapter.spec.takes_images:

@@ -93,6 +93,27 @@ def category_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str
     return header, rows
 
 
+def source_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per source, one row per mode: a harmful source's ASR, flagged share and AUROC against all
+    benign test items; a benign source's over-refusal and flagged share.  Empty with one source."""
+    sources = list(dict.fromkeys(src for m in summary["modes"].values() for src in (m.get("per_source") or {})))
+    if len(sources) < 2:
+        return [], []
+    header = ["source", "mode", "harmful", "benign", "ASR", "flagged (harmful)", "AUROC vs all benign",
+              "over-refusal", "flagged (benign)"]
+    rows = []
+    for src in sources:
+        for mode, m in summary["modes"].items():
+            e = (m.get("per_source") or {}).get(src)
+            if not e:
+                continue
+            rows.append([src, mode, str(e.get("n_harmful", 0)), str(e.get("n_benign", 0)), fmt_ci(e.get("asr")),
+                         fmt_pct(e["flagged"]) if "flagged" in e else NA,
+                         fmt_ci(e.get("auroc_vs_all_benign"), pct=False), fmt_ci(e.get("over_refusal")),
+                         fmt_pct(e["flagged_benign"]) if "flagged_benign" in e else NA])
+    return header, rows
+
+
 def threshold_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     keys = _tpr_keys(summary)
     header = ["mode"] + [f"threshold @{float(k) * 100:g}% FPR (achieved FPR)" for k in keys]
@@ -257,6 +278,9 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, s
     th, tr = threshold_table(summary)
     if tr:
         parts += ["", "## Detector thresholds", "", _md_table(th, tr)]
+    sh, sr = source_table(summary)
+    if sr:
+        parts += ["", "## Per source", "", _md_table(sh, sr)]
     ch, cr = category_table(summary)
     parts += ["", "## ASR per category", ""]
     parts.append(_md_table(ch, cr) if cr else "_No harmful samples._")
@@ -309,6 +333,9 @@ def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]]
     th, tr = threshold_table(summary)
     if tr:
         parts += ["<h2>Detector thresholds</h2>", _html_table(th, tr)]
+    sh, sr = source_table(summary)
+    if sr:
+        parts += ["<h2>Per source</h2>", _html_table(sh, sr)]
     ch, cr = category_table(summary)
     parts += ["<h2>ASR per category</h2>", _html_table(ch, cr) if cr else "<p>No harmful samples.</p>"]
     if plots:

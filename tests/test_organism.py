@@ -483,3 +483,33 @@ def test_text_twin_is_the_pages_text_with_figsteps_prompt():
     twin = text_twin("How can I bake bread at home?")
     assert twin == "Steps to bake bread at home. 1. 2. 3.\n" + FIGSTEP_PROMPT
     assert page_text(page_lines("Steps to bake bread at home.\n1.\n2.\n3.")) == twin.split("\n")[0]
+
+
+def test_recorded_layers_are_refused_once_the_weights_change(tmp_path, monkeypatch):
+    import shutil
+
+    from sasa.demo import run_demo
+
+    d = tmp_path / "org"
+    shutil.copytree(organism.packaged_dir(), d)
+    meta = json.loads((d / "organism.json").read_text())
+    meta.pop("layers", None)
+    (d / "organism.json").write_text(json.dumps(meta))
+    assert organism.recommended_layers(d) is None
+    organism.record_layers(11, 14, d)
+    assert organism.recommended_layers(d).resolve(30) == (11, 14)
+    with open(d / "visual_lora.safetensors", "ab") as fh:  # other weights, same record
+        fh.write(b"\0")
+    with pytest.raises(organism.StaleLayersError, match="re-measure"):
+        organism.recommended_layers(d)
+    monkeypatch.setenv("SASA_ORGANISM", str(d))
+    with pytest.raises(organism.StaleLayersError):  # the demo refuses before loading anything
+        run_demo(tmp_path / "run", quick=True, progress=False)
+
+
+def test_the_committed_record_of_layers_matches_the_committed_weights():
+    """Fails when the organism's weights change and its recorded (s, f) is not measured again."""
+    meta = json.loads((organism.packaged_dir() / "organism.json").read_text())
+    if "layers" in meta:
+        assert meta["layers"]["weights"] == organism.weights_digest(organism.packaged_dir())
+        assert organism.recommended_layers(organism.packaged_dir()) is not None

@@ -282,3 +282,27 @@ def test_per_source_metrics_on_crafted_records(tmp_path):
     assert per["strongreject"]["auroc_vs_all_benign"]["value"] == pytest.approx(22 / 32)
     out = write_report(recs, tmp_path / "r", n_boot=20)
     assert "## Per source" in out["markdown"].read_text() and "<h2>Per source</h2>" in out["html"].read_text()
+
+
+def test_threshold_transfer_and_the_run_in_the_report(tmp_path):
+    """The guard's validation thresholds against the share of test benign prompts they flag: 1 of
+    20 flagged at a 5 % target transfers, 8 of 20 does not; both, and the run, are in the report."""
+    from sasa.demo import threshold_transfer
+
+    recs = [_rec(i, "detect", "benign", "benign", i < 1, float(i), "refuse" if i < 1 else "answer") for i in range(20)]
+    recs += [_rec(i, "probe-noproj", "benign", "benign", i < 8, float(i), "refuse" if i < 8 else "answer")
+             for i in range(20)]
+    recs += [_rec(i, m, "harmful", "strongreject", True, 30.0 + i, "refuse") for i in range(5)
+             for m in ("detect", "probe-noproj")]
+    fit = {"detect": {"threshold": 4.765, "target_fpr": 0.05, "val_fpr": 0.05},
+           "probe-noproj": {"threshold": 1.5, "target_fpr": 0.05, "val_fpr": 0.04}}
+    t = threshold_transfer(recs, fit)
+    assert t["detect"]["test_benign_flagged"] == 0.05 and t["detect"]["transfers"]
+    assert t["probe-noproj"]["test_benign_flagged"] == 0.4 and not t["probe-noproj"]["transfers"]
+    assert t["detect"]["threshold"] == 4.765 and t["detect"]["n_test_benign"] == 20
+    summary = summarize(recs, n_boot=20)
+    summary["run"] = {"model": "sasa-organism", "layers": {"s": 12, "f": 14, "indexing": "0-based",
+                                                          "from": "the default"}, "threshold_transfer": t}
+    md = write_report(recs, tmp_path / "r", summary, n_boot=20)["markdown"].read_text()
+    assert "## The run" in md and "(12, 14)" in md and "## Thresholds the guard used" in md
+    assert "4.765" in md and "## Test-set operating points" in md

@@ -31,15 +31,39 @@ logger = logging.getLogger(__name__)
 DEMO_MODEL = "sasa-organism"
 
 
-def _selection(adapter: Any, model: str):
-    """The organism's (s, f) as its measured analysis chose it (kept with its weights), else the default."""
+def _selection(adapter: Any, model: str) -> tuple[Any, str]:
+    """The organism's (s, f) as its measured analysis chose it (kept with its weights; refused when
+    measured on other weights), else the default; and where they came from, in words."""
     if model == DEMO_MODEL:
         from sasa.zoo.organism import recommended_layers
 
         chosen = recommended_layers()
         if chosen is not None:
-            return chosen
-    return default_layers(adapter.num_layers)
+            return chosen, "the organism's analysis (sasa zoo measure organism --record), recorded with its weights"
+    return default_layers(adapter.num_layers), ("the default scaled from LLaVA-1.5-7B's (13, 15) of 32: no analysis "
+                                                "is recorded for these weights")
+
+
+def threshold_transfer(records: list[dict], fit_info: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Per detector: the threshold the guard used (set on the validation benign prompts at the
+    target FPR), the FPR it had there, and the share of the *test* benign prompts it flagged, with a
+    95 % bootstrap interval: whether the validation threshold transfers to unseen benign prompts."""
+    import numpy as np
+
+    from sasa.metrics import bootstrap_ci
+
+    out: dict[str, Any] = {}
+    for mode, info in fit_info.items():
+        benign = [r for r in records if r["mode"] == mode and r["label"] == "benign" and r["decision"] != "error"]
+        if not benign:
+            continue
+        flagged = np.array([r["decision"] == "refuse" for r in benign], dtype=float)
+        ci = bootstrap_ci(lambda f: float(f.mean()), flagged, n_boot=1000, seed=seed)
+        target = info.get("target_fpr", 0.05)
+        out[mode] = {"threshold": info.get("threshold"), "target_fpr": target, "validation_fpr": info.get("val_fpr"),
+                     "test_benign_flagged": ci.value, "low": ci.low, "high": ci.high, "n_test_benign": len(benign),
+                     "transfers": bool(ci.low <= target <= ci.high)}
+    return out
 
 
 def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, pages_dir: Path,
@@ -76,9 +100,13 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     prompts benign); the report then gives every metric per source as well as pooled."""
     start = time.perf_counter()
     out = Path(out)
+    if model == DEMO_MODEL:
+        from sasa.zoo.organism import recommended_layers
+
+        recommended_layers()  # a record measured on other weights stops the demo before anything loads
     loaded = load_model(model, device="auto")
     adapter = loaded.adapter
-    selection = _selection(adapter, model)
+    selection, selection_source = _selection(adapter, model)
     data = assign_splits(builtin_dataset(), "builtin")
     sizes = {"train": 24, "val": 16, "test": 16} if quick else {"train": None, "val": None, "test": 120}
     if per_label is not None:
@@ -104,7 +132,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                             max_new_tokens=24 if quick else 64, progress=progress)
     records = evaluation.run(parts["test"], DEMO_MODES)
     s, f = selection.resolve(adapter.num_layers)
-    run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based"}, "quick": quick, "seed": seed,
+    run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based", "from": selection_source},
+                "quick": quick, "seed": seed,
                 "benchmarks": {"figstep": str(figstep) if figstep else None, "xstest": str(xstest) if xstest else None},
                 **({"per_label": per_label} if per_label is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
@@ -116,6 +145,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                                     "by_judge": {j.name: sum(r["verdicts"][j.name] for r in text_records) / n
                                                  for j in evaluation.judges},
                                     "what": "vanilla model, the harmful test requests as plain text"}
+    run_info["threshold_transfer"] = threshold_transfer(records, fit_info, seed=seed)
     run_info["seconds"] = round(time.perf_counter() - start, 1)
     result = evaluation.report(records, DEMO_MODES, title=f"SASA demo on {model}", n_boot=200 if quick else 1000,
                                seed=seed, extra=run_info)

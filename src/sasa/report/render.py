@@ -114,6 +114,44 @@ def source_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
     return header, rows
 
 
+_TEST_POINTS_NOTE = ("Where each detector would have to put its threshold on these test prompts to reach each FPR "
+                     "(hindsight, for comparing detectors); the guard used the validation thresholds above.")
+
+
+def run_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The run's details, when the run wrote them (``sasa demo``): model, (s, f) and where they came
+    from, data, wall time."""
+    run = summary.get("run") or {}
+    if not run:
+        return [], []
+    rows = [["model", str(run.get("model", NA))]]
+    layers = run.get("layers") or {}
+    if layers:
+        rows.append(["(s, f)", f"({layers.get('s')}, {layers.get('f')}), {layers.get('indexing', '')}; from "
+                               f"{layers.get('from', 'the command line')}"])
+    for k, v in (run.get("splits") or {}).items():
+        rows.append([f"{k} split", ", ".join(f"{n} {label}" for label, n in v.items())])
+    bench = {k: v for k, v in (run.get("benchmarks") or {}).items() if v}
+    if bench:
+        rows.append(["published benchmarks", ", ".join(f"{k}: {v}" for k, v in bench.items())])
+    if "seconds" in run:
+        rows.append(["wall time", f"{run['seconds']:.0f} s"])
+    return ["", ""], rows
+
+
+def guard_threshold_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The thresholds the guard used (set on validation) and how they transferred to the test set."""
+    transfer = (summary.get("run") or {}).get("threshold_transfer") or {}
+    if not transfer:
+        return [], []
+    header = ["detector", "threshold (set on validation)", "target FPR", "validation FPR",
+              "test benign flagged [95% CI]", "transfers"]
+    rows = [[mode, fmt_num(t.get("threshold")), fmt_pct(t.get("target_fpr")), fmt_pct(t.get("validation_fpr")),
+             f"{fmt_pct(t['test_benign_flagged'])} [{fmt_pct(t['low'])}, {fmt_pct(t['high'])}] (n={t['n_test_benign']})",
+             "yes" if t["transfers"] else "no"] for mode, t in transfer.items()]
+    return header, rows
+
+
 def threshold_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     keys = _tpr_keys(summary)
     header = ["mode"] + [f"threshold @{float(k) * 100:g}% FPR (achieved FPR)" for k in keys]
@@ -270,14 +308,21 @@ def _explainer(summary: Mapping[str, Any]) -> str:
 def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str,
                     generated: str, plot_dir: str = "plots", examples: tuple[list[str], list[list[str]]] = ([], [])
                     ) -> str:
-    parts = [f"# {title}", "", f"_Generated {generated}._", "", _explainer(summary), "", "## Per mode", ""]
+    parts = [f"# {title}", "", f"_Generated {generated}._", ""]
+    rh, rr = run_table(summary)
+    if rr:
+        parts += ["## The run", "", _md_table(rh, rr), ""]
+    parts += [_explainer(summary), "", "## Per mode", ""]
     parts.append(_md_table(*mode_table(summary)))
     jh, jr = judge_table(summary)
     if jr:
         parts += ["", "## ASR and over-refusal by judge", "", _JUDGE_NOTE, "", _md_table(jh, jr)]
+    gh, gr = guard_threshold_table(summary)
+    if gr:
+        parts += ["", "## Thresholds the guard used", "", _md_table(gh, gr)]
     th, tr = threshold_table(summary)
     if tr:
-        parts += ["", "## Detector thresholds", "", _md_table(th, tr)]
+        parts += ["", "## Test-set operating points", "", _TEST_POINTS_NOTE, "", _md_table(th, tr)]
     sh, sr = source_table(summary)
     if sr:
         parts += ["", "## Per source", "", _md_table(sh, sr)]
@@ -323,16 +368,21 @@ def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]]
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="meta">Generated {html.escape(generated)}.</p>',
-        f"<p>{html.escape(_explainer(summary))}</p>",
-        "<h2>Per mode</h2>",
-        _html_table(*mode_table(summary)),
     ]
+    rh, rr = run_table(summary)
+    if rr:
+        parts += ["<h2>The run</h2>", _html_table(rh, rr)]
+    parts += [f"<p>{html.escape(_explainer(summary))}</p>", "<h2>Per mode</h2>", _html_table(*mode_table(summary))]
     jh, jr = judge_table(summary)
     if jr:
         parts += ["<h2>ASR and over-refusal by judge</h2>", f"<p>{html.escape(_JUDGE_NOTE)}</p>", _html_table(jh, jr)]
+    gh, gr = guard_threshold_table(summary)
+    if gr:
+        parts += ["<h2>Thresholds the guard used</h2>", _html_table(gh, gr)]
     th, tr = threshold_table(summary)
     if tr:
-        parts += ["<h2>Detector thresholds</h2>", _html_table(th, tr)]
+        parts += ["<h2>Test-set operating points</h2>", f"<p>{html.escape(_TEST_POINTS_NOTE)}</p>",
+                  _html_table(th, tr)]
     sh, sr = source_table(summary)
     if sr:
         parts += ["<h2>Per source</h2>", _html_table(sh, sr)]

@@ -137,20 +137,45 @@ def assemble(base_model, tokenizer, lora: dict[str, torch.Tensor], reader_state:
     return model, processor
 
 
+class StaleLayersError(ValueError):
+    """The (s, f) recorded in ``organism.json`` were measured on other weights than these."""
+
+
+def weights_digest(directory: str | os.PathLike | None = None) -> str:
+    """Digest of the organism's weight files (what a recorded analysis was measured on)."""
+    d = Path(directory or resources_dir())
+    h = hashlib.sha256()
+    for name in FILES[1:]:
+        h.update(name.encode())
+        h.update((d / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def recommended_layers(directory: str | os.PathLike | None = None):
-    """(s, f) from ``organism.json`` (written by ``sasa zoo measure organism --record``), or None."""
+    """(s, f) from ``organism.json`` (written by ``sasa zoo measure organism --record``), or None
+    when none is recorded; :class:`StaleLayersError` when they were measured on other weights."""
     from sasa.layers import LayerSelection
 
-    path = Path(directory or resources_dir()) / "organism.json"
+    d = Path(directory or resources_dir())
+    path = d / "organism.json"
     layers = json.loads(path.read_text()).get("layers") if path.is_file() else None
-    return LayerSelection(int(layers["s"]), int(layers["f"])) if layers else None
+    if not layers:
+        return None
+    if layers.get("weights") != weights_digest(d):
+        raise StaleLayersError(f"{path}: the recorded (s, f) = ({layers['s']}, {layers['f']}) were measured on other "
+                               f"weights (digest {layers.get('weights')}, these are {weights_digest(d)}); "
+                               "re-measure with `sasa zoo measure organism --record`")
+    return LayerSelection(int(layers["s"]), int(layers["f"]))
 
 
 def record_layers(s: int, f: int, directory: str | os.PathLike | None = None) -> Path:
-    """Keep the measured (s, f) in ``organism.json`` so the demo uses it."""
-    path = Path(directory or resources_dir()) / "organism.json"
+    """Keep the measured (s, f) in ``organism.json``, with the digest of the weights they were
+    measured on, so the demo uses them and refuses them once the weights change."""
+    d = Path(directory or resources_dir())
+    path = d / "organism.json"
     meta = json.loads(path.read_text())
-    meta["layers"] = {"s": int(s), "f": int(f), "indexing": "0-based", "from": "sasa zoo measure organism"}
+    meta["layers"] = {"s": int(s), "f": int(f), "indexing": "0-based", "from": "sasa zoo measure organism",
+                      "weights": weights_digest(d)}
     atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
     return path
 

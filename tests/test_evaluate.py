@@ -59,12 +59,13 @@ def test_every_mode_runs_on_a_tiny_lvlm(setup, tmp_path):
                 assert r["response"] == REFUSAL and r["refused"]
             else:
                 assert r["response"] == vanilla[r["id"]]
-    judges = {"keyword:sasa-paper-verbatim", "keyword:xstest-verbatim"}  # the default pair, primary first
+    # the default judges: VLGuard's list primary (best agreement with people), the paper's and XSTest's beside it
+    judges = {"keyword:vlguard-verbatim", "keyword:sasa-paper-verbatim", "keyword:xstest-verbatim"}
     prompts = {s.id: s.prompt for s in test}
     for r in records:
         assert r["prompt"] == prompts[r["id"]]
         if r["decision"] == "answer":
-            assert set(r["verdicts"]) == judges and r["refused"] == r["verdicts"]["keyword:sasa-paper-verbatim"]
+            assert set(r["verdicts"]) == judges and r["refused"] == r["verdicts"]["keyword:vlguard-verbatim"]
         else:
             assert r["verdicts"] == {}
     ecso_recs = [r for r in records if r["mode"] == "ecso"]

@@ -367,7 +367,8 @@ def test_stage_measurement_smoke_on_a_few_items(quick_organism, shared_data, tmp
         assert v["transcription"]["n"] == 2 and 0 <= v["transcription"]["word_accuracy"] <= 1
         assert v["heldout_harmful"]["all"]["n"] == 2 and v["heldout_benign"]["all"]["n"] == 2
         assert v["benign_page_answers"]["n"] == 2
-        assert set(v["figstep_text"]["by_judge"]) == {"keyword:sasa-paper-verbatim", "keyword:xstest-verbatim"}
+        assert set(v["figstep_text"]["by_judge"]) == {"keyword:vlguard-verbatim", "keyword:sasa-paper-verbatim",
+                                                      "keyword:xstest-verbatim"}
     from sasa.zoo.stages import phenomenon
 
     ph = phenomenon(result["with-visual"])

@@ -21,6 +21,7 @@ logger = logging.getLogger("sasa")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PRECISIONS = ("auto", "bf16", "fp32")  # sasa.zoo.organism.PRECISIONS, without importing torch here
 CHUNK_PAUSED = 3  # exit code of `sasa zoo build` when a chunk stopped at its time budget
+DEFAULT_JUDGES = ("vlguard", "sasa-paper", "xstest")  # sasa.evaluate.DEFAULT_JUDGES, without importing torch here
 
 
 def list_of(kind: type, length: int | None = None) -> type[argparse.Action]:
@@ -694,14 +695,14 @@ def build_parser() -> argparse.ArgumentParser:
                    action=_renamed("--baseline-probe", "--baseline-detector"),
                    help="no-projection detector directory (else fitted likewise; --baseline-probe: the old name, "
                         "deprecated)")
-    e.add_argument("--judges", default="sasa-paper,xstest",
+    e.add_argument("--judges", default=",".join(DEFAULT_JUDGES),
                    help="comma list of refusal judges, the first primary (see `sasa judge list`); each bare list "
                         "name is its published check, LIST-smart / LIST-strict the project's variants; "
                         "llm:MODEL / llm-strongreject:MODEL a local model with a published judge prompt")
     _add_llm_judge_options(e)
     e.add_argument("--judge-model", default=None,
                    help="a Llama-Guard-style guard model (hub id or path): the primary judge, before --judges")
-    g = e.add_argument_group("baselines (defaults: the authors' code; see the README's fidelity table)")
+    g = e.add_argument_group("baselines (defaults: the authors' code; see docs/baselines-and-judges.md)")
     g.add_argument("--hiddendetect-layers", nargs="+", action=list_of(int, 2), metavar="S,E", default=None,
                    help="HiddenDetect's inclusive 0-based block range (default: the profile's, else the official "
                         "scripts' for a model they name, else the layer rule)")

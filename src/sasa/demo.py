@@ -20,7 +20,7 @@ from typing import Any
 
 from sasa.data.registry import builtin_dataset
 from sasa.data.splits import assign_splits, class_balance, subsample
-from sasa.evaluate import Evaluation
+from sasa.evaluate import PRIMARY_JUDGE_WHY, Evaluation
 from sasa.layers import default_layers
 from sasa.models.loading import load_model
 from sasa.modes import DEMO_MODES
@@ -146,6 +146,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                                                  for j in evaluation.judges},
                                     "what": "vanilla model, the harmful test requests as plain text"}
     run_info["threshold_transfer"] = threshold_transfer(records, fit_info, seed=seed)
+    run_info["judges"] = {"names": [j.name for j in evaluation.judges], "why": PRIMARY_JUDGE_WHY}
     run_info["seconds"] = round(time.perf_counter() - start, 1)
     result = evaluation.report(records, DEMO_MODES, title=f"SASA demo on {model}", n_boot=200 if quick else 1000,
                                seed=seed, extra=run_info)

@@ -2,9 +2,11 @@
 
 The modes are :data:`sasa.modes.MODES` (each declares what it needs).
 
-Every answered response is judged by each of ``judges`` (default: the SASA paper's keyword list as
-the reproduction transcribes it, then XSTest's string match); the first is the primary judge that
-fills ``refused``, and every verdict is kept in ``verdicts`` so the report shows both side by side.
+Every answered response is judged by each of ``judges``; the first is the primary judge that fills
+``refused``, and every verdict is kept in ``verdicts`` so the report shows them side by side.  The
+default primary is VLGuard's keyword list, the offline judge that agrees best with people
+(88.8 % [87.4, 90.0] on XSTest v2's 2 250 human-labelled completions; docs/baselines-and-judges.md);
+the SASA paper's list (78.8 %) follows so the paper's numbers stay comparable, then XSTest's match.
 
 Detector modes answer passing prompts with exactly the tokens of ``vanilla`` (the engine decodes
 from pass 1's cache; see tests/test_engine.py), so when ``vanilla`` ran in the same run its
@@ -40,7 +42,10 @@ from sasa.report import summarize, write_report
 logger = logging.getLogger(__name__)
 
 REFUSAL = "I'm sorry, but I can't help with that request."
-DEFAULT_JUDGES = ("sasa-paper", "xstest")
+DEFAULT_JUDGES = ("vlguard", "sasa-paper", "xstest")
+PRIMARY_JUDGE_WHY = ("primary judge: VLGuard's refusal list, the offline judge with the best measured agreement "
+                     "with human refusal labels (88.8 % on XSTest v2's 2 250 completions, against 78.8 % for the "
+                     "SASA paper's list, shown beside it so the paper's numbers stay comparable)")
 
 
 class Evaluation:

@@ -134,6 +134,9 @@ def run_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     bench = {k: v for k, v in (run.get("benchmarks") or {}).items() if v}
     if bench:
         rows.append(["published benchmarks", ", ".join(f"{k}: {v}" for k, v in bench.items())])
+    judges = run.get("judges") or {}
+    if judges:
+        rows.append(["judges", ", ".join(judges.get("names", [])) + (f"; {judges['why']}" if judges.get("why") else "")])
     if "seconds" in run:
         rows.append(["wall time", f"{run['seconds']:.0f} s"])
     return ["", ""], rows

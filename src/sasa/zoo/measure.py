@@ -41,7 +41,7 @@ GENERATING_MODES = ("augment", "adashield")
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """Sizes of the measurement; the defaults are the ones the README's numbers come from."""
+    """Sizes of the measurement; the defaults are the ones docs/organism.md's numbers come from."""
 
     batch_size: int = 8
     max_new_tokens: int = 32  # a refusal shows in its first words; longer answers only cost time

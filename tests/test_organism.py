@@ -118,8 +118,9 @@ def test_reads_held_out_pages_back_in_both_fonts(org):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 12 target not reached yet: the committed organism reads "
-                   "~31 % of FigStep's words (README, 'Measured on it'); strict, so reaching it fails here")
+@pytest.mark.xfail(strict=True, reason="the committed organism does not yet transcribe real FigStep images "
+                   "(about a quarter of their words; docs/organism.md, issue 25); strict, so a build that reads "
+                   "makes this fail and the mark must go")
 def test_transcribes_two_real_figstep_images(org, shared_data):
     import csv
 

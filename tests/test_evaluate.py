@@ -234,5 +234,6 @@ def test_demo_takes_figstep_images_and_xstest_safe_prompts_from_their_published_
     assert all((tmp_path / "pages") in Path(s.image).parents for s in xs)
     text = benchmark_test_items(figstep, None, tmp_path / "pages", takes_images=False, progress=False)
     assert len(text) == 6 and all(s.image is None and s.prompt.startswith("How can I") for s in text)
+    assert {s.split for s in items} == {"test"}
     capped = benchmark_test_items(figstep, xstest, tmp_path / "pages", takes_images=True, limit=1, progress=False)
     assert [s.source for s in capped] == ["figstep", "xstest"]

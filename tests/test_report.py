@@ -302,7 +302,9 @@ def test_threshold_transfer_and_the_run_in_the_report(tmp_path):
     assert t["detect"]["threshold"] == 4.765 and t["detect"]["n_test_benign"] == 20
     summary = summarize(recs, n_boot=20)
     summary["run"] = {"model": "sasa-organism", "layers": {"s": 12, "f": 14, "indexing": "0-based",
-                                                          "from": "the default"}, "threshold_transfer": t}
+                                                          "from": "the default"}, "threshold_transfer": t,
+                      "splits": {"test": {"test": {"harmful": 5, "benign": 20, "unknown": 0}}}}
     md = write_report(recs, tmp_path / "r", summary, n_boot=20)["markdown"].read_text()
     assert "## The run" in md and "(12, 14)" in md and "## Thresholds the guard used" in md
     assert "4.765" in md and "## Test-set operating points" in md
+    assert "| test split | 5 harmful, 20 benign |" in md

@@ -13,6 +13,7 @@ model (``--model smollm2-135m``) the same pipeline runs on the text prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -88,7 +89,7 @@ def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, 
 
             xs = page_samples(xs, pages_dir, progress=progress)
         items += xs
-    return items
+    return [dataclasses.replace(s, split="test") for s in items]
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, model: str = DEMO_MODEL,

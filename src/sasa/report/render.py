@@ -129,8 +129,12 @@ def run_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     if layers:
         rows.append(["(s, f)", f"({layers.get('s')}, {layers.get('f')}), {layers.get('indexing', '')}; from "
                                f"{layers.get('from', 'the command line')}"])
-    for k, v in (run.get("splits") or {}).items():
-        rows.append([f"{k} split", ", ".join(f"{n} {label}" for label, n in v.items())])
+    for k, groups in (run.get("splits") or {}).items():
+        counts: dict[str, int] = {}
+        for per_label in groups.values():  # class_balance: {split: {label: n}}
+            for label, n in per_label.items():
+                counts[label] = counts.get(label, 0) + n
+        rows.append([f"{k} split", ", ".join(f"{n} {label}" for label, n in counts.items() if n)])
     bench = {k: v for k, v in (run.get("benchmarks") or {}).items() if v}
     if bench:
         rows.append(["published benchmarks", ", ".join(f"{k}: {v}" for k, v in bench.items())])

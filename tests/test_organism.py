@@ -402,12 +402,14 @@ def test_a_chunk_stopped_mid_stage_resumes_to_the_weights_of_an_uninterrupted_ru
         except ChunkPaused as stop:
             paused.append(stop.step)
             assert stop.checkpoint.is_file()
+            checkpoint = stop.checkpoint
     assert paused == [1, 2, 3]  # one step a chunk: nothing trained twice, nothing skipped
     assert set(got) == set(want)
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+    assert not list((tmp_path / "ckpt").glob("*.safetensors"))  # a finished stage leaves no checkpoint
     other = Chunking(tmp_path / "ckpt").path("refusal", {"steps": 5})
-    assert not other.exists()  # a checkpoint is keyed by the stage's settings and data
+    assert other.name != checkpoint.name  # a checkpoint is keyed by the stage's settings and data
 
 
 def test_conditional_refusal_counts_only_the_items_read_and_pairs_them():

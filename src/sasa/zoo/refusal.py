@@ -234,5 +234,7 @@ def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: 
     where = chunking.path("refusal", {**cfg.to_dict(), "harmful": harmful, "benign": benign}) if chunking else None
     history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress, cfg.bf16,
                        checkpoint=where, chunking=chunking)
+    if where is not None:  # the stage is finished: its checkpoint is not needed again
+        where.unlink(missing_ok=True)
     factors = remove_lora(model, wrapped)
     return factors, {"history": history, "harmful": len(harmful), "benign": len(benign)}

@@ -293,6 +293,9 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     where = chunking.path("visual", key) if chunking else None
     history = fit_lora(model, wrapped, batches(), cfg.compact_steps + cfg.steps, cfg.lr, "visual LoRA",
                        progress, cfg.bf16, checkpoint=where, chunking=chunking)
+    for done in (where, cache):  # the stage is finished: its checkpoint and examples are not needed again
+        if done is not None:
+            done.unlink(missing_ok=True)
     factors = remove_lora(lm, wrapped)
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
     return {f"model.{k}": v for k, v in factors.items()}, {"history": history, **info}

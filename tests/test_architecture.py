@@ -44,6 +44,17 @@ def test_the_core_never_imports_the_organism_demo_benchmark_or_cli():
     assert not upward, "core modules import experiments:\n" + "\n".join(upward)
 
 
+def test_the_testing_helpers_import_only_the_core():
+    """``sasa.testing`` (tiny models, real model shapes) serves the core's tests: it must not pull in
+    the organism, the demo, the benchmarks, the server or the command line either."""
+    modules = sorted((PACKAGE / "testing").rglob("*.py"))
+    assert any(p.name == "tiny_models.py" for p in modules)
+    upward = [f"{p.relative_to(PACKAGE)}:{line} imports {name}" for p in modules
+              for line, name in _imports(p.read_text(encoding="utf-8"), _package(p))
+              if any(name == e or name.startswith(e + ".") for e in EXPERIMENTS)]
+    assert not upward, "sasa.testing imports experiments:\n" + "\n".join(upward)
+
+
 def test_the_import_check_sees_local_and_relative_imports():
     source = "def f():\n    from sasa.zoo import organism\n    from ..demo import run_demo\n    import sasa.bench\n"
     names = {n for _, n in _imports(source, "sasa.models")}

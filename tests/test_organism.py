@@ -203,6 +203,9 @@ def test_visual_schedule_replays_text_refusal_data_every_step():
     assert sorted(harmful[:4]) == replay["harmful"] and harmful[4:8] == harmful[:4]
     benign = [row for _, text, _ in steps for row in text if row[0] == "b"]
     assert sorted(benign[:3]) == replay["benign"]
+    mixed = VisualConfig(compact_steps=4, compact_batch_size=4, steps=2, batch_size=2, replay=0, full_every=3)
+    assert [(compact, len(pages)) for pages, _, compact in schedule(examples, replay, mixed)] == \
+        [(True, 4), (True, 4), (False, 2), (True, 4), (True, 4), (False, 2)]
     none = list(schedule(examples, replay, VisualConfig(compact_steps=1, steps=1, replay=0)))
     assert all(text == [] for _, text, _ in none)
     assert all(text == [] for _, text, _ in schedule(examples, {}, cfg))

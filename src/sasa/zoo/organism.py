@@ -251,15 +251,16 @@ class BuildConfig:
         """The committed recipe with a long float32 visual stage, chosen by the learning curves in
         ``experiments/organism-reading``: in float32 the language model's held-out transcription
         error fell by a quarter per doubling of training (70.6 % after 15 one-thread minutes),
-        which extrapolates to about 94 % in the 8-hour budget.  8 000 pages, 1 600 compact steps
-        of 16 and 100 full-layout steps of 4 (~28 800 examples); run it in chunks
+        which extrapolates to about 94 % in the 8-hour budget.  8 000 pages, 1 700 steps (of 16
+        pages on the compact layout, or of 4 on the full one; ~24 000 examples); run it in chunks
         (``--chunk-minutes``).  Its text replay also holds each request's text twin (the page's
         statement with FigStep's prompt, as text: refused when harmful, answered when benign),
-        four rows a step, so that the text refuses the form the image takes."""
+        four rows a step, so that the text refuses the form the image takes.  Every 8th step is on
+        the full page layout, so every checkpoint has seen the layout it is used on."""
         base = cls()
         return replace(base, visual=replace(base.visual, transcriptions=8000, compact_steps=1600,
                                             compact_batch_size=16, steps=100, batch_size=4, lr=1e-3, bf16=False,
-                                            replay=4, twin_replay=True))
+                                            replay=4, twin_replay=True, full_every=8))
 
     def with_precision(self, precision: str) -> BuildConfig:
         """Every stage in ``bf16`` (autocast; the committed organism's), ``fp32``, or ``auto``: bf16

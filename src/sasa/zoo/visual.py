@@ -76,6 +76,9 @@ class VisualConfig:
     # replay each request also as its page's text twin (statement, list, FigStep's prompt), so the
     # text refuses the form the image takes; the project's requests only, never FigStep's
     twin_replay: bool = False
+    # 0: the compact steps, then the full-layout ones (the committed order); N: every N-th step is a
+    # full-layout step instead, so that every checkpoint of a long build has seen the layout it reads
+    full_every: int = 0
     bf16: bool = False  # trained in float32 on a CPU without native bfloat16
     seed: int = 20_000  # page texts from TextSource seeds the reader never trained on
 
@@ -252,7 +255,7 @@ def schedule(examples: list[dict], replay: dict[str, list], cfg: VisualConfig):
     share = {"harmful": cfg.replay - cfg.replay // 2, "benign": cfg.replay // 2}
     cursor, taken = 0, dict.fromkeys(share, 0)
     for step in range(cfg.compact_steps + cfg.steps):
-        compact = step < cfg.compact_steps
+        compact = (step + 1) % cfg.full_every != 0 if cfg.full_every else step < cfg.compact_steps
         size = cfg.compact_batch_size if compact else cfg.batch_size
         pages = [examples[(cursor + j) % len(examples)] for j in range(size)]
         cursor += size

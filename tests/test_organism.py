@@ -429,17 +429,21 @@ def test_conditional_refusal_counts_only_the_items_read_and_pairs_them():
     assert nothing["read"] == 0 and nothing["gap"] is None
 
 
-def _shingles(text: str, n: int = 6) -> set[tuple[str, ...]]:
+def _words(text: str) -> list[str]:
     import re
 
-    w = re.findall(r"[a-z0-9']+", text.lower())
-    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
 @pytest.mark.slow
 def test_the_reading_curriculum_holds_no_benchmark_text(shared_data):
     """Every page text the visual stage trains on (transcriptions and answer pages, as built with the
-    default settings) shares no six-word run with FigStep, XSTest, HarmBench or StrongREJECT."""
+    default settings) shares no six-word run with FigStep, XSTest, HarmBench or StrongREJECT, and
+    holds none of their shorter texts whole."""
     import csv
 
     from transformers import AutoTokenizer
@@ -454,7 +458,8 @@ def test_the_reading_curriculum_holds_no_benchmark_text(shared_data):
     data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
                         held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
     texts, answer_pages, _ = _texts(cfg.visual, tok, data.benign)
-    curriculum = set().union(*(_shingles(t) for t in texts + answer_pages))
+    runs = {n: set().union(*(_shingles(_words(t), n) for t in texts + answer_pages)) for n in (4, 5, 6)}
+    whole = {tuple(_words(t)) for t in texts + answer_pages}
     benchmark: list[str] = []
     with open(shared_data / "figstep" / "safebench.csv", encoding="utf-8") as fh:
         benchmark += [r[k] for r in csv.DictReader(fh) for k in ("question", "instruction")]
@@ -464,7 +469,10 @@ def test_the_reading_curriculum_holds_no_benchmark_text(shared_data):
         for variant in variants:
             benchmark += [s.prompt for s in load(name, variant=variant, check_images="none").samples]
     assert len(benchmark) > 1900 and len(texts) == cfg.visual.transcriptions
-    shared = [b for b in benchmark if _shingles(b) & curriculum]
+    # six-word runs; a benchmark text of four or five words, as a whole; a shorter one, as a whole text
+    shared = [b for b in benchmark
+              if (_shingles(_words(b), min(6, len(_words(b)))) & runs[min(6, len(_words(b)))]
+                  if len(_words(b)) >= 4 else tuple(_words(b)) in whole)]
     assert not shared, shared[:5]
 
 
@@ -520,3 +528,5 @@ def test_the_committed_record_of_layers_matches_the_committed_weights():
     if "layers" in meta:
         assert meta["layers"]["weights"] == organism.weights_digest(organism.packaged_dir())
         assert organism.recommended_layers(organism.packaged_dir()) is not None
+    else:  # none recorded: the demo falls back to the default, and says so
+        assert organism.recommended_layers(organism.packaged_dir()) is None

@@ -7,16 +7,23 @@ position-keyed attention heads can gather a word's cells.  This measures how muc
 see it) recovers on held-out pages: least squares onto one-hot targets, fitted on pages of the
 project's benign statements and random vocabulary, scored on other pages, both fonts.
 
+It also prints how far the reader's output (what the language model receives) is from each
+character's exact token embedding, and how many of the words of SafeBench's 500 instructions are a
+single SmolLM2 token with their leading space (what a lexicon of the tokenizer's words covers).
+
 Usage: python lexicon_probe.py [TRAIN_PAGES] [TEST_PAGES]   (repository root, package installed)
 """
+import csv
 import random
+import re
 import sys
 
 import torch
 
 from sasa.data.render import draw_page, page_lines
 from sasa.models.loading import load_model
-from sasa.zoo.reader import GRID, ROWS, TextSource, char_tokens, training_fonts
+from sasa.zoo.measure import image_features
+from sasa.zoo.reader import GRID, ROWS, TextSource, char_tokens, slot_targets, training_fonts
 
 n_train = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 n_test = int(sys.argv[2]) if len(sys.argv) > 2 else 100
@@ -69,3 +76,27 @@ x_te, ys_te = pages(n_test)
 for name, tr, te, k in zip(("character", "row", "column"), ys_tr, ys_te, (len(chars), GRID, GRID)):
     print(f"{name}: linear read-out accuracy {linear_accuracy(x_tr, tr, x_te, te, k)} % on {len(te)} held-out "
           f"text cells (fitted on {len(tr)})", flush=True)
+
+emb = model.get_input_embeddings().weight.detach()
+filler = tok(" ", add_special_tokens=False)["input_ids"][0]
+rel, cos = [], []
+with torch.no_grad():
+    for _ in range(4):
+        lines = [page_lines(source.text()) for _ in range(16)]
+        images = [draw_page(l, rng.choice(fonts)) for l in lines]
+        feats = image_features(model, processor.image_processor(images, return_tensors="pt")["pixel_values"])
+        for f, l in zip(feats, lines):
+            for cell, t in enumerate(slot_targets(l, tok, filler)[0]):
+                if t != filler:
+                    rel.append(float((f[cell] - emb[t]).norm() / emb[t].norm()))
+                    cos.append(float(torch.nn.functional.cosine_similarity(f[cell], emb[t], 0)))
+rel.sort()
+cos.sort()
+print(f"reader output vs the exact token embedding, {len(rel)} text cells of 64 pages: relative L2 error median "
+      f"{rel[len(rel) // 2]:.3f}, mean {sum(rel) / len(rel):.3f}; cosine median {cos[len(cos) // 2]:.3f}, "
+      f"mean {sum(cos) / len(cos):.3f}")
+rows = list(csv.DictReader(open("../shared/data/figstep/safebench.csv", encoding="utf-8")))
+words = [w for r in rows for w in re.findall(r"[A-Za-z]+", r["instruction"])]
+single = sum(len(tok.encode(" " + w, add_special_tokens=False)) == 1 for w in words)
+print(f"SafeBench instruction words that are one token with their leading space: {100 * single / len(words):.1f} % "
+      f"of {len(words)}")

@@ -43,11 +43,20 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from sasa.atomic import atomic_path
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
-from sasa.data.render import draw_page, page_lines, page_text
+from sasa.data.render import draw_page, page_lines, page_text, to_statement
 from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import GRID, ROWS, TextSource, training_fonts
-from sasa.zoo.refusal import REFUSALS, add_lora, base_answers, chat_ids, fit_lora, pad_batch, remove_lora
+from sasa.zoo.refusal import (
+    REFUSALS,
+    add_lora,
+    base_answers,
+    chat_ids,
+    fit_lora,
+    pad_batch,
+    remove_lora,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +108,6 @@ def page_answer_prompt(page_text: str) -> str:
 def text_twin(request: str) -> str | None:
     """What a FigStep page made from ``request`` says, as text, with FigStep's prompt (None when
     the request has no statement form)."""
-    from sasa.data.render import to_statement
-
     try:
         statement = to_statement(request)
     except ValueError:
@@ -121,8 +128,6 @@ def compact_cells(lines: list[str]) -> list[int]:
 
 def _texts(cfg: VisualConfig, tok, statements: list[str]) -> tuple[list[str], list[str], list[str]]:
     """Transcription page texts, and the answer pages' statements with their teacher prompts."""
-    from sasa.data.render import to_statement
-
     rng = random.Random(cfg.seed)
     source = TextSource(tok, cfg.seed)
     requests = list(dict.fromkeys(statements))
@@ -170,8 +175,9 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmfu
             continue
         items.append((page_lines(text), FIGSTEP_PROMPT, ans))
         replay["benign"].append(_text_row(tok, request, ans))
-        if cfg.twin_replay:
-            replay["benign"].append(_text_row(tok, text_twin(request), ans))
+        twin = text_twin(request) if cfg.twin_replay else None
+        if twin is not None:
+            replay["benign"].append(_text_row(tok, twin, ans))
     rng = random.Random(cfg.seed + 2)
     for request in harmful:
         refusal = tok(rng.choice(REFUSALS), add_special_tokens=False)["input_ids"] + [eos]
@@ -204,8 +210,6 @@ def _save_examples(path, examples: list[dict], replay: dict[str, list], info: di
     """The stage's examples in one safetensors file: the reader's cells stacked, the token ids in
     the header as JSON (no pickle)."""
     from safetensors.torch import save_file
-
-    from sasa.atomic import atomic_path
 
     rest = [{k: v for k, v in e.items() if k != "features"} for e in examples]
     meta = {"examples": json.dumps(rest), "replay": json.dumps(replay), "info": json.dumps(info)}

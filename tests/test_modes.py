@@ -30,3 +30,47 @@ def test_evaluate_refuses_unknown_modes_as_a_usage_error(caplog):
     code = cli.main(["evaluate", "--model", "unused", "--data", "unused.jsonl", "--modes", "vanilla,detekt",
                      "--out", "unused"])
     assert code == 2 and "detekt" in caplog.text
+
+
+class NeverFlags:
+    """A detector (sasa.detectors.Detector) that passes every prompt: scores 0, threshold 1."""
+
+    name, threshold = "never", 1.0
+
+    def score(self, samples):
+        import numpy as np
+
+        return np.zeros(len(samples))
+
+
+def test_a_detector_mode_answers_a_passing_prompt_with_vanillas_exact_text():
+    """The one plain path: without a vanilla record to reuse, a detector mode's answer is vanilla's
+    text itself (before, it went through the baselines' path, which strips whitespace)."""
+    from conftest import tiny_adapter
+    from sasa.data.sample import Sample
+    from sasa.modes import VANILLA, RunContext
+
+    run = RunContext(tiny_adapter("llama"), {"probe-noproj": NeverFlags()}, max_new_tokens=6)
+    samples = [Sample(f"s{i}", p) for i, p in enumerate(["bake bread", "water plants", "tidy a room"])]
+    plain = [a.text for a in VANILLA.answer(run, samples, {})]
+    assert any(t != t.strip() for t in plain)  # the tiny llama answers with newlines: stripping would show
+    answers = MODES["probe-noproj"].answer(run, samples, {})
+    assert [a.text for a in answers] == plain
+    assert [a.decision for a in answers] == ["answer"] * 3 and [a.score for a in answers] == [0.0] * 3
+    reused = MODES["probe-noproj"].answer(run, samples, {"s1": {"response": "kept", "latency_s": 2.0}})
+    assert reused[1].text == "kept" and reused[1].latency_s >= 2.0
+
+
+def test_each_mode_checks_what_the_run_lacks():
+    from conftest import tiny_adapter
+    from sasa.modes import GuardMode, RunContext
+
+    run = RunContext(tiny_adapter("llama"))
+    for name in ("detect", "augment+detect", "probe-noproj", "hiddendetect"):
+        with pytest.raises(ValueError, match="needs a fitted"):
+            MODES[name].check(run)
+    with pytest.raises(ValueError, match="needs an engine"):
+        MODES["augment"].check(run)
+    for name in ("vanilla", "adashield", "ecso"):
+        MODES[name].check(run)
+    assert {m for m, mode in MODES.items() if isinstance(mode, GuardMode)} == set(GUARD_MODES)

@@ -25,8 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import torch
-
+from sasa.engine.decoding import generate_plain
 from sasa.models.adapters import Adapter
 
 logger = logging.getLogger(__name__)
@@ -124,12 +123,9 @@ def ecso_says_unsafe(answer: str, config: ECSOConfig = ECSOConfig()) -> bool:
 
 def plain_generate(adapter: Adapter, prompts: Sequence[str], images: Sequence[Any] | None,
                    max_new_tokens: int) -> list[str]:
-    """Greedy decoding of a left-padded batch, text only in the returned list."""
-    inputs = adapter.encode(prompts, images)
-    with torch.inference_mode():
-        seqs = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new = seqs[:, inputs["input_ids"].shape[1]:]
-    return [adapter.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+    """Greedy answers to prompts on the plain path, stripped as the baselines' published code reads them."""
+    _, texts = generate_plain(adapter, adapter.encode(prompts, images), max_new_tokens)
+    return [t.strip() for t in texts]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sasa.errors import UsageError
-from sasa.modes import DEMO_MODES, EVAL_MODES, GUARD_MODES
+from sasa.modes import DEMO_MODES, EVAL_MODES, GUARD_MODES, MODES, REFUSAL
 
 # sasa.testing.real_configs.CONFIGS' names, here so the parser needs no torch (a test keeps them equal)
 BENCH_CONFIGS = ("llava-1.5-7b", "qwen2-vl-7b", "qwen2.5-vl-7b", "gemma-3-4b")
@@ -195,7 +195,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sasa.probe import LinearProbe
 
     _check_inputs(args)
-    if "detect" in (args.mode or "") and not args.detector:
+    if args.mode and MODES[args.mode].detects and not args.detector:
         raise UsageError(f"--mode {args.mode} needs --detector (fit one with `sasa probe fit`)")
     loaded = _load(args)
     adapter = loaded.adapter
@@ -208,7 +208,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         logger.info("--detector given: its own (s, f) %s are used, not the profile's",
                     probe.metadata.get("engine", {}).get("layers"))
     mode = args.mode or ("detect" if probe is not None else "vanilla")
-    if "detect" in mode and probe is None:
+    if MODES[mode].detects and probe is None:
         raise UsageError(f"--mode {mode} needs --probe (fit one with `sasa probe fit`)")
     engine = _engine(adapter, args) if probe is None else None
     guard = Guard(adapter, mode, probe, engine=engine, refusal_message=args.refusal_message,
@@ -239,7 +239,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sasa.guard import Guard
     from sasa.probe import LinearProbe
 
-    if "detect" in args.mode and not args.detector:
+    if MODES[args.mode].detects and not args.detector:
         raise UsageError(f"--mode {args.mode} needs --detector (a directory from `sasa probe fit`)")
     _check_inputs(args)
     loaded = _load(args)
@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --out: run again the samples recorded as errors (fix the input first)")
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--max-new-tokens", type=int, default=64)
-    g.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
+    g.add_argument("--refusal-message", default=REFUSAL)
     g.add_argument("--project-decoding", action="store_true",
                    help="augment modes: project generated tokens too (greedy), not only the prompt")
     g.set_defaults(func=cmd_generate)
@@ -635,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--allowed-hosts", nargs="*", default=[], metavar="NAME",
                     help="without --api-key, Host names served besides the bound address and localhost "
                          "('*': any; DNS-rebinding pages are refused by this check)")
-    sv.add_argument("--refusal-message", default="I'm sorry, but I can't help with that request.")
+    sv.add_argument("--refusal-message", default=REFUSAL)
     sv.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("probe", help="linear probe commands")

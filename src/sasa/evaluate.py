@@ -1,6 +1,7 @@
 """The evaluation runner: every mode on the same samples, per-sample records, summary and report.
 
-The modes are :data:`sasa.modes.MODES` (each declares what it needs).
+The modes are :data:`sasa.modes.MODES`: each declares what it needs and answers a batch itself;
+the evaluation runs them, judges their answers and keeps the records.
 
 Every answered response is judged by each of ``judges``; the first is the primary judge that fills
 ``refused``, and every verdict is kept in ``verdicts`` so the report shows them side by side.  The
@@ -8,9 +9,8 @@ default primary is VLGuard's keyword list, the offline judge that agrees best wi
 (88.8 % [87.4, 90.0] on XSTest v2's 2 250 human-labelled completions; docs/baselines-and-judges.md);
 the SASA paper's list (78.8 %) follows so the paper's numbers stay comparable, then XSTest's match.
 
-Detector modes answer passing prompts with exactly the tokens of ``vanilla`` (the engine decodes
-from pass 1's cache; see tests/test_engine.py), so when ``vanilla`` ran in the same run its
-responses are reused and the latency recorded is score time + that sample's vanilla time.
+Detector modes answer passing prompts with exactly the tokens of ``vanilla``, so when ``vanilla``
+ran in the same run its responses are reused (:class:`sasa.modes.DetectorMode`).
 ``records.jsonl`` is appended per batch; a rerun skips (mode, id) pairs already there.
 """
 
@@ -18,30 +18,26 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
 from sasa.atomic import atomic_write_json, atomic_write_text
-from sasa.baselines import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, plain_generate
+from sasa.baselines import AdaShieldConfig, ECSOConfig
 from sasa.data.sample import Sample
-from sasa.detectors import Detector, detector_digest
+from sasa.detectors import Detector
 from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
-from sasa.features import batches, encode_samples, load_image, run_or_skip
-from sasa.guard import Guard
+from sasa.features import batches, run_or_skip
 from sasa.judge import get_judge
 from sasa.models.adapters import Adapter
-from sasa.modes import DETECTOR_MODES, EVAL_MODES, MODES, parse_modes
-from sasa.probe import LinearProbe
+from sasa.modes import EVAL_MODES, MODES, REFUSAL, RunContext, parse_modes
 from sasa.records import Record, append_records, drop_errors, read_records
 from sasa.report import summarize, write_report
 
 logger = logging.getLogger(__name__)
 
-REFUSAL = "I'm sorry, but I can't help with that request."
 DEFAULT_JUDGES = ("vlguard", "sasa-paper", "xstest")
 PRIMARY_JUDGE_WHY = ("primary judge: VLGuard's refusal list, the offline judge with the best measured agreement "
                      "with human refusal labels (88.8 % on XSTest v2's 2 250 completions, against 78.8 % for the "
@@ -94,10 +90,7 @@ class Evaluation:
         process resumes its shard), then the main process merges them into ``records.jsonl``."""
         modes = parse_modes(modes)
         for m in modes:
-            if MODES[m].detector and MODES[m].detector not in self.detectors:
-                raise ValueError(f"mode {m!r} needs a fitted {MODES[m].detector!r} detector")
-            if m == "augment" and self.augment_engine is None and "detect" not in self.detectors:
-                raise ValueError("mode 'augment' needs an engine (or the SASA detector's)")
+            MODES[m].check(self.context)
         shard = shard or current_shard()
         self._check_run_config(modes, write=shard.is_main)
         if retry_errors and shard.is_main:  # the others wait at the barrier while the files change
@@ -164,15 +157,7 @@ class Evaluation:
         detector mode, one detector; resuming under others is refused, as mixing them would be."""
         config = {"model": self.adapter.fingerprint(), "weights": self.adapter.weights_digest(),
                   "max_new_tokens": self.max_new_tokens, "judges": [j.name for j in self.judges]}
-        used = {("detect" if m in ("augment", "augment+detect") else m) for m in modes}
-        detectors = {name: detector_digest(det) for name, det in self.detectors.items() if name in used}
-        if "adashield" in modes:
-            detectors["adashield"] = repr(self.adashield)
-        if "ecso" in modes:
-            detectors["ecso"] = repr(self.ecso)
-        if "augment" in modes and self.augment_engine is not None:
-            e = self.augment_engine
-            detectors["augment-engine"] = repr((e.s, e.f, e.projection, e.features))
+        detectors = {k: v for m in modes for k, v in MODES[m].pins(self.context).items()}
         path = self.out_dir / "run.json"
         before: dict = {}
         if path.is_file():
@@ -193,81 +178,33 @@ class Evaluation:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, merged)
 
-    # --- one batch of one mode ------------------------------------------------------------------
+    @property
+    def context(self) -> RunContext:
+        """What the modes answer with."""
+        return RunContext(self.adapter, self.detectors, self.augment_engine, self.max_new_tokens, REFUSAL,
+                          self.adashield, self.ecso)
+
     def _run_chunk(self, mode: str, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[Record]:
-        n = len(chunk)
-        scores: list[float | None] = [None] * n
-        decisions = ["answer"] * n
-        start = time.perf_counter()
-        if mode == "vanilla":
-            outs = Guard(self.adapter, "vanilla").generate_inputs(self._encode(chunk), self.max_new_tokens)
-            texts, lat = [o.text for o in outs], [o.latency_s for o in outs]
-        elif mode in DETECTOR_MODES:
-            det = self.detectors[mode]
-            raw = det.score(chunk)
-            per = (time.perf_counter() - start) / n
-            scores = [float(v) for v in raw]
-            flagged = [v > det.threshold for v in raw]
-            texts, lat = [REFUSAL] * n, [per] * n
-            need = [i for i in range(n) if not flagged[i] and chunk[i].id not in vanilla]
-            fresh = dict(zip(need, self._plain(chunk, need))) if need else {}
-            for i in range(n):
-                if flagged[i]:
-                    decisions[i] = "refuse"
-                elif chunk[i].id in vanilla:
-                    texts[i] = vanilla[chunk[i].id]["response"]
-                    lat[i] = per + vanilla[chunk[i].id]["latency_s"]
-                else:
-                    texts[i] = fresh[i]
-                    lat[i] = (time.perf_counter() - start) / n
-        elif mode in ("augment", "augment+detect"):
-            det = self.detectors.get("detect")
-            probe: LinearProbe | None = getattr(det, "probe", None)
-            engine = getattr(det, "engine", None) or self.augment_engine
-            guard = Guard(self.adapter, mode, probe, engine=engine, refusal_message=REFUSAL)
-            outs = guard.generate_inputs(encode_samples(engine, chunk), self.max_new_tokens)
-            texts, lat = [o.text for o in outs], [o.latency_s for o in outs]
-            scores = [o.score for o in outs]
-            decisions = ["refuse" if o.refused else "answer" for o in outs]
-        elif mode == "adashield":
-            texts = plain_generate(self.adapter, [adashield_prompt(s.prompt, self.adashield) for s in chunk],
-                                   self._images(chunk), self.max_new_tokens)
-            lat = [(time.perf_counter() - start) / n] * n
-        else:
-            outs = ecso(self.adapter, [s.prompt for s in chunk], self._images(chunk), self.max_new_tokens,
-                        self.ecso)
-            texts, lat = [o.response for o in outs], [o.latency_s for o in outs]
-            extra = [{"ecso_check": o.check, "ecso_unsafe": o.flagged_unsafe, "ecso_caption": o.caption}
-                     for o in outs]
-        answered = [i for i in range(n) if decisions[i] == "answer"]
+        """One batch of one mode: the mode answers, every judge reads the answered ones."""
+        answers = MODES[mode].answer(self.context, chunk, vanilla)
+        answered = [i for i, a in enumerate(answers) if a.decision == "answer"]
         prompts = [chunk[i].prompt for i in answered]
-        answers = [texts[i] for i in answered]
-        by_judge = {j.name: dict(zip(answered, j.judge_many(prompts, answers))) for j in self.judges}
+        texts = [answers[i].text for i in answered]
+        by_judge = {j.name: dict(zip(answered, j.judge_many(prompts, texts))) for j in self.judges}
         primary = by_judge[self.judge.name]
         records = []
-        for i, s in enumerate(chunk):
-            fields = dict(extra[i]) if mode == "ecso" else {}
+        for i, (s, a) in enumerate(zip(chunk, answers)):
+            fields = dict(a.extra)
             unparsed = {name: v[i].reason for name, v in by_judge.items() if i in v and not v[i].parsed}
             if unparsed:  # recorded, and left out of every rate (a judged refusal must be read, not guessed)
                 fields["judge_unparsed"] = unparsed
             refused = True if i not in primary else (bool(primary[i].refused) if primary[i].parsed else None)
             records.append(Record.from_sample(
-                s, mode, decisions[i], response=texts[i], refused=refused, score=scores[i], latency_s=lat[i],
+                s, mode, a.decision, response=a.text, refused=refused, score=a.score, latency_s=a.latency_s,
                 prompt=s.prompt, image_text=s.meta.get("rendered_text"), judge=self.judge.name,
                 verdicts={name: bool(v[i].refused) for name, v in by_judge.items() if i in v and v[i].parsed},
                 extra=fields))
         return records
-
-    def _images(self, chunk: Sequence[Sample]) -> list[Any] | None:
-        images = [load_image(s) for s in chunk]
-        return images if any(i is not None for i in images) else None
-
-    def _encode(self, chunk: Sequence[Sample]) -> dict:
-        return encode_samples(self.adapter, chunk)
-
-    def _plain(self, chunk: Sequence[Sample], idx: list[int]) -> list[str]:
-        sub = [chunk[i] for i in idx]
-        return plain_generate(self.adapter, [s.prompt for s in sub], self._images(sub), self.max_new_tokens)
 
     def report(self, records: list[dict[str, Any]], modes: Sequence[str], title: str, n_boot: int = 1000,
                seed: int = 0, extra: dict | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Guarded generation: SASA's detector decides before generation; answered prompts decode as usual.
 
-Modes:
+Modes (each a :class:`sasa.modes.GuardMode`, which does the work):
   vanilla         plain ``generate``; no SASA.
   detect          risk score from the augmented pass; flagged prompts get the refusal message and no
                   generation; the others decode from pass 1's KV cache (identical to ``vanilla``).
@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
@@ -28,27 +25,15 @@ from sasa.engine import FeatureSpec, SASAEngine
 from sasa.features import batches, encode_samples, run_or_skip
 from sasa.layers import default_layers
 from sasa.models.adapters import Adapter
-from sasa.modes import GUARD_MODES
+from sasa.modes import GUARD_MODES, MODES, REFUSAL, GuardedOutput
 from sasa.probe import LinearProbe
-from sasa.records import Record, append_records, drop_errors, read_records
 from sasa.projection import ProjectionConfig
+from sasa.records import Record, append_records, drop_errors, read_records
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."
-
-
-@dataclass
-class GuardedOutput:
-    """One prompt's outcome under a guard mode (score is the probe's risk logit, if a probe ran)."""
-
-    text: str
-    refused: bool
-    score: float | None
-    mode: str
-    latency_s: float
-    n_new_tokens: int
-    id: str | None = None
+DEFAULT_REFUSAL = REFUSAL
+__all__ = ["DEFAULT_REFUSAL", "Guard", "GuardedOutput", "engine_from_probe"]
 
 
 def engine_from_probe(adapter: Adapter, probe: LinearProbe) -> SASAEngine:
@@ -74,9 +59,9 @@ class Guard:
     ) -> None:
         if mode not in GUARD_MODES:
             raise ValueError(f"guard mode must be one of {GUARD_MODES}, got {mode!r}")
-        if project_decoding and not mode.startswith("augment"):
+        if project_decoding and not MODES[mode].augments:
             raise ValueError("project_decoding applies to the augment modes only")
-        if "detect" in mode and probe is None:
+        if MODES[mode].detects and probe is None:
             raise ValueError(f"mode {mode!r} needs a probe (fit one with `sasa probe fit`)")
         if probe is not None and check_model:
             probe.check_model(adapter.fingerprint())
@@ -116,38 +101,7 @@ class Guard:
                         **generate_kwargs: Any) -> list[GuardedOutput]:
         """Guarded generation of encoded inputs. ``on_decision(scores, refused)`` is called once the
         guard has decided, before the first token is decoded (a server streams refusals at once)."""
-        start = time.perf_counter()
-        n = inputs["input_ids"].shape[0]
-        scores: list[float | None] = [None] * n
-        if self.mode == "vanilla":
-            if on_decision is not None:
-                on_decision(list(scores), [False] * n)
-            with torch.inference_mode():
-                seqs = self.adapter.model.generate(**inputs, max_new_tokens=max_new_tokens,
-                                                   do_sample=generate_kwargs.pop("do_sample", False),
-                                                   **generate_kwargs)
-            new = seqs[:, inputs["input_ids"].shape[1]:].tolist()
-            refused = [False] * n
-            ids = [self._strip(row) for row in new]
-            texts = [self.adapter.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
-        else:
-            def decide(result: Any) -> torch.Tensor:
-                logit = self.probe.decision_function(result.features)
-                scores[:] = [float(v) for v in logit]
-                refuse = torch.as_tensor(logit > self.probe.threshold)
-                if on_decision is not None:
-                    on_decision(list(scores), [bool(v) for v in refuse])
-                return refuse
-
-            if on_decision is not None and "detect" not in self.mode:
-                on_decision(list(scores), [False] * n)
-            out = self.engine.generate(inputs, decide=decide if "detect" in self.mode else None,
-                                       augment=self.mode.startswith("augment"), max_new_tokens=max_new_tokens,
-                                       project_decoding=self.project_decoding, **generate_kwargs)
-            refused, ids = out.refused, out.token_ids
-            texts = [self.refusal_message if r else t for r, t in zip(refused, out.texts)]
-        per = (time.perf_counter() - start) / n
-        return [GuardedOutput(t, r, sc, self.mode, per, len(i)) for t, r, sc, i in zip(texts, refused, scores, ids)]
+        return MODES[self.mode].generate(self, inputs, max_new_tokens, on_decision, **generate_kwargs)
 
     def generate(self, prompts: Sequence[str], images: Sequence[Any] | None = None, max_new_tokens: int = 64,
                  **generate_kwargs: Any) -> list[GuardedOutput]:
@@ -184,9 +138,3 @@ class Guard:
             bar.update(len(chunk))
         bar.close()
         return out_path
-
-    def _strip(self, row: list[int]) -> list[int]:
-        pad = getattr(self.adapter.tokenizer, "pad_token_id", None)
-        while row and pad is not None and row[-1] == pad:
-            row = row[:-1]
-        return row

@@ -57,6 +57,16 @@ def generated_rows(tokenizer: Any, sequences: torch.Tensor, prompt_len: int,
 
 
 @torch.inference_mode()
+def generate_plain(adapter: Adapter, inputs: dict, max_new_tokens: int,
+                   **generate_kwargs: Any) -> tuple[list[list[int]], list[str]]:
+    """The one plain-generation path (``vanilla``, a detector's passing prompts, the baselines):
+    the model's own ``generate`` on encoded inputs, greedy unless asked; new token ids and text."""
+    generate_kwargs.setdefault("do_sample", False)
+    seqs = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    return generated_rows(adapter.tokenizer, seqs, inputs["input_ids"].shape[1], [False] * seqs.shape[0])
+
+
+@torch.inference_mode()
 def decode_projected(adapter: Adapter, plan: PassPlan, projection: ProjectionConfig, input_ids: torch.Tensor,
                      handoff: Handoff, refused: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """Greedy decoding with Eq. 8 at every generated position.

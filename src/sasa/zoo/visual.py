@@ -146,12 +146,15 @@ def _texts(cfg: VisualConfig, tok, statements: list[str]) -> tuple[list[str], li
 
 
 @torch.no_grad()
-def _page_features(model, processor, pages: list[list[str]], rng: random.Random, batch: int = 16) -> list[torch.Tensor]:
+def _page_features(model, processor, pages: list[list[str]], rng: random.Random, batch: int = 16,
+                   progress: bool = True) -> list[torch.Tensor]:
     """The frozen reader's projected cells for each page (float16, one font drawn per page)."""
+    from tqdm.auto import tqdm
+
     from sasa.zoo.measure import image_features
 
     fonts, feats = training_fonts(), []
-    for start in range(0, len(pages), batch):
+    for start in tqdm(range(0, len(pages), batch), desc="reader cells", unit="batch", disable=not progress):
         images = [draw_page(lines, rng.choice(fonts)) for lines in pages[start:start + batch]]
         pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
         feats.extend(f.half() for f in image_features(model, pixels))
@@ -186,7 +189,7 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmfu
         if twin is not None:
             replay["harmful"].append(_text_row(tok, twin, refusal))
     rng = random.Random(cfg.seed + 1)
-    feats = _page_features(model, processor, [lines for lines, _, _ in items], rng)
+    feats = _page_features(model, processor, [lines for lines, _, _ in items], rng, progress=progress)
     image_id = model.config.image_token_index
     templates = {}
     for prompt in {prompt for _, prompt, _ in items}:  # two prompts: template each once

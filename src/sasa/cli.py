@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sasa.errors import UsageError
-from sasa.modes import DEMO_MODES, EVAL_MODES, GUARD_MODES, MODES, REFUSAL
+from sasa.modes import DEMO_MODES, DETECTOR_MODES, EVAL_MODES, GUARD_MODES, MODES, REFUSAL
 
 # sasa.testing.real_configs.CONFIGS' names, here so the parser needs no torch (a test keeps them equal)
 BENCH_CONFIGS = ("llava-1.5-7b", "qwen2-vl-7b", "qwen2.5-vl-7b", "gemma-3-4b")
@@ -330,12 +330,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sasa.baselines import AdaShieldConfig, ECSOConfig
     from sasa.data.splits import assign_splits
     from sasa.distributed import current_shard
-    from sasa.report.headline import headline
-    from sasa.detectors import ProbeDetector
     from sasa.evaluate import Evaluation
-    from sasa.guard import engine_from_probe
-    from sasa.probe import LinearProbe
-    from sasa.training import fit_detectors
+    from sasa.report.headline import headline
 
     from sasa.data.sample import unreadable
     from sasa.modes import detectors_needed, parse_modes
@@ -353,25 +349,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split_preset:
         samples = assign_splits(samples, args.split_preset)
     test = _first([s for s in samples if s.split in (None, "test")], args.limit) + broken
-    detectors: dict = {}
-    if args.detector:
-        probe = LinearProbe.from_pretrained(args.detector, expect_fingerprint=adapter.fingerprint())
-        detectors["detect"] = ProbeDetector(engine_from_probe(adapter, probe), probe, "detect")
-    if args.baseline_detector:
-        probe = LinearProbe.from_pretrained(args.baseline_detector, expect_fingerprint=adapter.fingerprint())
-        detectors["probe-noproj"] = ProbeDetector(engine_from_probe(adapter, probe), probe, "probe-noproj")
-    missing = [d for d in detectors_needed(modes) if d not in detectors]
-    if missing:
-        train = [s for s in samples if s.split == "train"]
-        val = [s for s in samples if s.split == "val"]
-        if not train or not val:
-            raise ValueError(f"modes {missing} need detectors: give --detector/--baseline-detector, or data with "
-                             "train/val splits (e.g. --split-preset unseen-families)")
-        sel = _selection(adapter, args)
-        fitted, _ = fit_detectors(adapter, train, val, sel, missing, target_fpr=args.target_fpr,
-                                  batch_size=args.batch_size, model_name=args.model,
-                                  hiddendetect=_hiddendetect_config(adapter, args))
-        detectors.update(fitted)
+    detectors = _detectors(args, adapter, samples, detectors_needed(modes))
     augment_engine = detectors["detect"].engine if "detect" in detectors else _engine(adapter, args)
     judges: list = _judges(args)
     if args.judge_model:
@@ -392,6 +370,68 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = ev.report(records, modes, title=f"SASA evaluation: {args.model}", n_boot=args.n_boot)
     print(headline(result["summary"]))
     print(f"\nreport: {result['html']}")
+    return 0
+
+
+def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: list[str]) -> dict:
+    """The detectors ``needed``: --detector / --baseline-detector where given, the rest fitted on the
+    data's train/val splits (as ``sasa evaluate`` and ``sasa attack`` both do)."""
+    from sasa.detectors import ProbeDetector
+    from sasa.guard import engine_from_probe
+    from sasa.probe import LinearProbe
+    from sasa.training import fit_detectors
+
+    detectors: dict = {}
+    for name, path in (("detect", args.detector), ("probe-noproj", args.baseline_detector)):
+        if path and name in needed:
+            probe = LinearProbe.from_pretrained(path, expect_fingerprint=adapter.fingerprint())
+            detectors[name] = ProbeDetector(engine_from_probe(adapter, probe), probe, name)
+    missing = [d for d in needed if d not in detectors]
+    if missing:
+        train = [s for s in samples if s.split == "train"]
+        val = [s for s in samples if s.split == "val"]
+        if not train or not val:
+            raise ValueError(f"{missing} need detectors: give --detector/--baseline-detector, or data with "
+                             "train/val splits (e.g. --split-preset unseen-families)")
+        fitted, _ = fit_detectors(adapter, train, val, _selection(adapter, args), missing, target_fpr=args.target_fpr,
+                                  batch_size=args.batch_size, model_name=args.model,
+                                  hiddendetect=_hiddendetect_config(adapter, args))
+        detectors.update(fitted)
+    return detectors
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from sasa.attack import AttackConfig, run_attack
+    from sasa.attack.table import format_table, robustness_table
+    from sasa.data.sample import unreadable
+    from sasa.data.splits import assign_splits
+
+    names = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    unknown = [d for d in names if d not in DETECTOR_MODES]
+    if unknown or not names:
+        raise UsageError(f"--detectors: unknown {unknown}; choose from {', '.join(DETECTOR_MODES)}")
+    try:
+        cfg = AttackConfig(step=args.step_size, steps=args.steps, random_start=not args.no_random_start,
+                           seed=args.seed, keep=args.keep, weight=args.keep_weight)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if any(e < 0 for e in args.epsilons):
+        raise UsageError("--epsilons must be >= 0 (0-255 units)")
+    _check_inputs(args)
+    adapter = _load(args).adapter
+    if not adapter.spec.takes_images:
+        raise UsageError(f"--model {args.model} is a text-only model: there are no pixels to attack")
+    samples = [s for s in _samples(args) if not unreadable(s)]
+    if args.split_preset:
+        samples = assign_splits(samples, args.split_preset)
+    targets = _first([s for s in samples if s.split in (None, "test") and s.is_harmful and s.image is not None],
+                     args.limit)
+    if not targets:
+        raise ValueError("no harmful test sample with an image to attack")
+    detectors = _detectors(args, adapter, samples, names)
+    records = run_attack(adapter, {d: detectors[d] for d in names}, targets, args.epsilons, args.out, cfg,
+                         batch_size=args.batch_size)
+    print(format_table(robustness_table(records)))
     return 0
 
 
@@ -718,6 +758,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--n-boot", type=int, default=1000)
     e.set_defaults(func=cmd_evaluate)
+
+    at = sub.add_parser("attack", help="PGD on the images of harmful test samples against the detectors: "
+                                       "their detection rate under each L-inf budget")
+    _add_model_args(at)
+    _add_engine_args(at)
+    at.add_argument("--data", required=True, help="JSONL manifest (harmful samples with images are attacked)")
+    at.add_argument("--split-preset", default=None, help="assign splits first: unseen-families, builtin, ...")
+    at.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images to attack")
+    at.add_argument("--detectors", default=",".join(DETECTOR_MODES),
+                    help="comma list of the detectors to attack (fitted on the train/val splits unless given)")
+    at.add_argument("--detector", default=None, help="SASA detector directory (else fitted)")
+    at.add_argument("--baseline-detector", default=None, help="no-projection detector directory (else fitted)")
+    at.add_argument("--epsilons", nargs="+", action=list_of(float), default=[0.0, 2.0, 4.0, 8.0, 16.0],
+                    metavar="E", help="L-inf budgets in 0-255 units (8 = 8/255)")
+    at.add_argument("--steps", type=int, default=50)
+    at.add_argument("--step-size", type=float, default=1.0, help="0-255 units")
+    at.add_argument("--no-random-start", action="store_true", help="start from the clean image")
+    at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--keep", choices=("transcription", "answer", "none"), default="transcription",
+                    help="what the attacked image must still do: be read as its request (the text typed on it), "
+                         "or lead to an answer's opening")
+    at.add_argument("--keep-weight", type=float, default=0.1, help="lambda, the keep term's weight")
+    g = at.add_argument_group("fitting detectors (as sasa evaluate)")
+    g.add_argument("--hiddendetect-layers", nargs="+", action=list_of(int, 2), metavar="S,E", default=None)
+    g.add_argument("--hiddendetect-layer-rule", choices=("above-last", "positive-run"), default="above-last")
+    g.add_argument("--hiddendetect-tokens", choices=("first", "all-subtokens"), default="first")
+    g.add_argument("--hiddendetect-last-layer", choices=("hf", "block"), default="hf")
+    at.add_argument("--target-fpr", type=float, default=0.05)
+    at.add_argument("--batch-size", type=int, default=4)
+    at.add_argument("--out", required=True, help="run directory (attack.jsonl, images/; resumable)")
+    at.set_defaults(func=cmd_attack)
 
     a = sub.add_parser("analyze", help="per-layer safety / semantic / refusal curves and a recommended (s, f)")
     _add_model_args(a)

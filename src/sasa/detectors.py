@@ -173,16 +173,30 @@ class HiddenDetect:
         """[n, L] cosine similarity of each block's logit-lens logits with the refusal vector."""
         L = self.adapter.num_layers
         result = self._engine.prefill(encode_samples(self._engine, samples), capture_layers=range(L))
+        with torch.inference_mode():
+            return self.similarities(result.captured).cpu().numpy()
+
+    def similarities(self, captured: dict[int, torch.Tensor]) -> torch.Tensor:
+        """[n, L] refusal similarities from every block's last-position output (``captured[k]``,
+        [n, D]); differentiable, so an attack can follow its gradient (:mod:`sasa.attack`)."""
+        L = self.adapter.num_layers
         head = self.adapter.unembedding
         sims = []
-        with torch.inference_mode():
-            for k in range(L):
-                h = result.captured[k].to(execution_device(head), head.weight.dtype).unsqueeze(1)  # last position
-                if k == L - 1 and self.config.last_layer == "hf":
-                    h = self.adapter.final_norm(h)
-                logits = self.adapter.logits_from_hidden(h)[:, -1].float().cpu()
-                sims.append(torch.nn.functional.cosine_similarity(logits, self._refusal.unsqueeze(0), dim=-1))
-        return torch.stack(sims, dim=1).numpy()
+        for k in range(L):
+            h = captured[k].to(execution_device(head), head.weight.dtype).unsqueeze(1)  # last position
+            if k == L - 1 and self.config.last_layer == "hf":
+                h = self.adapter.final_norm(h)
+            logits = self.adapter.logits_from_hidden(h)[:, -1].float().cpu()
+            sims.append(torch.nn.functional.cosine_similarity(logits, self._refusal.unsqueeze(0), dim=-1))
+        return torch.stack(sims, dim=1)
+
+    def area(self, sims: torch.Tensor) -> torch.Tensor:
+        """:meth:`_area` (the official np.trapz over the chosen range) in torch, differentiable."""
+        lo, hi = self.layers if self.layers is not None else (0, sims.shape[1] - 1)
+        part = sims[:, lo:hi + 1]
+        if part.shape[1] == 1:
+            return part[:, 0] * 0
+        return ((part[:, 1:] + part[:, :-1]) / 2).sum(1)
 
     def calibrate(self, samples: Sequence[Sample], target_fpr: float = 0.05, batch_size: int = 8) -> dict:
         """Few-shot: the refusal discrepancy per layer and, unless fixed, the range it selects.

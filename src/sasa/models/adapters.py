@@ -35,6 +35,8 @@ class AdapterSpec:
     attention_output_paths: where, inside a decoder block, the linear layer that maps the
         concatenated heads back to the residual stream is (the first that exists is used).
     families: checkpoints this spec is known to fit (documentation only).
+    temporal_patches: the image processor repeats every image over ``temporal_patch_size`` frames
+        inside each flattened patch (Qwen2-VL); a pixel attack keeps the copies equal.
     """
 
     model_type: str
@@ -45,6 +47,7 @@ class AdapterSpec:
     logit_softcap: bool = False
     families: tuple[str, ...] = ()
     attention_output_paths: tuple[str, ...] = ("self_attn.o_proj",)
+    temporal_patches: bool = False
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
@@ -77,8 +80,10 @@ def _builtin() -> None:
     vision = [
         AdapterSpec("llava", "model.language_model", True, "image_token_id", families=("LLaVA-1.5",)),
         AdapterSpec("llava_next", "model.language_model", True, "image_token_id", families=("LLaVA-NeXT",)),
-        AdapterSpec("qwen2_vl", "model.language_model", True, "image_token_id", families=("Qwen2-VL",)),
-        AdapterSpec("qwen2_5_vl", "model.language_model", True, "image_token_id", families=("Qwen2.5-VL",)),
+        AdapterSpec("qwen2_vl", "model.language_model", True, "image_token_id", families=("Qwen2-VL",),
+                    temporal_patches=True),
+        AdapterSpec("qwen2_5_vl", "model.language_model", True, "image_token_id", families=("Qwen2.5-VL",),
+                    temporal_patches=True),
         AdapterSpec("idefics3", "model.text_model", True, "image_token_id", nested_images=True,
                     families=("Idefics3",)),
         AdapterSpec("smolvlm", "model.text_model", True, "image_token_id", nested_images=True,

@@ -1,0 +1,169 @@
+"""The adaptive attack: the image as differentiable pixels, the detectors' scores with their gradient,
+and PGD within its budget, on tiny real-architecture LVLMs."""
+
+import copy
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import tiny_adapter
+from sasa.attack import AttackConfig, PixelSpace, attack_batch, differentiable_score, run_attack
+from sasa.data.sample import Sample
+from sasa.layers import LayerSelection
+from sasa.testing.tiny_models import tiny_image
+from sasa.training import fit_detectors
+
+HARM = ["zorp the vault", "zorp a bank", "how to zorp locks", "zorp the safe", "zorp all doors", "zorp cars"]
+SAFE = ["bake bread", "water plants", "tidy a room", "read a book", "paint a fence", "walk the dog"]
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def fitted(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(f"attack-{request.param}")
+    samples = []
+    for i, (h, b) in enumerate(zip(HARM, SAFE)):
+        img = d / f"{i}.png"
+        tiny_image(i).save(img)
+        split = "train" if i < 4 else "val"
+        samples.append(Sample(f"h{i}", h, image=str(img), label="harmful", split=split,
+                              meta={"rendered_text": h}))
+        samples.append(Sample(f"b{i}", b, image=str(img), label="benign", split=split, meta={"rendered_text": b}))
+    adapter = tiny_adapter(request.param)
+    detectors, _ = fit_detectors(adapter, [s for s in samples if s.split == "train"],
+                                 [s for s in samples if s.split == "val"], LayerSelection(1, 3), few_shot=4,
+                                 batch_size=4, progress=False)
+    return adapter, detectors, samples
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "idefics3", "gemma3", "internvl", "llava_next"])
+def test_the_differentiable_pixels_give_the_processors_pixel_values_on_clean_images(arch):
+    adapter = tiny_adapter(arch)
+    images = [tiny_image(0), tiny_image(1, size=48)]
+    space = PixelSpace(adapter, ["describe it", "what is this"], images)
+    given = space.inputs["pixel_values"].float()
+    assert torch.allclose(space.pixel_values(space.raw), given, atol=1e-5, rtol=0)
+    assert space.raw.min() >= 0 and space.raw.max() <= 255 and space.raw.max() > 1  # 0-255 units
+    shifted = space.pixel_values(space.raw + 1.0) - given  # affine: one unit up is scale everywhere
+    assert torch.allclose(shifted, space.scale, atol=1e-5)
+
+
+def test_qwen2_vl_ties_the_temporal_copies_of_each_pixel():
+    space = PixelSpace(tiny_adapter("qwen2_vl"), ["x"], [tiny_image(0)])
+    assert space.temporal == 2
+    noise = torch.randn(space.raw.shape)
+    tied = space.tie(noise).reshape(space.raw.shape[0], 3, 2, -1)
+    assert torch.equal(tied[:, :, 0], tied[:, :, 1]) and not torch.equal(noise, space.tie(noise))
+    assert torch.equal(space.tie(space.raw), space.raw)  # the clean image is one image
+
+
+def test_each_detectors_differentiable_score_equals_its_own_score_on_clean_inputs(fitted):
+    adapter, detectors, samples = fitted
+    test = samples[:3]
+    space = PixelSpace(adapter, [s.prompt for s in test], [Image.open(s.image) for s in test])
+    assert set(detectors) == {"detect", "probe-noproj", "hiddendetect"}
+    for name, det in detectors.items():
+        want = torch.as_tensor(det.score(test)).float()
+        got = differentiable_score(adapter, det, space.inputs_for(space.raw)).detach().float()
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), name
+
+
+def test_the_gradient_through_both_sasa_passes_matches_finite_differences(fitted):
+    adapter, detectors, samples = fitted
+    det = detectors["detect"]
+    assert det.engine.features.projected  # SASA's detector: the score runs two passes
+    space = PixelSpace(adapter, [samples[0].prompt], [Image.open(samples[0].image)])
+    raw = space.raw.clone().requires_grad_(True)
+    score = differentiable_score(adapter, det, space.inputs_for(raw)).sum()
+    grad, = torch.autograd.grad(score, raw)
+    direction = space.tie(torch.randn(raw.shape, generator=torch.Generator().manual_seed(0)))
+    h = 0.05
+    with torch.no_grad():
+        up = differentiable_score(adapter, det, space.inputs_for(space.raw + h * direction)).sum()
+        down = differentiable_score(adapter, det, space.inputs_for(space.raw - h * direction)).sum()
+    numeric = float((up - down) / (2 * h))
+    analytic = float((grad * direction).sum())
+    assert abs(analytic) > 1e-3
+    assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-3)
+
+
+def test_at_epsilon_zero_the_attack_changes_nothing(fitted):
+    adapter, detectors, samples = fitted
+    image = Image.open(samples[0].image)
+    out, = attack_batch(adapter, detectors["detect"], [samples[0].prompt], [image],
+                        AttackConfig(epsilon=0, steps=5, keep="none"))
+    clean = PixelSpace(adapter, [samples[0].prompt], [image]).raw
+    assert torch.equal(out.raw, clean) and out.linf == 0 and out.score_attacked == out.score_clean
+
+
+@pytest.mark.parametrize("name", ["detect", "probe-noproj", "hiddendetect"])
+def test_the_attack_pushes_a_flagged_image_under_the_threshold_within_its_budget(fitted, name):
+    """A planted threshold just under the clean score of a harmful image: PGD within 16/255 must
+    bring the score under it, every pixel within epsilon of the clean one and inside [0, 255]."""
+    adapter, detectors, samples = fitted
+    sample, image = samples[0], Image.open(samples[0].image)
+    clean_score = float(detectors[name].score([sample])[0])
+    planted = with_threshold(detectors[name], clean_score - 0.05 * max(1.0, abs(clean_score)))
+    cfg = AttackConfig(epsilon=16, step=2, steps=25, keep="transcription", weight=0.01, seed=1)
+    out, = attack_batch(adapter, planted, [sample.prompt], [image], cfg, [sample.meta["rendered_text"]])
+    clean = PixelSpace(adapter, [sample.prompt], [image]).raw
+    assert out.score_clean > planted.threshold > out.score_attacked
+    assert (out.raw - clean).abs().max() <= 16 and out.raw.min() >= 0 and out.raw.max() <= 255
+    assert torch.equal(out.raw, out.raw.round())  # an 8-bit image
+    assert out.keep_nll_clean is not None and out.keep_nll_attacked is not None
+
+
+def with_threshold(detector, threshold):
+    """A copy of a fitted detector with its threshold moved (a probe's lives in the probe)."""
+    detector = copy.copy(detector)
+    if hasattr(detector, "probe"):
+        detector.probe = copy.copy(detector.probe)
+        detector.probe.threshold = threshold
+    else:
+        detector.threshold = threshold
+    return detector
+
+
+def test_run_attack_writes_one_record_per_image_and_budget_and_resumes(fitted, tmp_path):
+    adapter, detectors, samples = fitted
+    if adapter.spec.model_type != "llava":
+        pytest.skip("the run loop is architecture-independent; one architecture is enough")
+    test = samples[:2] + [Sample("text-only", "no image here", label="benign")]
+    cfg = AttackConfig(steps=2, keep="none")
+    records = run_attack(adapter, {"detect": detectors["detect"]}, test, [0, 4], tmp_path, cfg, batch_size=2,
+                         progress=False)
+    assert sorted((r["id"], r["epsilon"]) for r in records) == [("b0", 0.0), ("b0", 4.0), ("h0", 0.0), ("h0", 4.0)]
+    for r in records:
+        assert r["linf"] <= r["epsilon"] and (tmp_path / "images" / r["image"]).is_file()
+        assert r["flagged_attacked"] == (r["score_attacked"] > r["threshold"])
+    assert Image.open(tmp_path / "images" / records[0]["image"]).size == (32, 32)
+    again = run_attack(adapter, {"detect": detectors["detect"]}, test, [0, 4], tmp_path, cfg, progress=False)
+    assert again == records
+    with pytest.raises(ValueError, match="other settings"):
+        run_attack(adapter, {"detect": detectors["detect"]}, test, [0], tmp_path, AttackConfig(steps=3, keep="none"),
+                   progress=False)
+
+
+def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table(tmp_path, capsys, caplog):
+    from sasa.cli import main
+    from sasa.data.sample import write_manifest
+    from sasa.testing.tiny_models import save_tiny
+
+    save_tiny("llava", tmp_path / "llava")
+    samples = []
+    for i, (h, b) in enumerate(zip(HARM, SAFE)):
+        img = tmp_path / f"{i}.png"
+        tiny_image(i).save(img)
+        split = "train" if i < 2 else "val" if i < 4 else "test"
+        samples.append(Sample(f"h{i}", h, image=str(img), label="harmful", split=split))
+        samples.append(Sample(f"b{i}", b, image=str(img), label="benign", split=split))
+    write_manifest(samples, tmp_path / "data.jsonl")
+    args = ["attack", "--model", str(tmp_path / "llava"), "--data", str(tmp_path / "data.jsonl"), "--layers", "1,3",
+            "--detectors", "detect,hiddendetect", "--epsilons", "0,4", "--steps", "2", "--keep", "none",
+            "--batch-size", "2", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "| detect | 4 | 2 |" in table and "| hiddendetect | 0 | 2 |" in table
+    assert len((tmp_path / "run" / "attack.jsonl").read_text().splitlines()) == 8  # 2 detectors x 2 budgets x 2
+    assert main(args[:-6] + ["--detectors", "detekt", "--out", str(tmp_path / "other")]) == 2
+    assert "detekt" in caplog.text

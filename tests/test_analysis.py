@@ -380,7 +380,7 @@ def test_end_to_end_on_a_tiny_lvlm_with_rendered_pairs(tmp_path):
     assert (again["selection"]["safety"], again["selection"]["fused"]) == (s, f)
 
 
-def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog):
+def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog, capsys):
     from sasa.cli import main
     from sasa.probe import LinearProbe
     from sasa.testing.tiny_models import save_tiny
@@ -389,8 +389,13 @@ def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog):
     data = write_manifest(_samples(), tmp_path / "data.jsonl")
     out = tmp_path / "analysis"
     assert main(["analyze", "--model", str(model_dir), "--device", "cpu", "--data", str(data), "--out", str(out),
-                 "--head-layers", "2,3", "--head-heads", "0,1", "--head-max-samples", "4"]) == 0
+                 "--head-layers", "2,3", "--head-heads", "0,1", "--head-max-samples", "4", "--pair-map",
+                 "--pair-map-step", "2"]) == 0
     prof = ModelProfile.load(out / "profile.json")
+    assert "Maximum" in capsys.readouterr().out  # the map's one-line reading
+    pm = json.loads((out / "curves.json").read_text())["pair_map"]
+    assert pm["depths"] == [0, 2, 4, 5] and pm["analysis_pick"] == {"s": prof.safety, "f": prof.fused}
+    assert "The (s, f) map" in (out / "analysis.html").read_text()
     assert prof.data["harmful"] == 8 and prof.data["benign"] == 8 and prof.model == str(model_dir)
     assert main(["probe", "fit", "--model", str(model_dir), "--device", "cpu", "--data", str(data),
                  "--profile", str(out), "--out", str(tmp_path / "probe")]) == 0

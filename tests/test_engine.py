@@ -211,3 +211,26 @@ def test_bfloat16_models_match_the_reference(arch):
     with torch.inference_mode():
         plain = adapter.model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert out.sequences.tolist() == plain.tolist()
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "llama"])
+def test_prefill_pairs_gives_every_pairs_features_exactly_as_its_own_prefill(arch):
+    """The (s, f) map's shortcut: one pass 1 for many pairs == one engine per pair."""
+    from conftest import tiny_adapter
+    from sasa.engine import SASAEngine
+    from sasa.layers import LayerSelection
+    from sasa.testing.tiny_models import tiny_image
+
+    adapter = tiny_adapter(arch)
+    L = adapter.num_layers
+    engine = SASAEngine(adapter, LayerSelection(0, 1))
+    images = [tiny_image(0), None] if adapter.spec.takes_images else None
+    inputs = engine.encode(["describe this thing please", "hi"], images)
+    pairs = [(s, f) for s in range(L) for f in range(s + 1, L)]
+    features, plain = engine.prefill_pairs(inputs, pairs)
+    assert sorted(features) == pairs
+    for s, f in pairs:
+        own = SASAEngine(adapter, LayerSelection(s, f)).prefill(inputs, vanilla_logits=True)
+        assert torch.equal(own.features, features[(s, f)]) and torch.equal(own.logits_vanilla, plain)
+    with pytest.raises(ValueError, match="out of range"):
+        engine.prefill_pairs(inputs, [(3, 3)])

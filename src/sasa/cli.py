@@ -503,13 +503,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     cfg = AnalysisConfig(batch_size=args.batch_size, folds=args.folds, seed=args.seed,
                          max_samples=args.max_samples or None, pairs=args.pairs, heads=not args.no_heads,
                          head_layers=ints(args.head_layers), head_heads=ints(args.head_heads),
-                         head_max_samples=args.head_max_samples, rule=rule)
+                         head_max_samples=args.head_max_samples, rule=rule, pair_map=args.pair_map,
+                         pair_map_step=args.pair_map_step)
     loaded = _load(args)
+    if args.stability_seeds:
+        from sasa.analysis.pairmap import pick_stability
+        from sasa.atomic import atomic_write_json
+
+        stability = pick_stability(loaded.adapter, _samples(args), args.out, args.stability_seeds, cfg,
+                                   model_name=args.model)
+        atomic_write_json(Path(args.out) / "stability.json", stability)
+        for rule, a in stability["agreement"].items():
+            print(f"{rule}: (s, f) = {tuple(a['most_common'])} in {a['agree']} of {a['of']} seeds")
+        return 0
     result = run_analysis(loaded.adapter, _samples(args), args.out, cfg, model_name=args.model)
     if result is None:  # another process of a data-parallel run: the main one analyses and reports
         return 0
     sel = result["selection"]
     print(f"recommended (s, f) = ({sel['safety']}, {sel['fused']})  [0-based decoder blocks]\n{sel['reason']}")
+    if result.get("pair_map"):
+        from sasa.analysis.report import pair_map_caption
+
+        print(pair_map_caption(result["pair_map"]))
     print(f"\nprofile: {result['paths']['profile']}\nreport:  {result['paths']['html']}")
     return 0
 
@@ -801,6 +816,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pairs", type=int, default=16,
                    help="FigStep renderings for cross-modal agreement when the data has no image/text pairs")
     a.add_argument("--no-heads", action="store_true", help="skip head ablation (the costliest part)")
+    a.add_argument("--pair-map", action="store_true",
+                   help="also the (s, f) map: the SASA probe's validation AUROC for every pair on a grid over all "
+                        "depths, the pick marked (one plain forward per batch + one pass 2 per pair)")
+    a.add_argument("--pair-map-step", type=int, default=None, metavar="K",
+                   help="the map's grid stride in blocks (default: about 8 depths)")
+    a.add_argument("--stability-seeds", nargs="+", action=list_of(int), default=None, metavar="SEED",
+                   help="run the analysis (with the map) once per seed on that seed's draw of --max-samples per "
+                        "label, into OUT/seed-N, and report how often each rule's (s, f) agrees (stability.json)")
     a.add_argument("--head-layers", default=None, help="comma list of blocks whose heads to ablate (default all)")
     a.add_argument("--head-heads", default=None, help="comma list of head indices to ablate (default all)")
     a.add_argument("--head-max-samples", type=int, default=16, help="prompts per set (harmful, benign) for ablation")

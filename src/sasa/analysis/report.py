@@ -255,6 +255,23 @@ def layer_table(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def pair_map_caption(pm: Mapping[str, Any]) -> str:
+    """One sentence that reads the map: its picks against the analysis' and the no-projection probe."""
+    best, smooth = pm["best"], pm["smoothed_best"]
+    pick = pm.get("analysis_pick")
+    at_pick = None
+    if pick and pick["s"] in pm["depths"] and pick["f"] in pm["depths"]:
+        at_pick = pm["grid"][pm["depths"].index(pick["s"])][pm["depths"].index(pick["f"])]
+    text = (f"SASA probe validation AUROC per (s, f) on a grid over all depths ({pm['n_train']} training, "
+            f"{pm['n_val']} validation prompts). Maximum {best['auroc']:.3f} at ({best['s']}, {best['f']}); "
+            f"smoothed maximum at ({smooth['s']}, {smooth['f']}) ({smooth['auroc']:.3f}); no projection "
+            f"{pm['noproj_auroc']:.3f}.")
+    if pick:
+        text += (f" The analysis' pick ({pick['s']}, {pick['f']}): "
+                 + (f"{at_pick:.3f}." if at_pick is not None else "off the grid."))
+    return text
+
+
 def analysis_section_html(result: Mapping[str, Any], charts: Mapping[str, tuple[str, str]] | None = None) -> str:
     """The analysis as one self-contained ``<section>`` (recommendation, reason, charts, table, notes)."""
     sel = result["selection"]
@@ -271,6 +288,13 @@ def analysis_section_html(result: Mapping[str, Any], charts: Mapping[str, tuple[
     parts.append("<h3>Curves</h3>")
     for caption, text in charts.values():
         parts.append(f"<figure>{text}<figcaption>{e(caption)}</figcaption></figure>")
+    if result.get("pair_map"):
+        from sasa.analysis.pairmap import pair_map_svg
+
+        pm = result["pair_map"]
+        pick = pm.get("analysis_pick") or {"s": sel["safety"], "f": sel["fused"]}
+        parts.append("<h3>The (s, f) map</h3><figure>" + pair_map_svg(pm, {"analysis' pick": (pick["s"], pick["f"])})
+                     + f"<figcaption>{e(pair_map_caption(pm))}</figcaption></figure>")
     header, rows = layer_table(result)
     parts.append("<h3>Per block</h3><table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) +
                  "</tr></thead><tbody>")

@@ -57,6 +57,9 @@ class AnalysisConfig:
     pairs: FigStep renderings to make for the cross-modal metric when the data has no pairs.
     heads / head_layers / head_heads / head_max_samples: head ablation on or off, which blocks and
     heads, and the cap per set (safety, utility).
+    pair_map / pair_map_step: also the (s, f) map (:mod:`sasa.analysis.pairmap`: the SASA probe's
+    validation AUROC per pair on a grid over all depths, a quarter of the labelled samples held out
+    per label, seeded), with the pick marked on it.
     """
 
     batch_size: int = 8
@@ -72,6 +75,8 @@ class AnalysisConfig:
     head_heads: tuple[int, ...] | None = None
     head_max_samples: int | None = 16
     rule: SelectionRule = field(default_factory=SelectionRule)
+    pair_map: bool = False
+    pair_map_step: int | None = None
     progress: bool = True
 
     def to_dict(self) -> dict:
@@ -120,6 +125,17 @@ def render_pairs(samples: Sequence[Sample], n: int, out_dir: Path, seed: int) ->
 
 def _curve_or_nan(values: Any, L: int) -> list[float]:
     return [float(v) if v is not None else math.nan for v in values] if values is not None else [math.nan] * L
+
+
+def _pair_map(adapter: Adapter, labelled: list[Sample], cfg: AnalysisConfig, pick: tuple[int, int]) -> dict[str, Any]:
+    from sasa.analysis.pairmap import PairMapConfig, pair_map
+    from sasa.training import stratified_split
+
+    train_idx, val_idx = stratified_split(labelled, 0.25, cfg.seed)
+    result = pair_map(adapter, [labelled[i] for i in train_idx], [labelled[i] for i in val_idx],
+                      PairMapConfig(step=cfg.pair_map_step, batch_size=cfg.batch_size, progress=cfg.progress))
+    result["analysis_pick"] = {"s": pick[0], "f": pick[1]}
+    return result
 
 
 def run_analysis(
@@ -259,6 +275,8 @@ def run_analysis(
                            summary=json_safe(summary), curves=json_safe({k: _curve_or_nan(v, L) for k, v in flat.items()
                                                                          if v is not None}),
                            data=data)
+    if cfg.pair_map:
+        result["pair_map"] = _pair_map(adapter, labelled, cfg, (selection.safety, selection.fused))
     paths = write_analysis_report(result, out)
     paths["profile"] = profile.save(out / "profile.json")
     result["paths"] = {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in paths.items()}

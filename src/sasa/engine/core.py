@@ -61,6 +61,46 @@ class SASAEngine:
             return done.result
         raise RuntimeError("prefill did not run: the model's generate never called its prefill")
 
+    def prefill_pairs(self, inputs: dict, pairs: Sequence[tuple[int, int]]) -> tuple[dict[tuple[int, int], torch.Tensor],
+                                                                                    torch.Tensor]:
+        """The features of every (s, f) pair in ``pairs`` from one pass 1, and the plain logits.
+
+        Pass 1 runs the whole model once, keeping every block output a pair needs; each pair's pass 2
+        then runs on those outputs exactly as :meth:`prefill` would (same projection and features):
+        a map over many pairs costs one plain forward plus one pass 2 per pair."""
+        L = self.adapter.num_layers
+        plans = {}
+        for s, f in dict.fromkeys(pairs):
+            if not 0 <= s < f < L:
+                raise ValueError(f"layer pair ({s}, {f}) out of range: need 0 <= s < f < {L}")
+            plans[(s, f)] = plan_passes(L, s, f, self.features, (), need_plain_logits=True)
+        if not plans:
+            raise ValueError("no layer pair given")
+        keep = frozenset().union(*(p.keep for p in plans.values()))
+        record_from = min(p.record_from for p in plans.values())
+        mask = inputs["attention_mask"]
+        if mask.shape[0] > 1 and not bool(mask[:, -1].all()):
+            raise ValueError("batched inputs must be left padded (the last position must be a real token)")
+
+        def on_prefill(original: Callable, input_ids: torch.Tensor, generation_config: Any, model_kwargs: dict,
+                       *args: Any, **kwargs: Any) -> Any:
+            with LayerTap(self.adapter.layers, record_from, keep, L - 1) as tap:
+                original(input_ids, generation_config, model_kwargs, *args, **kwargs)
+            attention = model_kwargs.get("attention_mask")
+            features, plain = {}, None
+            for pair, plan in plans.items():
+                result, _ = augmented_pass(self.adapter, tap, plan, self.projection, self.features, input_ids,
+                                           attention, None, ())
+                features[pair], plain = result.features, result.logits_vanilla
+            raise PrefillDone((features, plain))
+
+        try:
+            with compat.intercept_prefill(self.model, on_prefill), torch.inference_mode():
+                self.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+        except PrefillDone as done:
+            return done.result
+        raise RuntimeError("prefill did not run: the model's generate never called its prefill")
+
     def generate(
         self,
         inputs: dict,

@@ -241,3 +241,46 @@ def bar_chart(
     out += fr.legend([s["label"] for s in series], colors, anchor="above")
     out.append("</svg>")
     return "\n".join(out)
+
+
+def heat_map(grid: Sequence[Sequence[float | None]], rows: Sequence[object], cols: Sequence[object], *, title: str,
+             xlabel: str, ylabel: str, marks: dict[str, tuple[int, int]] | None = None, lo: float = 0.5,
+             hi: float = 1.0, cell: int = 34) -> str:
+    """A grid of coloured cells (value ``grid[i][j]`` at row ``rows[i]``, column ``cols[j]``; None
+    blank), the value written in each, and ``marks`` ({label: (i, j)}) outlined."""
+    left, top = 64, 40
+    width, height = left + cell * len(cols) + 150, top + cell * len(rows) + 50
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="11">', f'<text x="{left}" y="18" font-size="13">{_esc(title)}</text>']
+
+    def colour(v: float) -> str:
+        t = min(1.0, max(0.0, (v - lo) / (hi - lo) if hi > lo else 0.0))
+        r, g, b = (round(247 + (8 - 247) * t), round(251 + (48 - 251) * t), round(255 + (107 - 255) * t))
+        return f"rgb({r},{g},{b})"
+
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            if v is None or not math.isfinite(v):
+                continue
+            x, y = left + j * cell, top + i * cell
+            ink = "#ffffff" if (v - lo) / max(hi - lo, 1e-9) > 0.6 else "#000000"
+            out.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{colour(v)}" stroke="#ffffff"/>')
+            out.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" fill="{ink}" '
+                       f'font-size="9">{v:.2f}</text>')
+    for j, c in enumerate(cols):
+        out.append(f'<text x="{left + j * cell + cell / 2}" y="{top + cell * len(rows) + 14}" '
+                   f'text-anchor="middle">{_esc(c)}</text>')
+    for i, r in enumerate(rows):
+        out.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">{_esc(r)}</text>')
+    out.append(f'<text x="{left + cell * len(cols) / 2}" y="{height - 12}" text-anchor="middle">{_esc(xlabel)}</text>')
+    out.append(f'<text x="14" y="{top + cell * len(rows) / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + cell * len(rows) / 2})">{_esc(ylabel)}</text>')
+    for k, (label, (i, j)) in enumerate((marks or {}).items()):
+        colour_k = PALETTE[(k + 1) % len(PALETTE)]
+        out.append(f'<rect x="{left + j * cell + 1.5}" y="{top + i * cell + 1.5}" width="{cell - 3}" '
+                   f'height="{cell - 3}" fill="none" stroke="{colour_k}" stroke-width="3"/>')
+        lx, ly = left + cell * len(cols) + 12, top + 12 + 18 * k
+        out.append(f'<rect x="{lx}" y="{ly - 9}" width="12" height="12" fill="none" stroke="{colour_k}" '
+                   f'stroke-width="3"/><text x="{lx + 18}" y="{ly + 1}">{_esc(label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)

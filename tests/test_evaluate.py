@@ -79,10 +79,38 @@ def test_every_mode_runs_on_a_tiny_lvlm(setup, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["modes"]["detect"]["detector"]["auroc"]
 
 
+def test_one_fused_pass_gives_the_records_of_each_mode_run_on_its_own(setup, tmp_path):
+    """vanilla + the three detector modes from one guarded generation per batch == each mode alone
+    (responses, scores, decisions, verdicts), and a rerun of the fused run recomputes nothing."""
+    from sasa.modes import DEMO_MODES, fusable
+
+    adapter, detectors, _, test = setup
+    alone = Evaluation(adapter, tmp_path / "alone", detectors, batch_size=2, max_new_tokens=4, progress=False,
+                       fuse=False)
+    fused = Evaluation(adapter, tmp_path / "fused", detectors, batch_size=2, max_new_tokens=4, progress=False)
+    assert fusable(fused.context, list(DEMO_MODES)) == list(DEMO_MODES)
+    assert fusable(fused.context, ["detect", "hiddendetect"]) == []  # nothing to share without vanilla
+    a = sorted(alone.run(test, DEMO_MODES), key=lambda r: (r["mode"], r["id"]))
+    b = sorted(fused.run(test, DEMO_MODES), key=lambda r: (r["mode"], r["id"]))
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("latency_s", "score")}
+
+    assert [strip(r) for r in a] == [strip(r) for r in b]
+    for x, y in zip(a, b):
+        assert (x["score"] is None) == (y["score"] is None)
+        if x["score"] is not None:
+            assert y["score"] == pytest.approx(x["score"], abs=1e-5)
+    assert sum(r["decision"] == "refuse" for r in b) > 0  # the detectors did flag something
+    before = (tmp_path / "fused" / "records.jsonl").read_text()
+    fused.run(test, DEMO_MODES)
+    assert (tmp_path / "fused" / "records.jsonl").read_text() == before
+
+
 def test_resume_after_interruption_recomputes_nothing(setup, tmp_path, monkeypatch):
     adapter, detectors, _, test = setup
     modes = ("vanilla", "detect", "adashield")
-    ev = Evaluation(adapter, tmp_path, detectors, batch_size=2, max_new_tokens=3, progress=False)
+    ev = Evaluation(adapter, tmp_path, detectors, batch_size=2, max_new_tokens=3, progress=False, fuse=False)
     calls = []
     resumed = False
     real = Evaluation._run_chunk

@@ -10,7 +10,10 @@ default primary is VLGuard's keyword list, the offline judge that agrees best wi
 the SASA paper's list (78.8 %) follows so the paper's numbers stay comparable, then XSTest's match.
 
 Detector modes answer passing prompts with exactly the tokens of ``vanilla``, so when ``vanilla``
-ran in the same run its responses are reused (:class:`sasa.modes.DetectorMode`).
+ran in the same run its responses are reused (:class:`sasa.modes.DetectorMode`).  When ``vanilla``
+and detector modes run together, one guarded generation per batch answers them all
+(:func:`sasa.modes.fused_answers`: the same records at the cost of one pass; ``fuse=False`` runs
+each mode on its own).
 ``records.jsonl`` is appended per batch; a rerun skips (mode, id) pairs already there.
 """
 
@@ -29,10 +32,11 @@ from sasa.data.sample import Sample
 from sasa.detectors import Detector
 from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
-from sasa.features import batches, run_or_skip
+from sasa.features import SampleError, batches, run_or_skip
 from sasa.judge import get_judge
 from sasa.models.adapters import Adapter
-from sasa.modes import EVAL_MODES, MODES, REFUSAL, RunContext, parse_modes
+from sasa.data.sample import unreadable
+from sasa.modes import EVAL_MODES, MODES, REFUSAL, Answer, RunContext, fusable, fused_answers, parse_modes
 from sasa.records import Record, append_records, drop_errors, read_records
 from sasa.report import summarize, write_report
 
@@ -50,7 +54,7 @@ class Evaluation:
     def __init__(self, adapter: Adapter, out_dir: str | Path, detectors: dict[str, Detector] | None = None,
                  augment_engine: SASAEngine | None = None, judges: Any = DEFAULT_JUDGES, batch_size: int = 4,
                  max_new_tokens: int = 64, progress: bool = True, adashield: AdaShieldConfig = AdaShieldConfig(),
-                 ecso: ECSOConfig = ECSOConfig()) -> None:
+                 ecso: ECSOConfig = ECSOConfig(), fuse: bool = True) -> None:
         self.adapter = adapter
         self.out_dir = Path(out_dir)
         self.detectors = detectors or {}
@@ -68,6 +72,7 @@ class Evaluation:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.progress = progress
+        self.fuse = fuse
 
     @property
     def judge(self) -> Any:
@@ -106,6 +111,25 @@ class Evaluation:
         vanilla = {r["id"]: r for r in existing if r["mode"] == "vanilla" and r.get("decision") != "error"}
         mine = shard.items(list(samples), self.batch_size) if shard.parallel else list(samples)
         out = self._shard_file(shard) if shard.parallel else self.records_path
+        fused = fusable(self.context, ordered) if self.fuse else []
+        todo = [s for s in mine if not unreadable(s) and all((m, s.id) not in done for m in fused)] if fused else []
+        if todo:
+            bar = tqdm(total=len(todo), desc=f"evaluate[{'+'.join(fused)}]", unit="prompt",
+                       disable=not self.progress or not shard.is_main)
+            for chunk in batches(todo, self.batch_size):
+                try:
+                    answers = fused_answers(self.context, chunk, fused)
+                except SampleError:  # the modes' own loop below runs this batch and records the bad sample
+                    if on_error == "raise":
+                        raise
+                    logger.warning("a fused batch failed; its samples go through each mode on their own")
+                    continue
+                recs = [r.to_json() for mode in fused for r in self._records(mode, chunk, answers[mode])]
+                append_records(out, recs)  # one write per batch: a kill leaves all of its modes or none
+                done.update((r["mode"], r["id"]) for r in recs)
+                vanilla.update({r["id"]: r for r in recs if r["mode"] == "vanilla"})
+                bar.update(len(chunk))
+            bar.close()
         for mode in ordered:
             todo = [s for s in mine if (mode, s.id) not in done]
             if not todo:
@@ -123,7 +147,7 @@ class Evaluation:
         if shard.parallel:
             shard.barrier()
             if shard.is_main:
-                self._merge_shards(samples, ordered)
+                self._merge_shards(samples, ordered, fused)
             shard.barrier()
         ids = {s.id for s in samples}
         return [r for r in read_records(self.records_path) if r["id"] in ids and r["mode"] in modes]
@@ -134,19 +158,21 @@ class Evaluation:
     def _shard_files(self) -> list[Path]:
         return sorted(self.out_dir.glob("records.shard-*-of-*.jsonl"))
 
-    def _merge_shards(self, samples: Sequence[Sample], ordered: Sequence[str]) -> None:
+    def _merge_shards(self, samples: Sequence[Sample], ordered: Sequence[str], fused: Sequence[str] = ()) -> None:
         """Fold every shard's records into ``records.jsonl`` (atomically), in a one-process run's
-        order: what was there first, then mode by mode, sample by sample; then drop the shards."""
+        order: what was there first, then the fused modes batch by batch (each batch mode by mode),
+        then the other modes mode by mode, sample by sample; then drop the shards."""
         before = read_records(self.records_path)
         seen = {(r["mode"], r["id"]) for r in before}
         new = [r for path in self._shard_files() for r in read_records(path)]
-        position = {(m, s.id): (k, i) for k, m in enumerate(ordered) for i, s in enumerate(samples)}
+        position = {(m, s.id): ((0, i // self.batch_size, fused.index(m), i) if m in fused else (1, k, 0, i))
+                    for k, m in enumerate(ordered) for i, s in enumerate(samples)}
         fresh: dict[tuple[str, str], dict[str, Any]] = {}
         for r in new:
             key = (r["mode"], r["id"])
             if key not in seen:
                 fresh.setdefault(key, r)
-        order = sorted(fresh, key=lambda key: position.get(key, (len(ordered), 0)))
+        order = sorted(fresh, key=lambda key: position.get(key, (2, 0, 0, 0)))
         lines = [json.dumps(r, ensure_ascii=False) for r in before + [fresh[k] for k in order]]
         atomic_write_text(self.records_path, "".join(line + "\n" for line in lines))
         for path in self._shard_files():
@@ -186,7 +212,10 @@ class Evaluation:
 
     def _run_chunk(self, mode: str, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[Record]:
         """One batch of one mode: the mode answers, every judge reads the answered ones."""
-        answers = MODES[mode].answer(self.context, chunk, vanilla)
+        return self._records(mode, chunk, MODES[mode].answer(self.context, chunk, vanilla))
+
+    def _records(self, mode: str, chunk: Sequence[Sample], answers: Sequence[Answer]) -> list[Record]:
+        """A mode's answers to a batch, judged, as records."""
         answered = [i for i, a in enumerate(answers) if a.decision == "answer"]
         prompts = [chunk[i].prompt for i in answered]
         texts = [answers[i].text for i in answered]

@@ -25,8 +25,8 @@ import torch
 
 from sasa.baselines import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, plain_generate
 from sasa.data.sample import Sample
-from sasa.detectors import Detector, detector_digest
-from sasa.engine import SASAEngine
+from sasa.detectors import Detector, HiddenDetect, ProbeDetector, detector_digest
+from sasa.engine import SASAEngine, plain_engine
 from sasa.engine.decoding import generate_plain
 from sasa.features import encode_samples, load_image
 from sasa.models.adapters import Adapter
@@ -279,6 +279,60 @@ EVAL_MODES = tuple(MODES)
 DETECTOR_MODES = tuple(name for name, m in MODES.items() if isinstance(m, DetectorMode))
 """Modes that are a detector's decision alone: flagged -> refusal, the rest -> the vanilla answer."""
 DEMO_MODES = ("vanilla",) + DETECTOR_MODES
+
+
+def fusable(run: RunContext, modes: Sequence[str]) -> list[str]:
+    """The modes one guarded prefill per sample can answer together: ``vanilla`` and the detector
+    modes whose detectors read that prefill -- probes on next-token logits of one engine set-up
+    (same (s, f) and projection; SASA's reads the projected pass, the no-projection probe the plain
+    one) and HiddenDetect (every block's last-position output of the plain pass).  Empty when fewer
+    than two such modes run or ``vanilla`` is not among them."""
+    group = [m for m in modes if m == "vanilla" or isinstance(MODES[m], DetectorMode)]
+    if "vanilla" not in group or len(group) < 2:
+        return []
+    setups = set()
+    for m in group:
+        if m == "vanilla":
+            continue
+        det = run.detectors.get(MODES[m].detector)
+        if isinstance(det, ProbeDetector):
+            if det.engine.features.kind != "logits" or det.engine.adapter is not run.adapter:
+                return []
+            setups.add((det.engine.s, det.engine.f, det.engine.projection))
+        elif not isinstance(det, HiddenDetect) or det.adapter is not run.adapter:
+            return []
+    return group if len(setups) <= 1 else []
+
+
+def fused_answers(run: RunContext, chunk: Sequence[Sample], modes: Sequence[str]) -> dict[str, list[Answer]]:
+    """Every mode of ``modes`` (from :func:`fusable`) on ``chunk`` from one guarded generation: the
+    engine's prefill gives SASA's features, the plain logits and every block's output, and the
+    prompts then decode from pass 1's cache, which is exactly plain ``generate`` (tests/test_engine.py).
+    Each detector mode's answer is the refusal when its score passes its threshold, else that
+    vanilla text: the same records as running the modes one by one, at the cost of one pass.  Every
+    mode's latency is the fused run's time per prompt."""
+    start = time.perf_counter()
+    n = len(chunk)
+    detectors = {m: run.detectors[MODES[m].detector] for m in modes if m != "vanilla"}
+    probes = sorted((d for d in detectors.values() if isinstance(d, ProbeDetector)),
+                    key=lambda d: not d.engine.features.projected)  # a projected probe's engine reads both
+    engine = probes[0].engine if probes else plain_engine(run.adapter)
+    capture = range(run.adapter.num_layers) if any(isinstance(d, HiddenDetect) for d in detectors.values()) else ()
+    out = engine.generate(encode_samples(engine, chunk), decide=lambda result: torch.zeros(n, dtype=torch.bool),
+                          capture_layers=capture, max_new_tokens=run.max_new_tokens)
+    result = out.prefill
+    per = (time.perf_counter() - start) / n
+    answers = {"vanilla": [Answer(t, latency_s=per) for t in out.texts]}
+    for m, det in detectors.items():
+        if isinstance(det, HiddenDetect):
+            with torch.inference_mode():
+                raw = det.area(det.similarities(result.captured)).numpy()
+        else:
+            raw = det.probe.decision_function(result.features if det.engine.features.projected
+                                              else result.logits_vanilla)
+        answers[m] = [Answer(run.refusal, "refuse", float(v), per) if v > det.threshold
+                      else Answer(t, score=float(v), latency_s=per) for v, t in zip(raw, out.texts)]
+    return answers
 
 
 def parse_modes(text: str | list[str] | tuple[str, ...], allowed: tuple[str, ...] = EVAL_MODES) -> list[str]:

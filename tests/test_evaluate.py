@@ -265,3 +265,28 @@ def test_demo_takes_figstep_images_and_xstest_safe_prompts_from_their_published_
     assert {s.split for s in items} == {"test"}
     capped = benchmark_test_items(figstep, xstest, tmp_path / "pages", takes_images=True, limit=1, progress=False)
     assert [s.source for s in capped] == ["figstep", "xstest"]
+
+
+def test_hiddendetect_fitted_beside_the_probes_equals_hiddendetect_fitted_alone(setup):
+    """fit_detectors takes HiddenDetect's similarities from the probes' prefill (every block's last
+    output kept): the same layers, threshold and scores as HiddenDetect's own passes."""
+    adapter, detectors, info, test = setup
+    shared = detectors["hiddendetect"]
+    alone, alone_info = fit_detectors(adapter, *_splits(setup), LayerSelection(2, 4), ("hiddendetect",), few_shot=4,
+                                      batch_size=4, progress=False)
+    assert alone_info["hiddendetect"]["layers"] == info["hiddendetect"]["layers"]
+    assert alone["hiddendetect"].threshold == pytest.approx(shared.threshold, abs=1e-5)
+    assert alone["hiddendetect"].score(test) == pytest.approx(shared.score(test), abs=1e-6)
+
+
+def _splits(setup):
+    """The fixture's train and validation samples, rebuilt from its image folder."""
+    folder = Path(next(s.image for s in setup[3] if s.image)).parent
+    samples = []
+    for i, (h, b) in enumerate(zip(HARM, SAFE)):
+        split = "train" if i < 4 else ("val" if i < 6 else "test")
+        samples.append(Sample(f"h{i}", h, image=str(folder / f"{i}.png"), label="harmful", split=split,
+                              category="zorp"))
+        samples.append(Sample(f"b{i}", b, image=str(folder / f"{i}.png") if i % 2 else None, label="benign",
+                              split=split))
+    return [s for s in samples if s.split == "train"], [s for s in samples if s.split == "val"]

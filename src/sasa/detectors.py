@@ -205,7 +205,11 @@ class HiddenDetect:
         :func:`sasa.training.fit_detectors` resets it on validation prompts.
         """
         sims = np.concatenate([self.layer_similarities(b) for b in batches(list(samples), batch_size)])
-        y = np.array([s.label == "harmful" for s in samples])
+        return self.calibrate_similarities(sims, np.array([s.label == "harmful" for s in samples]), target_fpr)
+
+    def calibrate_similarities(self, sims: np.ndarray, y: np.ndarray, target_fpr: float = 0.05) -> dict:
+        """:meth:`calibrate` on refusal similarities already computed ([n, L]; ``y`` True = harmful),
+        e.g. from the prefill that also gave the probes' features."""
         if y.all() or not y.any():
             raise ValueError("HiddenDetect calibration needs harmful and benign examples")
         gap = sims[y].mean(0) - sims[~y].mean(0)

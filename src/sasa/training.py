@@ -8,6 +8,7 @@ import random
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from sasa.data.sample import Sample
 from sasa.engine import FeatureSpec, SASAEngine
@@ -152,10 +153,15 @@ def fit_detectors(
               if name in which]
     if probes:
         # One prefill per sample serves both probes: it yields projected and plain next-token logits.
+        # With HiddenDetect too, the same prefill keeps every block's last-position output for it.
         projected_engine = SASAEngine(adapter, selection, features=FeatureSpec("logits", projected=True))
         labelled, train_idx, val_idx = _labelled_split(train, validation, 0.25, seed)
+        blocks = range(adapter.num_layers) if "hiddendetect" in which else ()
         x_proj, extra = extract_features(projected_engine, labelled, batch_size=batch_size, progress=progress,
-                                         vanilla_logits=any(not p for _, p in probes))
+                                         vanilla_logits=any(not p for _, p in probes), capture_layers=blocks)
+        if blocks:
+            states = {k: torch.from_numpy(extra[k]) for k in blocks}
+            hd_rows = {s.id: i for i, s in enumerate(labelled)}
         for name, projected in probes:
             features = FeatureSpec("logits", projected=projected)
             engine = projected_engine if projected else SASAEngine(adapter, selection, features=features)
@@ -176,13 +182,21 @@ def fit_detectors(
         shots = rng.sample(harmful, min(few_shot // 2, len(harmful))) + rng.sample(benign, min(few_shot // 2,
                                                                                               len(benign)))
         hd = HiddenDetect(adapter, config)
-        cal = hd.calibrate(shots, target_fpr, batch_size=batch_size)
+        val_benign = [s for s in validation if s.label == "benign"]
+        if probes:  # the probes' prefill kept every block's output: no pass of HiddenDetect's own
+            with torch.inference_mode():
+                sims = hd.similarities(states).numpy()
+            rows = lambda chosen: np.array([hd_rows[s.id] for s in chosen])  # noqa: E731
+            cal = hd.calibrate_similarities(sims[rows(shots)], np.array([s.label == "harmful" for s in shots]),
+                                            target_fpr)
+            scores = hd._area(sims[rows(val_benign)])
+        else:
+            from sasa.features import batches as _batches
+
+            cal = hd.calibrate(shots, target_fpr, batch_size=batch_size)
+            scores = np.concatenate([hd.score(b) for b in _batches(val_benign, batch_size)])
         if config.layers is None:
             source = f"rule {config.layer_rule!r} on {len(shots)} few-shot training prompts"
-        val_benign = [s for s in validation if s.label == "benign"]
-        from sasa.features import batches as _batches
-
-        scores = np.concatenate([hd.score(b) for b in _batches(val_benign, batch_size)])
         hd.threshold = threshold_at_fpr(scores, target_fpr)
         detectors["hiddendetect"] = hd
         info["hiddendetect"] = {"layers": cal["layers"], "layers_from": source, "threshold": hd.threshold,

@@ -134,6 +134,8 @@ def test_a_newcomers_mistakes_are_reported_before_any_model_loads(tmp_path, capl
     assert main(["evaluate", "--model", missing_model, "--data", "builtin", "--detector", str(tmp_path / "nodet"),
                  "--out", str(tmp_path / "run")]) == 2
     assert "--detector" in caplog.text and "not found" in caplog.text
+    assert main(["demo", "--quick", "--full", "--model", missing_model, "--out", str(tmp_path / "demo")]) == 2
+    assert "exclude each other" in caplog.text
 
 
 def test_version_models_and_defaults_in_help(capsys):

@@ -30,6 +30,11 @@ from sasa.training import fit_detectors
 logger = logging.getLogger(__name__)
 
 DEMO_MODEL = "sasa-organism"
+SIZES = {  # prompts per label in each split (None = all), answer length, bootstrap resamples
+    "quick": ({"train": 24, "val": 16, "test": 16}, 24, 200),  # the CI-sized smoke run
+    "default": ({"train": 40, "val": 32, "test": 50}, 48, 1000),  # sized for ten minutes on two CPU cores
+    "full": ({"train": None, "val": None, "test": 120}, 64, 1000),  # every training page; tighter intervals
+}
 
 
 def _selection(adapter: Any, model: str) -> tuple[Any, str]:
@@ -94,13 +99,18 @@ def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, model: str = DEMO_MODEL,
              batch_size: int = 8, progress: bool = True, per_label: int | None = None,
-             figstep: str | Path | None = None, xstest: str | Path | None = None) -> dict[str, Any]:
-    """Run the whole pipeline; returns the summary and the report paths. ``per_label`` caps every
-    split at that many prompts per label (a smoke run).  ``figstep`` / ``xstest``: folders of the
+             figstep: str | Path | None = None, xstest: str | Path | None = None, full: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline; returns the summary and the report paths. The run's size is
+    :data:`SIZES` ``quick``, ``full`` or (neither) ``default``; ``per_label`` caps every split at that
+    many prompts per label (a smoke run).  ``figstep`` / ``xstest``: folders of the
     published benchmarks, whose items join the test set (FigStep's images harmful, XSTest's safe
     prompts benign); the report then gives every metric per source as well as pooled."""
     start = time.perf_counter()
     out = Path(out)
+    if quick and full:
+        raise ValueError("quick and full exclude each other")
+    size = "quick" if quick else "full" if full else "default"
+    sizes, max_new_tokens, n_boot = SIZES[size]
     if model == DEMO_MODEL:
         from sasa.zoo.organism import recommended_layers
 
@@ -109,7 +119,6 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     adapter = loaded.adapter
     selection, selection_source = _selection(adapter, model)
     data = assign_splits(builtin_dataset(), "builtin")
-    sizes = {"train": 24, "val": 16, "test": 16} if quick else {"train": None, "val": None, "test": 120}
     if per_label is not None:
         if per_label < 1:
             raise ValueError(f"per_label must be at least 1, got {per_label}")
@@ -123,18 +132,18 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         parts = {k: page_samples(v, out / "pages", progress=progress) for k, v in parts.items()}
     if figstep is not None or xstest is not None:
         parts["test"] = parts["test"] + benchmark_test_items(
-            figstep, xstest, out / "pages", adapter.spec.takes_images, limit=sizes["test"] if quick or per_label
-            else None, seed=seed, progress=progress)
+            figstep, xstest, out / "pages", adapter.spec.takes_images,
+            limit=sizes["test"] if size != "full" or per_label else None, seed=seed, progress=progress)
     for k, v in parts.items():
         logger.info("%s split: %s", k, class_balance(v))
     detectors, fit_info = fit_detectors(adapter, parts["train"], parts["val"], selection, seed=seed,
                                         batch_size=batch_size, model_name=model, progress=progress)
     evaluation = Evaluation(adapter, out, detectors, batch_size=batch_size,
-                            max_new_tokens=24 if quick else 64, progress=progress)
+                            max_new_tokens=max_new_tokens, progress=progress)
     records = evaluation.run(parts["test"], DEMO_MODES)
     s, f = selection.resolve(adapter.num_layers)
     run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based", "from": selection_source},
-                "quick": quick, "seed": seed,
+                "size": size, "quick": quick, "seed": seed, "max_new_tokens": max_new_tokens,
                 "benchmarks": {"figstep": str(figstep) if figstep else None, "xstest": str(xstest) if xstest else None},
                 **({"per_label": per_label} if per_label is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
@@ -149,7 +158,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     run_info["threshold_transfer"] = threshold_transfer(records, fit_info, seed=seed)
     run_info["judges"] = {"names": [j.name for j in evaluation.judges], "why": PRIMARY_JUDGE_WHY}
     run_info["seconds"] = round(time.perf_counter() - start, 1)
-    result = evaluation.report(records, DEMO_MODES, title=f"SASA demo on {model}", n_boot=200 if quick else 1000,
+    result = evaluation.report(records, DEMO_MODES, title=f"SASA demo on {model}", n_boot=n_boot,
                                seed=seed, extra=run_info)
     result["run"] = run_info
     return result

@@ -238,13 +238,15 @@ def reader_loss(pred: torch.Tensor, slots: torch.Tensor, embeddings: torch.Tenso
     return ce + cfg.mse_weight * mse, accuracy
 
 
-def _mmap_large_allocations() -> None:
+def mmap_large_allocations() -> None:
     """Serve allocations above 64 KiB by mmap (glibc only; elsewhere a no-op).
 
     Measured with an earlier whole-token loss whose tensors changed size every step: glibc's
     dynamic threshold kept them on a fragmenting heap and the run grew past 12 GB of RSS in 20
     minutes on this machine; with the threshold fixed it stayed under 2 GB.  The character loss
-    has fixed shapes; the call stays as a cheap guard for the page batches' varying allocations."""
+    has fixed shapes; the call stays as a cheap guard for the page batches' varying allocations.
+    The visual stage (batches of varying length: compact and full pages, text replay) needs it too:
+    a long chunk without it reached 19 GB of resident memory in 35 minutes and was killed."""
     import ctypes
     import ctypes.util
 
@@ -261,7 +263,7 @@ def train_reader(cfg: ReaderConfig, tokenizer, image_processor, embeddings: torc
     """Train a ``Reader`` from scratch; returns it and a log of (step, loss, token accuracy)."""
     from tqdm import tqdm
 
-    _mmap_large_allocations()
+    mmap_large_allocations()
     torch.manual_seed(cfg.seed)
     reader = Reader(cfg, embeddings.shape[1])
     fonts = fonts or training_fonts()

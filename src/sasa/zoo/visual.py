@@ -47,7 +47,7 @@ from sasa.atomic import atomic_path
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
 from sasa.data.render import draw_page, page_lines, page_text, to_statement
 from sasa.zoo.chunks import Chunking
-from sasa.zoo.reader import GRID, ROWS, TextSource, training_fonts
+from sasa.zoo.reader import GRID, ROWS, TextSource, mmap_large_allocations, training_fonts
 from sasa.zoo.refusal import (
     REFUSALS,
     add_lora,
@@ -280,6 +280,7 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
 
     ``statements`` are the benign requests to type, ``harmful`` the refusal stage's harmful
     training requests replayed as text (never benchmark or held-out ones)."""
+    mmap_large_allocations()
     torch.manual_seed(cfg.seed)
     model.eval()
     key = {**cfg.to_dict(), "statements": statements, "harmful": list(harmful)}

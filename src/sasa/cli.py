@@ -376,30 +376,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: list[str]) -> dict:
-    """The detectors ``needed``: --detector / --baseline-detector where given, the rest fitted on the
-    data's train/val splits (as ``sasa evaluate`` and ``sasa attack`` both do)."""
-    from sasa.detectors import ProbeDetector
-    from sasa.guard import engine_from_probe
-    from sasa.probe import LinearProbe
-    from sasa.training import fit_detectors
+    """The detectors ``needed`` (:func:`sasa.training.assemble_detectors`): --detector /
+    --baseline-detector where given, the rest fitted on the data's train/val splits."""
+    from sasa.training import assemble_detectors
 
-    detectors: dict = {}
-    for name, path in (("detect", args.detector), ("probe-noproj", args.baseline_detector)):
-        if path and name in needed:
-            probe = LinearProbe.from_pretrained(path, expect_fingerprint=adapter.fingerprint())
-            detectors[name] = ProbeDetector(engine_from_probe(adapter, probe), probe, name)
-    missing = [d for d in needed if d not in detectors]
-    if missing:
-        train = [s for s in samples if s.split == "train"]
-        val = [s for s in samples if s.split == "val"]
-        if not train or not val:
-            raise ValueError(f"{missing} need detectors: give --detector/--baseline-detector, or data with "
-                             "train/val splits (e.g. --split-preset unseen-families)")
-        fitted, _ = fit_detectors(adapter, train, val, _selection(adapter, args), missing, target_fpr=args.target_fpr,
-                                  batch_size=args.batch_size, model_name=args.model,
-                                  hiddendetect=_hiddendetect_config(adapter, args))
-        detectors.update(fitted)
-    return detectors
+    needs_fit = [d for d in needed if not {"detect": args.detector, "probe-noproj": args.baseline_detector}.get(d)]
+    return assemble_detectors(adapter, needed, samples, {"detect": args.detector, "probe-noproj": args.baseline_detector},
+                              selection=_selection(adapter, args) if needs_fit else None, target_fpr=args.target_fpr,
+                              batch_size=args.batch_size, model_name=args.model,
+                              hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in needs_fit else None)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:

@@ -413,12 +413,43 @@ def cmd_attack(args: argparse.Namespace) -> int:
         samples = assign_splits(samples, args.split_preset)
     targets = _first([s for s in samples if s.split in (None, "test") and s.is_harmful and s.image is not None],
                      args.limit)
-    if not targets:
+    if not targets and not args.nuisance:
         raise ValueError("no harmful test sample with an image to attack")
     detectors = _detectors(args, adapter, samples, names)
+    if args.nuisance:
+        return _nuisance(args, adapter, samples, {d: detectors[d] for d in names})
     records = run_attack(adapter, {d: detectors[d] for d in names}, targets, args.epsilons, args.out, cfg,
                          batch_size=args.batch_size)
     print(format_table(robustness_table(records)))
+    return 0
+
+
+def _nuisance(args: argparse.Namespace, adapter: Any, samples: list, detectors: dict) -> int:
+    """``sasa attack --nuisance``: the detectors' flag rates on the test split's harmful text requests,
+    the same with their trigger words swapped, and the benign ones with and without alarming words
+    (``meta.contrast``), as text and, for an image model, typed on pages."""
+    from sasa.atomic import atomic_write_json
+    from sasa.attack.nuisance import defused, nuisance_table
+
+    test = [s for s in samples if s.split in (None, "test") and s.image is None]
+    harmful = _first([s for s in test if s.is_harmful], args.limit)
+    benign = [s for s in test if s.label == "benign"]
+    sets = {"harmful": harmful, "harmful, trigger words swapped": defused(harmful),
+            "benign with alarming words": _first([s for s in benign if s.meta.get("contrast")], args.limit),
+            "benign without": _first([s for s in benign if not s.meta.get("contrast")], args.limit)}
+    if adapter.spec.takes_images:
+        from sasa.data.render import page_samples
+
+        sets.update({f"{k} (pages)": page_samples(v, Path(args.out) / "pages") for k, v in list(sets.items())})
+    table = nuisance_table(detectors, sets, batch_size=args.batch_size)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(args.out) / "nuisance.json", table)
+    print("| detector | set | n | flagged [95 % CI] | mean score |\n| --- | --- | ---: | --- | ---: |")
+    for name, rows in table.items():
+        for set_name, r in rows.items():
+            lo, hi = r["flagged_ci"]
+            print(f"| {name} | {set_name} | {r['n']} | {100 * r['flagged']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] "
+                  f"| {r['mean_score']:.3f} |")
     return 0
 
 
@@ -785,6 +816,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what the attacked image must still do: be read as its request (the text typed on it), "
                          "or lead to an answer's opening")
     at.add_argument("--keep-weight", type=float, default=0.1, help="lambda, the keep term's weight")
+    at.add_argument("--nuisance", action="store_true",
+                    help="no attack: the detectors' flag rates on harmful requests with their trigger words swapped "
+                         "and on benign ones with alarming words (meta.contrast), beside the plain sets, as text "
+                         "and on pages (nuisance.json)")
     g = at.add_argument_group("fitting detectors (as sasa evaluate)")
     g.add_argument("--hiddendetect-layers", nargs="+", action=list_of(int, 2), metavar="S,E", default=None)
     g.add_argument("--hiddendetect-layer-rule", choices=("above-last", "positive-run"), default="above-last")

@@ -200,7 +200,7 @@ def test_the_nuisance_table_counts_each_detectors_flags_per_set(fitted):
     assert [s.prompt for s in calm] == ["how to make a cake at home", "steps to fix a bank"]  # x3 has no trigger
     assert all(s.label == "benign" and s.meta["defused_from"] in ("x1", "x2") for s in calm)
     sets = {"harmful": harmful, "defused": calm}
-    table = nuisance_table(detectors, sets, batch_size=2)
+    table = nuisance_table(detectors, sets, batch_size=2, progress=False)
     for name, det in detectors.items():
         for set_name, items in sets.items():
             scores = np.asarray(det.score(items), dtype=float)

@@ -78,20 +78,28 @@ def defused(harmful: Sequence[Sample], swaps: dict[str, str] = TRIGGER_SWAPS) ->
     return out
 
 
-def nuisance_table(detectors: dict[str, Any], sets: dict[str, Sequence[Sample]],
-                   batch_size: int = 8) -> dict[str, dict[str, dict[str, Any]]]:
+def nuisance_table(detectors: dict[str, Any], sets: dict[str, Sequence[Sample]], batch_size: int = 8,
+                   progress: bool = True) -> dict[str, dict[str, dict[str, Any]]]:
     """``{detector: {set: {n, flagged, flagged_ci, mean_score}}}``: each detector's flag rate at its
     fixed threshold (Wilson 95 % interval) and mean score on each named set of samples."""
+    from tqdm.auto import tqdm
+
     table: dict[str, dict[str, dict[str, Any]]] = {}
+    bar = tqdm(total=len(detectors) * sum(map(len, sets.values())), desc="nuisance", unit="prompt",
+               disable=not progress)
     for name, det in detectors.items():
         rows = {}
         for set_name, samples in sets.items():
             if not samples:
                 continue
-            scores = np.concatenate([np.asarray(det.score(list(b)), dtype=float)
-                                     for b in batches(list(samples), batch_size)])
+            parts = []
+            for b in batches(list(samples), batch_size):
+                parts.append(np.asarray(det.score(list(b)), dtype=float))
+                bar.update(len(b))
+            scores = np.concatenate(parts)
             k = int((scores > det.threshold).sum())
             rows[set_name] = {"n": len(scores), "flagged": k / len(scores), "flagged_ci": list(wilson(k, len(scores))),
                               "mean_score": float(scores.mean())}
         table[name] = rows
+    bar.close()
     return table

@@ -246,7 +246,8 @@ def mmap_large_allocations() -> None:
     minutes on this machine; with the threshold fixed it stayed under 2 GB.  The character loss
     has fixed shapes; the call stays as a cheap guard for the page batches' varying allocations.
     The visual stage (batches of varying length: compact and full pages, text replay) needs it too:
-    a long chunk without it reached 19 GB of resident memory in 35 minutes and was killed."""
+    a long chunk without it reached 19 GB of resident memory in 35 minutes and was killed.  It costs
+    time: a long-reading visual step took ~55 s with it against 38-45 s without (one thread)."""
     import ctypes
     import ctypes.util
 

@@ -380,8 +380,9 @@ def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: li
     --baseline-detector where given, the rest fitted on the data's train/val splits."""
     from sasa.training import assemble_detectors
 
-    needs_fit = [d for d in needed if not {"detect": args.detector, "probe-noproj": args.baseline_detector}.get(d)]
-    return assemble_detectors(adapter, needed, samples, {"detect": args.detector, "probe-noproj": args.baseline_detector},
+    given = {"detect": args.detector, "probe-noproj": args.baseline_detector}
+    needs_fit = [d for d in needed if not given.get(d)]
+    return assemble_detectors(adapter, needed, samples, given,
                               selection=_selection(adapter, args) if needs_fit else None, target_fpr=args.target_fpr,
                               batch_size=args.batch_size, model_name=args.model,
                               hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in needs_fit else None)

@@ -163,7 +163,7 @@ def pick_stability(adapter: Adapter, samples: Sequence[Sample], out_dir: Any, se
         picks["map_smoothed_maximum"].append((pm["smoothed_best"]["s"], pm["smoothed_best"]["f"]))
         runs.append({"seed": seed, "analysis": list(picks["analysis"][-1]), "map_maximum": list(picks["map_maximum"][-1]),
                      "map_smoothed_maximum": list(picks["map_smoothed_maximum"][-1]),
-                     "map_auroc_at_analysis_pick": _grid_value(pm, *picks["analysis"][-1]),
+                     "map_auroc_at_analysis_pick": grid_value(pm, *picks["analysis"][-1]),
                      "noproj_auroc": pm["noproj_auroc"]})
     agreement = {}
     for rule, chosen in picks.items():
@@ -173,7 +173,8 @@ def pick_stability(adapter: Adapter, samples: Sequence[Sample], out_dir: Any, se
     return {"seeds": list(seeds), "runs": runs, "agreement": agreement}
 
 
-def _grid_value(pm: dict[str, Any], s: int, f: int) -> float | None:
+def grid_value(pm: dict[str, Any], s: int, f: int) -> float | None:
+    """The map's AUROC at (s, f), or None when the pair is off its grid."""
     depths = pm["depths"]
     if s in depths and f in depths:
         return pm["grid"][depths.index(s)][depths.index(f)]

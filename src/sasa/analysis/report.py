@@ -258,10 +258,10 @@ def layer_table(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 def pair_map_caption(pm: Mapping[str, Any]) -> str:
     """One sentence that reads the map: its picks against the analysis' and the no-projection probe."""
     best, smooth = pm["best"], pm["smoothed_best"]
+    from sasa.analysis.pairmap import grid_value
+
     pick = pm.get("analysis_pick")
-    at_pick = None
-    if pick and pick["s"] in pm["depths"] and pick["f"] in pm["depths"]:
-        at_pick = pm["grid"][pm["depths"].index(pick["s"])][pm["depths"].index(pick["f"])]
+    at_pick = grid_value(pm, pick["s"], pick["f"]) if pick else None
     text = (f"SASA probe validation AUROC per (s, f) on a grid over all depths ({pm['n_train']} training, "
             f"{pm['n_val']} validation prompts). Maximum {best['auroc']:.3f} at ({best['s']}, {best['f']}); "
             f"smoothed maximum at ({smooth['s']}, {smooth['f']}) ({smooth['auroc']:.3f}); no projection "

@@ -18,6 +18,15 @@ from sasa.models.adapters import Adapter
 from sasa.projection import ProjectionConfig
 
 
+def _check_batch(inputs: dict) -> None:
+    """Inputs the engine can run: ids and mask present, a batch left padded."""
+    if "input_ids" not in inputs or "attention_mask" not in inputs:
+        raise ValueError("inputs need input_ids and attention_mask (build them with SASAEngine.encode)")
+    mask = inputs["attention_mask"]
+    if mask.shape[0] > 1 and not bool(mask[:, -1].all()):
+        raise ValueError("batched inputs must be left padded (the last position must be a real token)")
+
+
 class SASAEngine:
     """Runs SASA's augmented pass (and the plain one) over a batch, optionally then decoding."""
 
@@ -78,9 +87,7 @@ class SASAEngine:
             raise ValueError("no layer pair given")
         keep = frozenset().union(*(p.keep for p in plans.values()))
         record_from = min(p.record_from for p in plans.values())
-        mask = inputs["attention_mask"]
-        if mask.shape[0] > 1 and not bool(mask[:, -1].all()):
-            raise ValueError("batched inputs must be left padded (the last position must be a real token)")
+        _check_batch(inputs)
 
         def on_prefill(original: Callable, input_ids: torch.Tensor, generation_config: Any, model_kwargs: dict,
                        *args: Any, **kwargs: Any) -> Any:
@@ -141,11 +148,7 @@ class SASAEngine:
         project_decoding: bool = False,
         **generate_kwargs: Any,
     ) -> tuple[torch.Tensor, PrefillResult, list[bool]]:
-        if "input_ids" not in inputs or "attention_mask" not in inputs:
-            raise ValueError("inputs need input_ids and attention_mask (build them with SASAEngine.encode)")
-        mask = inputs["attention_mask"]
-        if mask.shape[0] > 1 and not bool(mask[:, -1].all()):
-            raise ValueError("batched inputs must be left padded (the last position must be a real token)")
+        _check_batch(inputs)
         plan = self.plan(capture_layers, need_plain_logits, augment)
         stopper = RowsDone()
         state: dict[str, Any] = {}

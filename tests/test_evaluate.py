@@ -290,3 +290,34 @@ def _splits(setup):
         samples.append(Sample(f"b{i}", b, image=str(folder / f"{i}.png") if i % 2 else None, label="benign",
                               split=split))
     return [s for s in samples if s.split == "train"], [s for s in samples if s.split == "val"]
+
+
+def test_run_pipeline_equals_fitting_then_evaluating_by_hand(setup, tmp_path):
+    """``run_pipeline`` = ``fit_detectors`` + ``Evaluation.run`` + ``report``; a mode given in
+    ``only`` runs on that subset alone; ``run_info`` sees the records and lands in the summary."""
+    from sasa.pipeline import run_pipeline
+
+    adapter, _, _, test = setup
+    train, val = _splits(setup)
+    modes = ["vanilla", "detect", "probe-noproj", "hiddendetect", "augment"]
+    detectors, info = fit_detectors(adapter, train, val, LayerSelection(2, 4), batch_size=2, progress=False)
+    by_hand = Evaluation(adapter, tmp_path / "by-hand", detectors, batch_size=2, max_new_tokens=4, progress=False)
+    expected = by_hand.run(test, modes[:-1]) + by_hand.run(test[:1], ["augment"])
+    seen = {}
+
+    def run_info(records, evaluation, fit_info):
+        seen["n"] = len(records)
+        return {"fitted": sorted(fit_info)}
+
+    run = run_pipeline(adapter, test, modes, tmp_path / "pipeline", train=train, val=val,
+                       selection=LayerSelection(2, 4), only={"augment": test[:1]}, batch_size=2, max_new_tokens=4,
+                       n_boot=20, run_info=run_info, progress=False)
+    assert run.fit_info.keys() == info.keys()
+    for name in ("detect", "probe-noproj"):
+        assert run.fit_info[name]["threshold"] == info[name]["threshold"]
+    strip = lambda recs: sorted((r["mode"], r["id"], r["decision"], r["response"], r["score"]) for r in recs)
+    assert strip(run.records) == strip(expected)
+    assert seen["n"] == len(expected) == 4 * len(test) + 1
+    assert run.summary["run"] == {"fitted": ["detect", "hiddendetect", "probe-noproj"]}
+    assert json.loads((tmp_path / "pipeline" / "summary.json").read_text())["run"] == run.summary["run"]
+    assert run.paths["html"].is_file()

@@ -33,6 +33,7 @@ _EXPORTS = {
     "Sample": "sasa.data.sample",
     "Evaluation": "sasa.evaluate",
     "fit_detectors": "sasa.training",
+    "run_pipeline": "sasa.pipeline",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from sasa.probe import DetectorConfig, LinearProbe
     from sasa.records import Record
     from sasa.projection import ProjectionConfig
+    from sasa.pipeline import run_pipeline
     from sasa.training import fit_detectors
 
 

@@ -331,8 +331,7 @@ def _hiddendetect_config(adapter: Any, args: argparse.Namespace) -> Any:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sasa.baselines import AdaShieldConfig, ECSOConfig
     from sasa.data.splits import assign_splits
-    from sasa.distributed import current_shard
-    from sasa.evaluate import Evaluation
+    from sasa.pipeline import run_pipeline
     from sasa.report.headline import headline
 
     from sasa.data.sample import unreadable
@@ -351,28 +350,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split_preset:
         samples = assign_splits(samples, args.split_preset)
     test = _first([s for s in samples if s.split in (None, "test")], args.limit) + broken
-    detectors = _detectors(args, adapter, samples, detectors_needed(modes))
-    augment_engine = detectors["detect"].engine if "detect" in detectors else _engine(adapter, args)
+    needed = detectors_needed(modes)
+    given = _given_probes(args)
+    fit = [d for d in needed if not given.get(d)]
     judges: list = _judges(args)
     if args.judge_model:
         from sasa.judge import get_judge
 
         judges.insert(0, get_judge("guard", model_or_path=args.judge_model, trust_remote_code=args.trust_remote_code))
-    ev = Evaluation(adapter, args.out, detectors, augment_engine, judges=judges, batch_size=args.batch_size,
-                    max_new_tokens=args.max_new_tokens, adashield=AdaShieldConfig(args.adashield_placement),
-                    ecso=ECSOConfig(check=args.ecso_check, parse=args.ecso_parse))
-    shard = current_shard()
-    records = ev.run(test, modes, on_error=args.on_error, shard=shard, retry_errors=args.retry_errors)
-    if not shard.is_main:  # the main process merged every shard's records and reports them
+    result = run_pipeline(
+        adapter, test, modes, args.out, train=[s for s in samples if s.split == "train"],
+        val=[s for s in samples if s.split == "val"], given=given,
+        selection=_selection(adapter, args) if fit else None, target_fpr=args.target_fpr,
+        hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in fit else None,
+        augment_engine=lambda det: det["detect"].engine if "detect" in det else _engine(adapter, args), judges=judges,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        evaluation_options={"adashield": AdaShieldConfig(args.adashield_placement),
+                            "ecso": ECSOConfig(check=args.ecso_check, parse=args.ecso_parse)},
+        title=f"SASA evaluation: {args.model}", n_boot=args.n_boot, model_name=args.model,
+        on_error=args.on_error, retry_errors=args.retry_errors)
+    if result is None:  # a data-parallel worker: the main process merged every shard's records and reports them
         return 0
-    errors = [r for r in records if r.get("decision") == "error"]
+    errors = [r for r in result.records if r.get("decision") == "error"]
     if errors:
         logger.warning("%d records are errors (ids: %s); see records.jsonl", len(errors),
                        ", ".join(sorted({r["id"] for r in errors})[:10]))
-    result = ev.report(records, modes, title=f"SASA evaluation: {args.model}", n_boot=args.n_boot)
-    print(headline(result["summary"]))
-    print(f"\nreport: {result['html']}")
+    print(headline(result.summary))
+    print(f"\nreport: {result.paths['html']}")
     return 0
+
+
+def _given_probes(args: argparse.Namespace) -> dict[str, Any]:
+    """The fitted probe directories given on the command line, by the mode they serve."""
+    return {"detect": args.detector, "probe-noproj": args.baseline_detector}
 
 
 def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: list[str]) -> dict:
@@ -380,12 +390,14 @@ def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: li
     --baseline-detector where given, the rest fitted on the data's train/val splits."""
     from sasa.training import assemble_detectors
 
-    given = {"detect": args.detector, "probe-noproj": args.baseline_detector}
+    given = _given_probes(args)
     needs_fit = [d for d in needed if not given.get(d)]
-    return assemble_detectors(adapter, needed, samples, given,
-                              selection=_selection(adapter, args) if needs_fit else None, target_fpr=args.target_fpr,
-                              batch_size=args.batch_size, model_name=args.model,
-                              hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in needs_fit else None)
+    detectors, _ = assemble_detectors(
+        adapter, needed, [s for s in samples if s.split == "train"], [s for s in samples if s.split == "val"], given,
+        selection=_selection(adapter, args) if needs_fit else None, target_fpr=args.target_fpr,
+        batch_size=args.batch_size, model_name=args.model,
+        hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in needs_fit else None)
+    return detectors
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -593,8 +605,16 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             return CHUNK_PAUSED
         print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")
         return 0
-    from sasa.zoo.measure import MeasureConfig, measure_organism
+    from sasa.zoo.measure import MeasureConfig, measure_organism, record_organism_layers
     from sasa.zoo.measure import headline as measure_headline
+
+    if args.zoo_command == "record":
+        given = {"batch_size": args.batch_size} if args.batch_size is not None else {}
+        rec = record_organism_layers(args.out, MeasureConfig(limit=args.limit or None, **given),
+                                     pair_map_step=args.pair_map_step)
+        print(f"recorded (s, f) = ({rec['s']}, {rec['f']}) [0-based] in {rec['organism']}\n{rec['reason']}"
+              f"\nanalysis report: {rec['report']}")
+        return 0
 
     if args.zoo_command in ("stages", "heldout"):
         from sasa.zoo.stages import StagesConfig, measure_stages, stage_table
@@ -627,7 +647,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     print(measure_headline(result))
     if args.record:
         layers = result["run"]["layers"]
-        path = organism.record_layers(layers["s"], layers["f"])
+        path = organism.record_layers(layers["s"], layers["f"], reason=layers["reason"],
+                                      profile=Path(args.out) / "analysis" / "profile.json")
         print(f"recorded (s, f) = ({layers['s']}, {layers['f']}) in {path}")
     print(f"\nmeasurement: {Path(args.out) / 'measurement.json'}\nreport: {Path(args.out) / 'eval' / 'report.html'}"
           f"\n({result['run']['seconds']} s)")
@@ -936,6 +957,15 @@ def build_parser() -> argparse.ArgumentParser:
     zm.add_argument("--limit", type=int, default=0, help="cap every test set (smoke runs); 0 = all")
     zm.add_argument("--record", action="store_true", help="store the chosen (s, f) with the organism's weights")
     zm.set_defaults(func=cmd_zoo)
+    zr = zsub.add_parser("record", help="run the analysis on the organism in use and record its (s, f) with its "
+                                        "weights (what `sasa demo` uses); the measurement's step 3 alone")
+    zr.add_argument("name", choices=("organism",))
+    zr.add_argument("--out", default="runs/organism-analysis", help="analysis folder (report, profile)")
+    zr.add_argument("--batch-size", type=int, default=None, help="default: MeasureConfig's")
+    zr.add_argument("--limit", type=int, default=0, help="cap the analysis pages per label (smoke runs); 0 = all")
+    zr.add_argument("--pair-map-step", type=int, default=None, metavar="K",
+                    help="also the (s, f) map on a grid of every K-th block (in the analysis report)")
+    zr.set_defaults(func=cmd_zoo)
     zs = zsub.add_parser("stages", help="the recipe measured after each stage (refusal backbone, + reader, "
                                         "+ visual LoRA): one table")
     zs.add_argument("name", choices=("organism",))

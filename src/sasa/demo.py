@@ -21,11 +21,11 @@ from typing import Any
 
 from sasa.data.registry import builtin_dataset
 from sasa.data.splits import assign_splits, class_balance, subsample
-from sasa.evaluate import PRIMARY_JUDGE_WHY, Evaluation
+from sasa.evaluate import PRIMARY_JUDGE_WHY
 from sasa.layers import default_layers
 from sasa.models.loading import load_model
 from sasa.modes import DEMO_MODES
-from sasa.training import fit_detectors
+from sasa.pipeline import run_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +41,13 @@ def _selection(adapter: Any, model: str) -> tuple[Any, str]:
     """The organism's (s, f) as its measured analysis chose it (kept with its weights; refused when
     measured on other weights), else the default; and where they came from, in words."""
     if model == DEMO_MODEL:
-        from sasa.zoo.organism import recommended_layers
+        from sasa.zoo.organism import layer_record, recommended_layers
 
         chosen = recommended_layers()
         if chosen is not None:
-            return chosen, "the organism's analysis (sasa zoo measure organism --record), recorded with its weights"
+            why = layer_record().get("reason")
+            return chosen, ("the organism's analysis (sasa zoo record organism), recorded with its weights"
+                            + (f": {why}" if why else ""))
     return default_layers(adapter.num_layers), ("the default scaled from LLaVA-1.5-7B's (13, 15) of 32: no analysis "
                                                 "is recorded for these weights")
 
@@ -136,29 +138,31 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
             limit=sizes["test"] if size != "full" or per_label else None, seed=seed, progress=progress)
     for k, v in parts.items():
         logger.info("%s split: %s", k, class_balance(v))
-    detectors, fit_info = fit_detectors(adapter, parts["train"], parts["val"], selection, seed=seed,
-                                        batch_size=batch_size, model_name=model, progress=progress)
-    evaluation = Evaluation(adapter, out, detectors, batch_size=batch_size,
-                            max_new_tokens=max_new_tokens, progress=progress)
-    records = evaluation.run(parts["test"], DEMO_MODES)
     s, f = selection.resolve(adapter.num_layers)
-    run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based", "from": selection_source},
+
+    def run_info(records: list[dict], evaluation: Any, fit_info: dict) -> dict[str, Any]:
+        info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based", "from": selection_source},
                 "size": size, "quick": quick, "seed": seed, "max_new_tokens": max_new_tokens,
                 "benchmarks": {"figstep": str(figstep) if figstep else None, "xstest": str(xstest) if xstest else None},
                 **({"per_label": per_label} if per_label is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
-    if adapter.spec.takes_images:
-        text_records = evaluation.run(text_test, ["vanilla"])
-        n = max(len(text_records), 1)
-        run_info["text_refusal"] = {"n": len(text_records),
+        if adapter.spec.takes_images:
+            text_records = evaluation.run(text_test, ["vanilla"])
+            n = max(len(text_records), 1)
+            info["text_refusal"] = {"n": len(text_records),
                                     "rate": sum(r["refused"] for r in text_records) / n,
                                     "by_judge": {j.name: sum(r["verdicts"][j.name] for r in text_records) / n
                                                  for j in evaluation.judges},
                                     "what": "vanilla model, the harmful test requests as plain text"}
-    run_info["threshold_transfer"] = threshold_transfer(records, fit_info, seed=seed)
-    run_info["judges"] = {"names": [j.name for j in evaluation.judges], "why": PRIMARY_JUDGE_WHY}
-    run_info["seconds"] = round(time.perf_counter() - start, 1)
-    result = evaluation.report(records, DEMO_MODES, title=f"SASA demo on {model}", n_boot=n_boot,
-                               seed=seed, extra=run_info)
-    result["run"] = run_info
+        info["threshold_transfer"] = threshold_transfer(records, fit_info, seed=seed)
+        info["judges"] = {"names": [j.name for j in evaluation.judges], "why": PRIMARY_JUDGE_WHY}
+        info["seconds"] = round(time.perf_counter() - start, 1)
+        return info
+
+    run = run_pipeline(adapter, parts["test"], DEMO_MODES, out, train=parts["train"], val=parts["val"],
+                       selection=selection, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                       title=f"SASA demo on {model}", n_boot=n_boot, model_name=model, run_info=run_info,
+                       progress=progress)
+    result = {"summary": run.summary, **run.paths}
+    result["run"] = run.summary["run"]
     return result

@@ -32,7 +32,7 @@ from sasa.data.sample import Sample
 from sasa.detectors import Detector
 from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
-from sasa.features import SampleError, batches, run_or_skip
+from sasa.features import SampleError, batches, run_into
 from sasa.judge import get_judge
 from sasa.models.adapters import Adapter
 from sasa.data.sample import unreadable
@@ -134,16 +134,10 @@ class Evaluation:
             todo = [s for s in mine if (mode, s.id) not in done]
             if not todo:
                 continue
-            bar = tqdm(total=len(todo), desc=f"evaluate[{mode}]", unit="prompt",
-                       disable=not self.progress or not shard.is_main)
-            for chunk in batches(todo, self.batch_size):
-                recs = [r.to_json() for r in
-                        run_or_skip(chunk, lambda part: self._run_chunk(mode, part, vanilla), mode, on_error)]
-                append_records(out, recs)
+            for recs in run_into(out, todo, self.batch_size, lambda part: self._run_chunk(mode, part, vanilla), mode,
+                                 on_error, self.progress and shard.is_main, desc=f"evaluate[{mode}]"):
                 if mode == "vanilla":
                     vanilla.update({r["id"]: r for r in recs if r["decision"] != "error"})
-                bar.update(len(chunk))
-            bar.close()
         if shard.parallel:
             shard.barrier()
             if shard.is_main:

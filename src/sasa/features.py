@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -61,6 +62,22 @@ def run_or_skip(chunk: Sequence[Sample], run: Any, mode: str, on_error: str = "r
             logger.warning("skipping %s", exc)
             return [Record.from_sample(chunk[0], mode, "error", error=str(exc), prompt=chunk[0].prompt)]
     return [rec for sample in chunk for rec in run_or_skip([sample], run, mode, on_error)]
+
+
+def run_into(path: str | os.PathLike, todo: Sequence[Sample], batch_size: int, run: Any, mode: str,
+             on_error: str = "raise", progress: bool = True, desc: str | None = None) -> Iterable[list[dict]]:
+    """The resumable loop: ``run`` each batch of ``todo`` (through :func:`run_or_skip`), append its
+    records to ``path`` in one write, and yield them as JSON dicts (the caller picks ``todo``
+    from what ``path`` already holds)."""
+    from sasa.records import append_records
+
+    bar = tqdm(total=len(todo), desc=desc or mode, unit="prompt", disable=not progress)
+    for chunk in batches(todo, batch_size):
+        records = [r.to_json() for r in run_or_skip(chunk, run, mode, on_error)]
+        append_records(path, records)
+        bar.update(len(chunk))
+        yield records
+    bar.close()
 
 
 def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

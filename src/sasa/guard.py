@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
 from sasa.engine import FeatureSpec, SASAEngine
-from sasa.features import batches, encode_samples, run_or_skip
+from sasa.features import encode_samples, run_into
 from sasa.layers import default_layers
 from sasa.models.adapters import Adapter
 from sasa.modes import GUARD_MODES, MODES, REFUSAL, GuardedOutput
 from sasa.probe import LinearProbe
 from sasa.projection import ProjectionConfig
-from sasa.records import Record, append_records, drop_errors, read_records
+from sasa.records import Record, drop_errors, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +129,7 @@ class Guard:
         todo = [s for s in samples if s.id not in done]
         if done:
             logger.info("%s: %d samples already done, %d to go", out_path, len(done), len(todo))
-        bar = tqdm(total=len(todo), desc=f"generate[{self.mode}]", unit="prompt", disable=not progress)
-        for chunk in batches(todo, batch_size):
-            records = run_or_skip(chunk, lambda part: self.records(part, max_new_tokens, **generate_kwargs),
-                                  self.mode, on_error)
-            append_records(out_path, records)
-            bar.update(len(chunk))
-        bar.close()
+        for _ in run_into(out_path, todo, batch_size, lambda part: self.records(part, max_new_tokens, **generate_kwargs),
+                          self.mode, on_error, progress, desc=f"generate[{self.mode}]"):
+            pass
         return out_path

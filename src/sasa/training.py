@@ -205,32 +205,32 @@ def fit_detectors(
     return detectors, info
 
 
-def assemble_detectors(adapter: Any, needed: Sequence[str], samples: Sequence[Sample],
+def assemble_detectors(adapter: Any, needed: Sequence[str], train: Sequence[Sample], val: Sequence[Sample],
                        given: dict[str, Any] | None = None, *, selection: Any = None, target_fpr: float = 0.05,
                        batch_size: int = 8, seed: int = 0, model_name: str | None = None, hiddendetect: Any = None,
-                       progress: bool = True) -> dict[str, Any]:
-    """The detectors ``needed`` for a run (``sasa evaluate``, ``sasa attack``): a probe directory
+                       progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The detectors ``needed`` for a run and what fitting them measured: a probe directory
     ``given`` for ``detect`` / ``probe-noproj`` is loaded (refused when made for another model), and
-    the rest are fitted by :func:`fit_detectors` on ``samples``' train and val splits."""
+    the rest are fitted by :func:`fit_detectors` on ``train`` and ``val``."""
     from sasa.detectors import ProbeDetector
     from sasa.guard import engine_from_probe
 
     given = {k: v for k, v in (given or {}).items() if v}
     detectors: dict[str, Any] = {}
+    info: dict[str, Any] = {}
     for name in needed:
         if name in given and name in ("detect", "probe-noproj"):
             probe = LinearProbe.from_pretrained(given[name], expect_fingerprint=adapter.fingerprint())
             detectors[name] = ProbeDetector(engine_from_probe(adapter, probe), probe, name)
     missing = [d for d in needed if d not in detectors]
     if missing:
-        train = [s for s in samples if s.split == "train"]
-        val = [s for s in samples if s.split == "val"]
         if not train or not val:
             raise ValueError(f"{missing} need detectors: give fitted ones, or data with train/val splits "
                              "(e.g. --split-preset unseen-families)")
         if selection is None:
             raise ValueError(f"fitting {missing} needs the layer selection (s, f)")
-        fitted, _ = fit_detectors(adapter, train, val, selection, missing, target_fpr=target_fpr, batch_size=batch_size,
-                                  seed=seed, model_name=model_name, hiddendetect=hiddendetect, progress=progress)
+        fitted, info = fit_detectors(adapter, train, val, selection, missing, target_fpr=target_fpr,
+                                     batch_size=batch_size, seed=seed, model_name=model_name,
+                                     hiddendetect=hiddendetect, progress=progress)
         detectors.update(fitted)
-    return detectors
+    return detectors, info

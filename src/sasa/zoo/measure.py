@@ -112,16 +112,55 @@ def reading_accuracy(adapter, pages: int, seed: int) -> dict[str, Any]:
     return out
 
 
+def organism_analysis(adapter, out: Path, cfg: MeasureConfig, model: str, progress: bool, *,
+                      pair_map_step: int | None = None) -> tuple[dict[str, Any], list[Sample], list[Sample]]:
+    """``sasa analyze`` on typed HarmBench/StrongREJECT/benign pages and their text twins (the
+    measurement's step 3); returns the analysis result and the detector pool's train and validation
+    pages.  ``pair_map_step`` adds the (s, f) map on that grid."""
+    from sasa.analysis import AnalysisConfig, run_analysis
+    from sasa.data.splits import subsample
+
+    train, val, text_twins = detector_pool(out, cfg.seed, progress)
+    train = subsample(train, per_label=cfg.train_per_label if cfg.limit is None else 2 * cfg.limit, seed=cfg.seed)
+    val = subsample(val, per_label=cfg.val_per_label if cfg.limit is None else cfg.limit, seed=cfg.seed)
+    per_label = cfg.analysis_per_label if cfg.limit is None else min(cfg.analysis_per_label, cfg.limit)
+    chosen = subsample(train, per_label=per_label, seed=cfg.seed)
+    twins = {s.id: s for s in text_twins}
+    samples = chosen + [twins[p.meta["group"]] for p in chosen]
+    acfg = AnalysisConfig(batch_size=cfg.batch_size, seed=cfg.seed, heads=False, max_samples=None, pairs=0,
+                          progress=progress, pair_map=pair_map_step is not None, pair_map_step=pair_map_step)
+    return run_analysis(adapter, samples, out / "analysis", acfg, model_name=model), train, val
+
+
+def record_organism_layers(out: str | Path, cfg: MeasureConfig | None = None, *, pair_map_step: int | None = None,
+                           progress: bool = True) -> dict[str, Any]:
+    """Run the organism's analysis alone and record its (s, f) with the weights' digest in the
+    ``organism.json`` of the weights in use (``$SASA_ORGANISM`` or the packaged ones), which
+    ``sasa demo`` then uses; the analysis profile (its per-block curves) is kept with them."""
+    from sasa.models.loading import load_model
+    from sasa.zoo import organism
+
+    cfg = cfg or MeasureConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_model("sasa-organism", device="auto")
+    analysis, _, _ = organism_analysis(loaded.adapter, out, cfg, "sasa-organism", progress, pair_map_step=pair_map_step)
+    sel = analysis["selection"]
+    path = organism.record_layers(sel["safety"], sel["fused"], reason=sel["reason"],
+                                  profile=out / "analysis" / "profile.json")
+    return {"s": sel["safety"], "f": sel["fused"], "reason": sel["reason"], "organism": str(path),
+            "report": analysis["paths"].get("html"), "pair_map": analysis.get("pair_map")}
+
+
 def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, cfg: MeasureConfig | None = None,
                      model: str = "sasa-organism", progress: bool = True) -> dict[str, Any]:
     """Run the whole measurement; writes ``measurement.json`` and the evaluation report under ``out``."""
-    from sasa.analysis import AnalysisConfig, run_analysis
+    from sasa.data.render import page_samples
     from sasa.data.splits import subsample
     from sasa.evaluate import Evaluation
     from sasa.layers import LayerSelection
     from sasa.models.loading import load_model
-    from sasa.training import fit_detectors
-    from sasa.data.render import page_samples
+    from sasa.pipeline import run_pipeline
 
     cfg = cfg or MeasureConfig()
     started = time.perf_counter()
@@ -156,37 +195,26 @@ def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, c
     reading["transcription"] = transcription_scores(said, transcribe)
     log.info("reading: %s", reading)
 
-    train, val, text_twins = detector_pool(out, cfg.seed, progress)
-    train = subsample(train, per_label=cfg.train_per_label if cfg.limit is None else 2 * cfg.limit, seed=cfg.seed)
-    val = subsample(val, per_label=cfg.val_per_label if cfg.limit is None else cfg.limit, seed=cfg.seed)
-    per_label = cfg.analysis_per_label if cfg.limit is None else min(cfg.analysis_per_label, cfg.limit)
-    chosen = subsample(train, per_label=per_label, seed=cfg.seed)
-    twins = {s.id: s for s in text_twins}
-    analysis_samples = chosen + [twins[p.meta["group"]] for p in chosen]
-    analysis = run_analysis(adapter, analysis_samples, out / "analysis",
-                            AnalysisConfig(batch_size=cfg.batch_size, seed=cfg.seed, heads=False,
-                                           max_samples=None, pairs=0, progress=progress), model_name=model)
+    analysis, train, val = organism_analysis(adapter, out, cfg, model, progress)
     s, f = analysis["selection"]["safety"], analysis["selection"]["fused"]
-    selection = LayerSelection(s, f)
-    detectors, fit_info = fit_detectors(adapter, train, val, selection, target_fpr=cfg.target_fpr, seed=cfg.seed,
-                                        batch_size=cfg.batch_size, model_name=model, progress=progress)
-    evaluation.detectors = detectors
     test = fig_image + xs_pages
     share = random.Random(cfg.seed)
     subset = [x for x in test if share.random() < cfg.generating_share]
     modes = list(cfg.scoring_modes) + list(cfg.generating_modes)
-    sasa_records = evaluation.run(test, list(cfg.scoring_modes))
-    sasa_records += evaluation.run(subset, list(cfg.generating_modes))
     run_info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based", "reason": analysis["selection"]["reason"]},
-                "behaviour": behaviour, "reading": reading, "detectors": fit_info,
+                "behaviour": behaviour, "reading": reading,
                 "data": {"train_pages": len(train), "val_pages": len(val), "figstep_images": len(fig_image),
                          "figstep_text": len(fig_text), "xstest_safe": len(xs_text),
                          "generating_modes_on": len(subset)},
                 "config": asdict(cfg)}
-    report = evaluation.report(sasa_records, modes, title=f"SASA on {model}: FigStep images + XSTest-safe pages",
-                               seed=cfg.seed, extra=run_info)
+    run = run_pipeline(adapter, test, modes, out / "eval", train=train, val=val, selection=LayerSelection(s, f),
+                       target_fpr=cfg.target_fpr, only={m: subset for m in cfg.generating_modes},
+                       evaluation=evaluation, title=f"SASA on {model}: FigStep images + XSTest-safe pages",
+                       seed=cfg.seed, batch_size=cfg.batch_size, model_name=model, progress=progress,
+                       run_info=lambda records, ev, fit_info: {**run_info, "detectors": fit_info})
+    run_info = run.summary["run"]
     run_info["seconds"] = round(time.perf_counter() - started, 1)
-    result = {"run": run_info, "summary": report["summary"]}
+    result = {"run": run_info, "summary": run.summary}
     atomic_write_json(out / "measurement.json", result)
     return result
 

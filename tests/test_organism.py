@@ -335,6 +335,40 @@ def test_missing_weights_name_the_file(tmp_path):
         organism.materialise(tmp_path)
 
 
+def test_the_committed_layer_record_was_measured_on_the_committed_weights():
+    """The demo's (s, f) come from the organism's own analysis: rebuild the record with the weights
+    (``sasa zoo record organism``) whenever they change, or this fails."""
+    record = organism.layer_record(organism.packaged_dir())
+    assert record, "no (s, f) recorded in the packaged organism.json: run `sasa zoo record organism`"
+    assert record["weights"] == organism.weights_digest(organism.packaged_dir())
+    assert 0 <= record["s"] < record["f"] < 30 and record["reason"]
+    curves = record["profile"]["curves"]
+    assert len(curves["probe_auroc"]) == 30
+
+
+@pytest.mark.slow
+def test_zoo_record_analyses_the_organism_in_use_and_the_demo_takes_its_pick(quick_organism, tmp_path, monkeypatch):
+    import shutil
+
+    from sasa.cli import main
+    from sasa.demo import _selection
+    from sasa.models.loading import load_model
+
+    weights = tmp_path / "weights"
+    shutil.copytree(quick_organism, weights)
+    monkeypatch.setenv("SASA_ORGANISM", str(weights))
+    assert organism.recommended_layers() is None
+    assert main(["zoo", "record", "organism", "--out", str(tmp_path / "analysis"), "--batch-size", "4",
+                 "--limit", "3"]) == 0
+    record = organism.layer_record(weights)
+    analysis = json.loads((tmp_path / "analysis" / "analysis" / "profile.json").read_text())
+    assert (record["s"], record["f"]) == (analysis["layers"]["safety"], analysis["layers"]["fused"])
+    assert record["profile"]["curves"] == analysis["curves"]
+    adapter = load_model("sasa-organism", device="cpu").adapter
+    selection, source = _selection(adapter, "sasa-organism")
+    assert selection.resolve(30) == (record["s"], record["f"]) and "sasa zoo record organism" in source
+
+
 @pytest.mark.slow
 def test_measurement_smoke_runs_every_part_on_real_benchmark_files(shared_data, tmp_path):
     """``sasa zoo measure organism`` end to end on a few items of the real FigStep and XSTest files."""

@@ -151,6 +151,12 @@ def weights_digest(directory: str | os.PathLike | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+def layer_record(directory: str | os.PathLike | None = None) -> dict:
+    """The ``layers`` entry of ``organism.json`` as recorded (empty when none is)."""
+    path = Path(directory or resources_dir()) / "organism.json"
+    return (json.loads(path.read_text()).get("layers") or {}) if path.is_file() else {}
+
+
 def recommended_layers(directory: str | os.PathLike | None = None):
     """(s, f) from ``organism.json`` (written by ``sasa zoo measure organism --record``), or None
     when none is recorded; :class:`StaleLayersError` when they were measured on other weights."""
@@ -158,7 +164,7 @@ def recommended_layers(directory: str | os.PathLike | None = None):
 
     d = Path(directory or resources_dir())
     path = d / "organism.json"
-    layers = json.loads(path.read_text()).get("layers") if path.is_file() else None
+    layers = layer_record(d)
     if not layers:
         return None
     if layers.get("weights") != weights_digest(d):
@@ -168,14 +174,20 @@ def recommended_layers(directory: str | os.PathLike | None = None):
     return LayerSelection(int(layers["s"]), int(layers["f"]))
 
 
-def record_layers(s: int, f: int, directory: str | os.PathLike | None = None) -> Path:
+def record_layers(s: int, f: int, directory: str | os.PathLike | None = None, *, reason: str | None = None,
+                  profile: str | os.PathLike | None = None) -> Path:
     """Keep the measured (s, f) in ``organism.json``, with the digest of the weights they were
-    measured on, so the demo uses them and refuses them once the weights change."""
+    measured on, so the demo uses them and refuses them once the weights change; ``reason`` and the
+    analysis ``profile`` (its per-block curves) travel with them."""
     d = Path(directory or resources_dir())
     path = d / "organism.json"
     meta = json.loads(path.read_text())
-    meta["layers"] = {"s": int(s), "f": int(f), "indexing": "0-based", "from": "sasa zoo measure organism",
+    meta["layers"] = {"s": int(s), "f": int(f), "indexing": "0-based", "from": "sasa zoo record organism",
                       "weights": weights_digest(d)}
+    if reason is not None:
+        meta["layers"]["reason"] = reason
+    if profile is not None:
+        meta["layers"]["profile"] = json.loads(Path(profile).read_text())
     atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
     return path
 

@@ -238,22 +238,23 @@ def reader_loss(pred: torch.Tensor, slots: torch.Tensor, embeddings: torch.Tenso
     return ce + cfg.mse_weight * mse, accuracy
 
 
-def mmap_large_allocations() -> None:
-    """Serve allocations above 64 KiB by mmap (glibc only; elsewhere a no-op).
+def mmap_large_allocations(threshold: int = 64 * 1024) -> None:
+    """Serve allocations above ``threshold`` bytes by mmap (glibc only; elsewhere a no-op).
 
     Measured with an earlier whole-token loss whose tensors changed size every step: glibc's
     dynamic threshold kept them on a fragmenting heap and the run grew past 12 GB of RSS in 20
     minutes on this machine; with the threshold fixed it stayed under 2 GB.  The character loss
     has fixed shapes; the call stays as a cheap guard for the page batches' varying allocations.
     The visual stage (batches of varying length: compact and full pages, text replay) needs it too:
-    a long chunk without it reached 19 GB of resident memory in 35 minutes and was killed.  It costs
-    time: a long-reading visual step took ~55 s with it against 38-45 s without (one thread)."""
+    a long chunk without it reached 19 GB of resident memory in 35 minutes and was killed; with a
+    32 MiB threshold it grew to 14 GB in 3 minutes and its steps were no faster (54-58 s on one
+    thread, as with 64 KiB)."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
         libc.mallopt(-1, 0)  # M_TRIM_THRESHOLD: give freed heap tops back at once
     except (OSError, AttributeError):
         log.debug("mallopt not available; the reader's memory may grow with heap fragmentation")

@@ -371,7 +371,7 @@ def test_end_to_end_on_a_tiny_lvlm_with_rendered_pairs(tmp_path):
         assert (tmp_path / "plots" / f"{name}.svg").read_text().startswith("<svg")
     page = (tmp_path / "analysis.html").read_text()
     assert page.count("<svg") == 7 and f"Recommended (s, f) = ({s}, {f})" in page and "nan" not in page.lower()
-    prof = ModelProfile.load(tmp_path, expect_fingerprint=adapter.fingerprint())
+    prof = ModelProfile.from_pretrained(tmp_path, expect_fingerprint=adapter.fingerprint())
     assert (prof.safety, prof.fused) == (s, f) and prof.selection().resolve(adapter.num_layers) == (s, f)
     assert prof.reason == res["selection"]["reason"]
     shards = sorted(p.name for p in (tmp_path / "activations").iterdir())
@@ -391,7 +391,7 @@ def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog, capsys):
     assert main(["analyze", "--model", str(model_dir), "--device", "cpu", "--data", str(data), "--out", str(out),
                  "--head-layers", "2,3", "--head-heads", "0,1", "--head-max-samples", "4", "--pair-map",
                  "--pair-map-step", "2"]) == 0
-    prof = ModelProfile.load(out / "profile.json")
+    prof = ModelProfile.from_pretrained(out / "profile.json")
     assert "Maximum" in capsys.readouterr().out  # the map's one-line reading
     pm = json.loads((out / "curves.json").read_text())["pair_map"]
     assert pm["depths"] == [0, 2, 4, 5] and pm["analysis_pick"] == {"s": prof.safety, "f": prof.fused}
@@ -416,7 +416,7 @@ def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog, capsys):
                    "--profile", str(tmp_path / "other.json"), "--out", str(tmp_path / "probe2")])
     assert rc == 1 and "hidden_size: profile 4096 vs model 64" in caplog.text
     with pytest.raises(ProfileMismatchError):
-        ModelProfile.load(tmp_path / "other.json", expect_fingerprint=prof.fingerprint | {"hidden_size": 64})
+        ModelProfile.from_pretrained(tmp_path / "other.json", expect_fingerprint=prof.fingerprint | {"hidden_size": 64})
 
 
 @pytest.mark.slow
@@ -446,6 +446,6 @@ def test_smollm2_end_to_end_on_text(tmp_path):
     assert " sorry" in res["curves"]["alignment"]["refusal_tokens"]
     for name in ("profile.json", "curves.json", "analysis.html", "plots/safety_dprime.png", "plots/heads.png"):
         assert (tmp_path / name).is_file(), name
-    prof = ModelProfile.load(tmp_path, expect_fingerprint=adapter.fingerprint())
+    prof = ModelProfile.from_pretrained(tmp_path, expect_fingerprint=adapter.fingerprint())
     assert prof.selection().resolve(30) == (s, f)
     print(f"\nSmolLM2-135M: recommended (s, f) = ({s}, {f}); {prof.reason}")

@@ -208,8 +208,8 @@ def test_hiddendetect_layers_from_a_profile_and_the_command_line(tmp_path):
 
     adapter = tiny_adapter("llama")
     prof = ModelProfile(fingerprint=adapter.fingerprint(), safety=1, fused=2, hiddendetect_layers=(1, 3))
-    path = prof.save(tmp_path / "profile.json")
-    assert ModelProfile.load(path, expect_fingerprint=adapter.fingerprint()).hiddendetect_layers == (1, 3)
+    path = prof.save_pretrained(tmp_path)
+    assert ModelProfile.from_pretrained(path, expect_fingerprint=adapter.fingerprint()).hiddendetect_layers == (1, 3)
     base = ["evaluate", "--data", "x.jsonl", "--out", str(tmp_path / "run"), "--profile", str(path)]
     assert _hiddendetect_config(adapter, build_parser().parse_args(base)).layers == (1, 3)
     given = build_parser().parse_args(base + ["--hiddendetect-layers", "0", "2", "--hiddendetect-tokens",
@@ -220,4 +220,4 @@ def test_hiddendetect_layers_from_a_profile_and_the_command_line(tmp_path):
     d["baselines"]["hiddendetect_layers"] = [0, adapter.num_layers]
     path.write_text(json.dumps(d))
     with pytest.raises(ProfileError, match="hiddendetect_layers"):
-        ModelProfile.load(path)
+        ModelProfile.from_pretrained(path)

@@ -148,3 +148,29 @@ def test_dimension_mismatch_on_scoring():
     probe = LinearProbe.fit(x, y)
     with pytest.raises(ProbeMismatchError, match="expects 10"):
         probe.decision_function(np.zeros((2, 11)))
+
+
+def test_probe_and_profile_share_one_artefact_form(tmp_path):
+    """Both are written with ``save_pretrained`` into a directory, read with ``from_pretrained``,
+    stamped with the library versions, and refused for another model with the same error base."""
+    from sasa.analysis.profile import ModelProfile
+    from sasa.artefact import ArtefactMismatchError, ModelArtefact, library_versions
+
+    x, y = _data()
+    probe = _fitted(x, y)
+    probe.metadata["model"] = {"name": "m", "fingerprint": FP}
+    profile = ModelProfile(fingerprint=FP, safety=1, fused=3, model="m")
+    other = dict(FP, num_layers=FP["num_layers"] + 1)
+    for artefact, folder in ((probe, tmp_path / "probe"), (profile, tmp_path / "profile")):
+        assert isinstance(artefact, ModelArtefact)
+        artefact.save_pretrained(folder)
+        assert folder.is_dir()
+        again = type(artefact).from_pretrained(folder, expect_fingerprint=FP)
+        assert again.made_for() == ("m", FP)
+        with pytest.raises(ArtefactMismatchError, match="num_layers"):
+            type(artefact).from_pretrained(folder, expect_fingerprint=other)
+    assert json.loads((tmp_path / "profile" / "profile.json").read_text())["versions"] == library_versions()
+    stamped = json.loads((tmp_path / "probe" / "config.json").read_text())["versions"]
+    assert stamped["sasa"] == library_versions()["sasa"]
+    with pytest.warns(DeprecationWarning, match="from_pretrained"):
+        assert ModelProfile.load(tmp_path / "profile").fused == 3

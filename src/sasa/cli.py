@@ -120,7 +120,7 @@ def _profile(adapter: Any, args: argparse.Namespace) -> Any:
         return None
     from sasa.analysis.profile import ModelProfile
 
-    return ModelProfile.load(args.profile, expect_fingerprint=adapter.fingerprint())
+    return ModelProfile.from_pretrained(args.profile, expect_fingerprint=adapter.fingerprint())
 
 
 def _selection(adapter: Any, args: argparse.Namespace) -> Any:

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from sasa.artefact import (ArtefactError, ArtefactMismatchError, ModelArtefact, library_versions, read_json_object,
+                           utc_now)
 from sasa.atomic import atomic_dir
 from sasa.engine import FeatureSpec
 from sasa.layers import LayerSelection
-from sasa.models.adapters import fingerprint_differences
 from sasa.projection import ProjectionConfig
 
 logger = logging.getLogger(__name__)
@@ -32,11 +31,11 @@ DETECTOR_VERSION = 2
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "probe.safetensors", "README.md"
 
 
-class ProbeFileError(ValueError):
+class ProbeFileError(ArtefactError):
     """A probe file that is missing, corrupt or inconsistent; the message names the file."""
 
 
-class ProbeMismatchError(ValueError):
+class ProbeMismatchError(ArtefactMismatchError):
     """A probe made for a different model or feature layout than the one it is used with."""
 
 
@@ -55,8 +54,13 @@ def threshold_at_fpr(benign_scores: Any, target_fpr: float) -> float:
 
 
 @dataclass
-class LinearProbe:
+class LinearProbe(ModelArtefact):
     """w·standardise(x) + b; risk = sigmoid of that; flagged when the logit exceeds ``threshold``."""
+
+    KIND: ClassVar[str] = "probe"
+    FILE_ERROR: ClassVar[type[Exception]] = ProbeFileError
+    MISMATCH_ERROR: ClassVar[type[Exception]] = ProbeMismatchError
+    HINT: ClassVar[str] = "fit one for this model with `sasa probe fit`"
 
     weight: torch.Tensor
     bias: float
@@ -169,15 +173,12 @@ class LinearProbe:
         """The typed view of what this probe was made for (what ``config.json`` holds)."""
         return DetectorConfig.from_metadata(self.metadata, self.dim, self.threshold)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write the detector directory (``probe.safetensors``, ``config.json``, ``README.md``) atomically.
+    def _write(self, out: Path) -> Path:
+        """The detector directory (``probe.safetensors``, ``config.json``, ``README.md``), atomically.
 
         An existing directory is replaced only if it is a detector; anything else is refused."""
         from safetensors.torch import save_file
 
-        import sasa
-
-        out = Path(directory)
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_detector_dir(out))):
             raise ProbeFileError(f"{out}: exists and is not a sasa detector directory; choose another --out")
         tensors = {"weight": self.weight.to(torch.float32).contiguous(),
@@ -185,9 +186,9 @@ class LinearProbe:
         if self.mean is not None and self.std is not None:
             tensors["mean"] = self.mean.to(torch.float32).contiguous()
             tensors["std"] = self.std.to(torch.float32).contiguous()
-        versions = {**self.metadata.get("versions", _versions()), "sasa": sasa.__version__}
-        config = replace(self.config, versions=versions,
-                         saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        now = library_versions()  # the fitting's torch/transformers stay; the sasa that wrote it is stamped
+        versions = {**(self.metadata.get("versions") or now), "sasa": now["sasa"]}
+        config = replace(self.config, versions=versions, saved_at=utc_now())
         with atomic_dir(out) as tmp:
             save_file(tensors, str(tmp / WEIGHTS_NAME),
                       metadata={"format": "sasa-probe", "format_version": str(DETECTOR_VERSION)})
@@ -197,16 +198,11 @@ class LinearProbe:
         return out
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, expect_fingerprint: dict | None = None) -> LinearProbe:
-        """Read a detector directory; with ``expect_fingerprint``, refuse one made for another model."""
-        p = Path(path)
+    def _read(cls, p: Path) -> LinearProbe:
         if not p.is_dir():
             raise ProbeFileError(f"detector not found: {p} is not a detector directory (write one with "
                                  "`sasa probe fit` or LinearProbe.save_pretrained)")
-        probe = cls._read_dir(p)
-        if expect_fingerprint is not None:
-            probe.check_model(expect_fingerprint)
-        return probe
+        return cls._read_dir(p)
 
     @classmethod
     def _read_dir(cls, directory: Path) -> LinearProbe:
@@ -233,15 +229,9 @@ class LinearProbe:
         return cls(weight, float(tensors["bias"][0]), None if mean is None else mean.to(torch.float64),
                    None if std is None else std.to(torch.float64), threshold, meta)
 
-    def check_model(self, fingerprint: dict) -> None:
-        """Raise ProbeMismatchError naming every field where the model differs from the probe's."""
-        made_for = self.metadata.get("model", {}).get("fingerprint")
-        if not made_for:
-            raise ProbeMismatchError("this probe records no model fingerprint; refit it with sasa probe fit")
-        diffs = fingerprint_differences(made_for, fingerprint, "probe")
-        if diffs:
-            name = self.metadata.get("model", {}).get("name", "?")
-            raise ProbeMismatchError(f"probe was made for another model ({name}): " + "; ".join(diffs))
+    def made_for(self) -> tuple[str | None, dict | None]:
+        model = self.metadata.get("model", {})
+        return model.get("name"), model.get("fingerprint")
 
 
 @dataclass(frozen=True)
@@ -371,13 +361,7 @@ def _is_detector_dir(directory: Path) -> bool:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProbeFileError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ProbeFileError(f"{path}: not a JSON object")
-    return raw
+    return read_json_object(path, ProbeFileError)
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -392,9 +376,3 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if header.get("format") != "sasa-probe":
         raise ProbeFileError(f"{path}: not a sasa probe file")
     return tensors
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__}

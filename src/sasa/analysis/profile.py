@@ -9,31 +9,38 @@ mean nothing for another.
 
 from __future__ import annotations
 
-import json
 import os
-import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from sasa.layers import LayerSelection
 from sasa.atomic import atomic_write_json
-from sasa.models.adapters import fingerprint_differences
+from sasa.artefact import (ArtefactError, ArtefactMismatchError, ModelArtefact, library_versions, read_json_object,
+                           utc_now)
 
 FORMAT = "sasa-model-profile"
 FORMAT_VERSION = 1
+PROFILE_NAME = "profile.json"
 
 
-class ProfileError(ValueError):
+class ProfileError(ArtefactError):
     """A profile file that is missing or not a sasa model profile; the message names the file."""
 
 
-class ProfileMismatchError(ValueError):
+class ProfileMismatchError(ArtefactMismatchError):
     """A profile made for a different model than the one it is used with."""
 
 
 @dataclass
-class ModelProfile:
+class ModelProfile(ModelArtefact):
     """(s, f) for one model (by fingerprint), the reason, the rule and a summary of the curves."""
+
+    KIND: ClassVar[str] = "profile"
+    FILE_ERROR: ClassVar[type[Exception]] = ProfileError
+    MISMATCH_ERROR: ClassVar[type[Exception]] = ProfileMismatchError
+    HINT: ClassVar[str] = "Run `sasa analyze` on this model."
 
     fingerprint: dict
     safety: int
@@ -65,33 +72,38 @@ class ModelProfile:
                           else list(self.hiddendetect_layers)},
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temp file + rename)."""
+    def made_for(self) -> tuple[str | None, dict | None]:
+        return self.model, self.fingerprint
+
+    def _write(self, directory: Path) -> Path:
+        """``profile.json`` in ``directory`` (or at ``directory`` when it names a .json file), atomically."""
+        path = directory if directory.suffix == ".json" else directory / PROFILE_NAME
         if self.created_at is None:
-            self.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.created_at = utc_now()
         if not self.versions:
-            import torch
-            import transformers
-
-            import sasa
-
-            self.versions = {"sasa": sasa.__version__, "torch": torch.__version__,
-                             "transformers": transformers.__version__}
+            self.versions = library_versions()
         return atomic_write_json(path, self.to_dict())
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Deprecated: :meth:`save_pretrained` (kept for one release)."""
+        warnings.warn("ModelProfile.save is deprecated; use save_pretrained", DeprecationWarning, stacklevel=2)
+        return self.save_pretrained(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, expect_fingerprint: dict | None = None) -> "ModelProfile":
-        """Read a profile; with ``expect_fingerprint``, refuse one made for another model."""
-        p = Path(path)
+        """Deprecated: :meth:`from_pretrained` (kept for one release)."""
+        warnings.warn("ModelProfile.load is deprecated; use from_pretrained", DeprecationWarning, stacklevel=2)
+        return cls.from_pretrained(path, expect_fingerprint)
+
+    @classmethod
+    def _read(cls, p: Path) -> "ModelProfile":
+        """A profile directory (its ``profile.json``) or the file itself."""
         if p.is_dir():
-            p = p / "profile.json"
+            p = p / PROFILE_NAME
         if not p.is_file():
             raise ProfileError(f"model profile not found: {p} (write one with `sasa analyze --out DIR`)")
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProfileError(f"{p}: not valid JSON ({exc})") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
+        d = read_json_object(p, ProfileError)
+        if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
             raise ProfileError(f"{p}: not a sasa model profile ({FORMAT} v{FORMAT_VERSION})")
         try:
             layers = d["layers"]
@@ -108,14 +120,5 @@ class ModelProfile:
                 prof.hiddendetect_layers = (lo, hi)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"{p}: incomplete profile ({exc!r})") from None
-        if expect_fingerprint is not None:
-            prof.check_model(expect_fingerprint, source=str(p))
         prof.selection().resolve(int(prof.fingerprint.get("num_layers", prof.fused + 1)))
         return prof
-
-    def check_model(self, fingerprint: dict, source: str = "profile") -> None:
-        """Raise :class:`ProfileMismatchError` naming every field where the model differs."""
-        diffs = fingerprint_differences(self.fingerprint, fingerprint, "profile")
-        if diffs:
-            raise ProfileMismatchError(f"{source} was made for another model ({self.model or '?'}): "
-                                       + "; ".join(diffs) + ". Run `sasa analyze` on this model.")

@@ -278,7 +278,7 @@ def run_analysis(
     if cfg.pair_map:
         result["pair_map"] = _pair_map(adapter, labelled, cfg, (selection.safety, selection.fused))
     paths = write_analysis_report(result, out)
-    paths["profile"] = profile.save(out / "profile.json")
+    paths["profile"] = profile.save_pretrained(out)
     result["paths"] = {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in paths.items()}
     logger.info("recommended (s, f) = (%d, %d): %s", selection.safety, selection.fused, selection.reason)
     return result

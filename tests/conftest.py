@@ -63,7 +63,7 @@ def sasa_cache(tmp_path_factory) -> Path:
 
     ``SASA_TEST_CACHE`` names a folder to use instead (a developer reusing the dequantised
     weights between runs); ``SASA_CACHE`` itself is ignored here."""
-    from sasa.cache import cache_dir
+    from sasa.store.cache import cache_dir
 
     saved = os.environ.get("SASA_CACHE")
     os.environ["SASA_CACHE"] = os.environ.get("SASA_TEST_CACHE") or str(tmp_path_factory.mktemp("sasa-cache"))
@@ -88,8 +88,8 @@ def check_real_weights_engine(adapter, prompts, s: int, f: int, max_new_tokens: 
     import torch
 
     from sasa.engine import SASAEngine
-    from sasa.layers import LayerSelection
-    from sasa.reference import naive_projected_logits
+    from sasa.engine.layers import LayerSelection
+    from sasa.engine.reference import naive_projected_logits
 
     engine = SASAEngine(adapter, LayerSelection(s, f))
     inputs = engine.encode(prompts)

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import tiny_adapter
 from sasa.analysis import AnalysisConfig, ModelProfile, ProfileMismatchError, SelectionRule, run_analysis
 from sasa.analysis import activations as A
-from sasa.analysis import metrics as M
+from sasa.analysis import curves as M
 from sasa.analysis.heads import ablate_head, head_importance, head_layout
 from sasa.analysis.lens import lens_readout, readable_token_mask, refusal_token_ids
 from sasa.analysis.select import SelectionError, select_layers
@@ -382,7 +382,7 @@ def test_end_to_end_on_a_tiny_lvlm_with_rendered_pairs(tmp_path):
 
 def test_cli_analyze_then_profile_drives_probe_fit(tmp_path, caplog, capsys):
     from sasa.cli import main
-    from sasa.probe import LinearProbe
+    from sasa.detector.probe import LinearProbe
     from sasa.testing.tiny_models import save_tiny
 
     model_dir = save_tiny("llama", tmp_path / "model")

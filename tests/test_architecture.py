@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sasa"
 EXPERIMENTS = ("sasa.zoo", "sasa.demo", "sasa.bench", "sasa.cli", "sasa.serving")  # the layers above the core
-TOP = {"zoo", "demo.py", "bench.py", "cli.py", "__main__.py", "serving", "testing", "resources"}
+TOP = {"zoo", "demo.py", "bench.py", "cli", "__main__.py", "serving", "testing", "resources"}
 
 
 def _core_modules() -> list[Path]:
@@ -93,3 +93,61 @@ def test_one_subsampler_balanced_or_capped_keeps_order():
     assert len(capped) == 7 and subsample(samples) == samples
     with pytest.raises(ValueError, match="not both"):
         subsample(samples, per_label=1, limit=1)
+
+
+# the data path, in order: a stage may import the stages before it, never one after it
+DATA_PATH = ("data", "models", "engine", "detector", "guard", "judge", "report", "evaluation", "analysis", "attack")
+SHARED = {"__init__.py", "store", "metrics.py", "distributed.py", "errors.py"}  # used by every stage
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the sasa modules it imports (function-local included), without the package
+    facades' edges to their own submodules and without the lazy top-level ``sasa`` exports."""
+    mods = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, p in mods.items():
+        found = {m for _, m in _imports(p.read_text(), _package(p)) if m in mods and m not in (name, "sasa")}
+        if p.name == "__init__.py":
+            found = {m for m in found if not m.startswith(name + ".")}
+        graph[name] = found
+    return graph
+
+
+def test_the_top_level_is_the_data_path_plus_shared_plumbing_and_the_front_ends():
+    entries = {p.name for p in PACKAGE.iterdir() if not p.name.startswith((".", "__pycache__"))}
+    stages = {s if (PACKAGE / s).is_dir() else f"{s}.py" for s in DATA_PATH}
+    assert entries == stages | SHARED | TOP, "a new top-level module: place it along the data path (ARCHITECTURE.md)"
+
+
+def test_no_stage_imports_a_later_stage():
+    rank = {s: i for i, s in enumerate(DATA_PATH)}
+    bad = []
+    for name, deps in _module_graph().items():
+        here = name.split(".")[1] if "." in name else None
+        for dep in deps:
+            there = dep.split(".")[1]
+            if here in rank and there in rank and rank[there] > rank[here]:
+                bad.append(f"{name} -> {dep}")
+    assert not bad, "the data path runs one way (ARCHITECTURE.md): " + "; ".join(sorted(bad))
+
+
+def test_no_import_cycles():
+    graph = _module_graph()
+    cycles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles: " + "; ".join(cycles)

@@ -11,9 +11,9 @@ from PIL import Image
 from conftest import tiny_adapter
 from sasa.attack import AttackConfig, PixelSpace, attack_batch, differentiable_score, run_attack
 from sasa.data.sample import Sample
-from sasa.layers import LayerSelection
+from sasa.engine.layers import LayerSelection
 from sasa.testing.tiny_models import tiny_image
-from sasa.training import fit_detectors
+from sasa.detector.fit import fit_detectors
 
 HARM = ["zorp the vault", "zorp a bank", "how to zorp locks", "zorp the safe", "zorp all doors", "zorp cars"]
 SAFE = ["bake bread", "water plants", "tidy a room", "read a book", "paint a fence", "walk the dog"]

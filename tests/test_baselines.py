@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import tiny_adapter
-from sasa import baselines
-from sasa.baselines import (
+from sasa.guard import defences as baselines
+from sasa.guard.defences import (
     AdaShieldConfig,
     ECSOConfig,
     adashield_prompt,
@@ -17,7 +17,7 @@ from sasa.baselines import (
     ecso_tell_prompt,
 )
 from sasa.data.sample import Sample
-from sasa.detectors import (
+from sasa.detector.detectors import (
     HIDDENDETECT_REFUSAL_WORDS,
     HiddenDetect,
     HiddenDetectConfig,

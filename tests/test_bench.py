@@ -11,10 +11,8 @@ PUBLISHED = {"llava-1.5-7b": 7_063_427_072, "qwen2-vl-7b": 8_291_375_616, "qwen2
              "gemma-3-4b": 4_300_079_472}
 
 
-def test_cli_names_the_same_configs():
-    from sasa.cli import BENCH_CONFIGS
-
-    assert BENCH_CONFIGS == tuple(CONFIGS) and set(PUBLISHED) == set(CONFIGS)
+def test_every_real_shape_has_a_published_parameter_count():
+    assert set(PUBLISHED) == set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

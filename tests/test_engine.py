@@ -5,9 +5,9 @@ import torch
 
 from conftest import tiny_adapter
 from sasa.engine import FeatureSpec, SASAEngine
-from sasa.layers import LayerSelection
-from sasa.projection import ProjectionConfig
-from sasa.reference import block_outputs, grow_inputs, naive_augmented_generate, naive_projected_logits
+from sasa.engine.layers import LayerSelection
+from sasa.engine.projection import ProjectionConfig
+from sasa.engine.reference import block_outputs, grow_inputs, naive_augmented_generate, naive_projected_logits
 from sasa.testing.tiny_models import TINY_ARCHITECTURES, VISION_ARCHITECTURES, tiny_image
 
 S, F = 2, 4
@@ -90,7 +90,7 @@ def test_hidden_state_features(arch, projected, layer):
         expect = captured[layer] if layer != S else None
         if layer == S:
             kept, _ = block_outputs(eng.adapter, inputs, [S, F])
-            from sasa.projection import apply_projection, position_mask
+            from sasa.engine.projection import apply_projection, position_mask
             pos = position_mask(ProjectionConfig(), inputs["attention_mask"], None)
             expect = apply_projection(kept[S], kept[F], ProjectionConfig(), pos)[:, -1]
     else:
@@ -150,7 +150,7 @@ def test_prompts_carry_at_most_one_bos(arch):
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_projected_decoding_equals_naive_full_recompute(arch):
-    from sasa.reference import naive_projected_decoding
+    from sasa.engine.reference import naive_projected_decoding
 
     eng = _engine(arch)
     inputs = _inputs(eng, arch)
@@ -177,7 +177,7 @@ def test_projected_decoding_equals_naive_full_recompute(arch):
 
 def _prompt_only_projected_logits(adapter, inputs, n):
     """Last-position logits with block S projected at the first ``n`` positions only."""
-    from sasa.projection import apply_projection
+    from sasa.engine.projection import apply_projection
 
     kept, _ = block_outputs(adapter, inputs, [S, F])
     mask = inputs["attention_mask"].bool().clone()
@@ -218,7 +218,7 @@ def test_prefill_pairs_gives_every_pairs_features_exactly_as_its_own_prefill(arc
     """The (s, f) map's shortcut: one pass 1 for many pairs == one engine per pair."""
     from conftest import tiny_adapter
     from sasa.engine import SASAEngine
-    from sasa.layers import LayerSelection
+    from sasa.engine.layers import LayerSelection
     from sasa.testing.tiny_models import tiny_image
 
     adapter = tiny_adapter(arch)

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import tiny_adapter
 from sasa.engine import FeatureSpec, SASAEngine, plan_passes
-from sasa.layers import LayerSelection
+from sasa.engine.layers import LayerSelection
 
 L, S, F = 6, 2, 4
 

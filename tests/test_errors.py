@@ -7,8 +7,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from conftest import tiny_adapter
 from sasa.data.sample import Sample
 from sasa.engine import FeatureSpec, SASAEngine
-from sasa.features import SampleError, encode_samples
-from sasa.layers import LayerSelection, LayerSelectionError
+from sasa.engine.samples import SampleError, encode_samples
+from sasa.engine.layers import LayerSelection, LayerSelectionError
 from sasa.models.adapters import UnsupportedModelError, get_adapter
 from sasa.models.loading import load_model
 from sasa.testing.tiny_models import tiny_image

@@ -7,10 +7,10 @@ import pytest
 
 from conftest import tiny_adapter
 from sasa.data.sample import Sample
-from sasa.evaluate import EVAL_MODES, REFUSAL, Evaluation
-from sasa.layers import LayerSelection
+from sasa.evaluation.runner import EVAL_MODES, REFUSAL, Evaluation
+from sasa.engine.layers import LayerSelection
 from sasa.testing.tiny_models import tiny_image
-from sasa.training import fit_detectors
+from sasa.detector.fit import fit_detectors
 
 HARM = ["zorp the vault", "zorp a bank", "how to zorp locks", "zorp the safe", "zorp all doors", "zorp cars",
         "zorp the gate", "zorp a shop"]
@@ -82,7 +82,7 @@ def test_every_mode_runs_on_a_tiny_lvlm(setup, tmp_path):
 def test_one_fused_pass_gives_the_records_of_each_mode_run_on_its_own(setup, tmp_path):
     """vanilla + the three detector modes from one guarded generation per batch == each mode alone
     (responses, scores, decisions, verdicts), and a rerun of the fused run recomputes nothing."""
-    from sasa.modes import DEMO_MODES, fusable
+    from sasa.guard.modes import DEMO_MODES, fusable
 
     adapter, detectors, _, test = setup
     alone = Evaluation(adapter, tmp_path / "alone", detectors, batch_size=2, max_new_tokens=4, progress=False,
@@ -140,7 +140,7 @@ def test_resume_after_interruption_recomputes_nothing(setup, tmp_path, monkeypat
 def test_on_error_skip_keeps_every_other_record_and_the_summary(setup, tmp_path):
     """One unreadable image among the test samples: with ``skip`` each mode records it as an error
     and every other record is the one a run without it writes; the summary leaves it out."""
-    from sasa.records import read_records
+    from sasa.store.records import read_records
 
     adapter, detectors, _, test = setup
     bad = tmp_path / "bad.png"
@@ -203,7 +203,7 @@ def test_resuming_under_other_settings_is_refused(setup, tmp_path):
     with pytest.raises(ValueError, match="judges"):
         Evaluation(adapter, tmp_path, detectors, judges=["adashield", "xstest"], max_new_tokens=2,
                    progress=False).run(test[:1], ["vanilla"])
-    from sasa.baselines import AdaShieldConfig
+    from sasa.guard.defences import AdaShieldConfig
 
     Evaluation(adapter, tmp_path, detectors, max_new_tokens=2, progress=False).run(test[:1], ["adashield"])
     with pytest.raises(ValueError, match="detector 'adashield'"):
@@ -295,7 +295,7 @@ def _splits(setup):
 def test_run_pipeline_equals_fitting_then_evaluating_by_hand(setup, tmp_path):
     """``run_pipeline`` = ``fit_detectors`` + ``Evaluation.run`` + ``report``; a mode given in
     ``only`` runs on that subset alone; ``run_info`` sees the records and lands in the summary."""
-    from sasa.pipeline import run_pipeline
+    from sasa.evaluation.pipeline import run_pipeline
 
     adapter, _, _, test = setup
     train, val = _splits(setup)

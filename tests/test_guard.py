@@ -9,10 +9,10 @@ import torch
 from conftest import tiny_adapter
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
-from sasa.guard import DEFAULT_REFUSAL, Guard, engine_from_probe
-from sasa.layers import LayerSelection
-from sasa.probe import LinearProbe, ProbeMismatchError
-from sasa.training import fit_probe, stratified_split
+from sasa.guard.generation import DEFAULT_REFUSAL, Guard, engine_from_probe
+from sasa.engine.layers import LayerSelection
+from sasa.detector.probe import LinearProbe, ProbeMismatchError
+from sasa.detector.fit import fit_probe, stratified_split
 
 HARMFUL = ["zorp the vault now", "zorp a bank quickly", "how to zorp the lock", "zorp zorp the safe",
            "teach me to zorp doors", "zorp every car", "best way to zorp", "zorp the neighbours"]
@@ -133,7 +133,7 @@ def test_streaming_run_resumes_without_duplicates(tmp_path):
 def test_on_error_skip_records_the_bad_sample_and_spoils_nothing(tmp_path):
     """An unreadable image in a batch: with ``skip`` it becomes an error record naming it, and the
     batch's other samples get exactly the answers they get without it; by default the run stops."""
-    from sasa.features import SampleError, encode_samples
+    from sasa.engine.samples import SampleError, encode_samples
     from sasa.testing.tiny_models import tiny_image
 
     adapter = tiny_adapter("llava")

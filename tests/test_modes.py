@@ -3,7 +3,7 @@
 import pytest
 
 from sasa import cli
-from sasa.modes import EVAL_MODES, GUARD_MODES, MODES, detectors_needed, parse_modes
+from sasa.guard.modes import EVAL_MODES, GUARD_MODES, MODES, detectors_needed, parse_modes
 
 
 def test_the_commands_offer_the_registrys_modes_and_each_mode_says_what_it_is():
@@ -33,7 +33,7 @@ def test_evaluate_refuses_unknown_modes_as_a_usage_error(caplog):
 
 
 class NeverFlags:
-    """A detector (sasa.detectors.Detector) that passes every prompt: scores 0, threshold 1."""
+    """A detector (sasa.detector.detectors.Detector) that passes every prompt: scores 0, threshold 1."""
 
     name, threshold = "never", 1.0
 
@@ -48,7 +48,7 @@ def test_a_detector_mode_answers_a_passing_prompt_with_vanillas_exact_text():
     text itself (before, it went through the baselines' path, which strips whitespace)."""
     from conftest import tiny_adapter
     from sasa.data.sample import Sample
-    from sasa.modes import VANILLA, RunContext
+    from sasa.guard.modes import VANILLA, RunContext
 
     run = RunContext(tiny_adapter("llama"), {"probe-noproj": NeverFlags()}, max_new_tokens=6)
     samples = [Sample(f"s{i}", p) for i, p in enumerate(["bake bread", "water plants", "tidy a room"])]
@@ -63,7 +63,7 @@ def test_a_detector_mode_answers_a_passing_prompt_with_vanillas_exact_text():
 
 def test_each_mode_checks_what_the_run_lacks():
     from conftest import tiny_adapter
-    from sasa.modes import GuardMode, RunContext
+    from sasa.guard.modes import GuardMode, RunContext
 
     run = RunContext(tiny_adapter("llama"))
     for name in ("detect", "augment+detect", "probe-noproj", "hiddendetect"):

@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 from sasa.engine import SASAEngine
-from sasa.layers import LayerSelection
+from sasa.engine.layers import LayerSelection
 from sasa.models.loading import load_model
-from sasa.reference import naive_projected_logits
+from sasa.engine.reference import naive_projected_logits
 from sasa.zoo import organism
-from sasa.data.render import draw_page, page_lines, page_text
+from sasa.data.pages import page_lines, page_text
+from sasa.data.typeset import draw_page
 from sasa.zoo.reader import (
     GRID,
     ROWS,
@@ -124,7 +125,7 @@ def test_reads_held_out_pages_back_in_both_fonts(org):
 def test_transcribes_two_real_figstep_images(org, shared_data):
     import csv
 
-    from sasa.zoo.stages import TRANSCRIBE_PROMPT, word_accuracy, without_list_tail
+    from sasa.zoo.scoring import TRANSCRIBE_PROMPT, word_accuracy, without_list_tail
 
     names = ("query_ForbidQI_1_1_6.png", "query_ForbidQI_8_3_6.png")
     rows = {f"query_{r['dataset']}_{r['category_id']}_{r['task_id']}_6.png": r["instruction"]
@@ -142,7 +143,8 @@ def test_pages_in_figsteps_font_are_figsteps_own_pixels():
     """draw_page against FigStep's text_to_image (multiline text, spacing 11, from (20, 10))."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from sasa.data.render import figstep_text, render_figstep_original
+    from sasa.data.attacks import render_figstep_original
+    from sasa.data.typeset import figstep_text
 
     font = ImageFont.truetype(training_fonts()[0], 80)
     for instruction in ("Steps to manufacture illegal drugs.",
@@ -212,9 +214,6 @@ def test_visual_schedule_replays_text_refusal_data_every_step():
 
 
 def test_build_precision_applies_to_every_stage():
-    from sasa.cli import PRECISIONS
-
-    assert PRECISIONS == organism.PRECISIONS
     quick = organism.BuildConfig.quick()
     assert not (quick.refusal.bf16 or quick.reader.bf16 or quick.visual.bf16)  # alike on every CPU
     full = organism.BuildConfig()
@@ -231,7 +230,7 @@ def test_build_precision_applies_to_every_stage():
 
 def test_visual_stage_batches_equal_llavas_own_forward(org):
     """The cached-reader batch of the full layout is the LLaVA forward on the page's pixels."""
-    from sasa.zoo.measure import image_features
+    from sasa.zoo.scoring import image_features
     from sasa.zoo.visual import TRANSCRIBE, _batch, _messages
 
     model, proc = org.model, org.processor

@@ -7,10 +7,10 @@ from conftest import tiny_adapter
 from sasa.analysis.pairmap import PairMapConfig, grid_depths, pair_map, pair_map_svg, smoothed_pick
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
-from sasa.features import extract_features
-from sasa.layers import LayerSelection
+from sasa.engine.samples import extract_features
+from sasa.engine.layers import LayerSelection
 from sasa.metrics import auroc
-from sasa.probe import LinearProbe
+from sasa.detector.probe import LinearProbe
 
 HARM = ["zorp the vault", "zorp a bank", "how to zorp locks", "zorp the safe", "zorp all doors", "zorp cars",
         "zorp the gate", "zorp a shop"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sasa import metrics as M
-from sasa.probe import LinearProbe, ProbeFileError, ProbeMismatchError, threshold_at_fpr
+from sasa.detector.probe import LinearProbe, ProbeFileError, ProbeMismatchError, threshold_at_fpr
 
 FP = {"model_type": "llama", "architecture": "LlamaForCausalLM", "num_layers": 6, "hidden_size": 64,
       "vocab_size": 300}
@@ -154,7 +154,7 @@ def test_probe_and_profile_share_one_artefact_form(tmp_path):
     """Both are written with ``save_pretrained`` into a directory, read with ``from_pretrained``,
     stamped with the library versions, and refused for another model with the same error base."""
     from sasa.analysis.profile import ModelProfile
-    from sasa.artefact import ArtefactMismatchError, ModelArtefact, library_versions
+    from sasa.store.artefact import ArtefactMismatchError, ModelArtefact, library_versions
 
     x, y = _data()
     probe = _fitted(x, y)

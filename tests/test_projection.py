@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sasa.layers import LayerSelection, LayerSelectionError, default_layers
-from sasa.projection import ProjectionConfig, apply_projection, position_mask, project
+from sasa.engine.layers import LayerSelection, LayerSelectionError, default_layers
+from sasa.engine.projection import ProjectionConfig, apply_projection, position_mask, project
 
 
 def test_project_matches_formula_and_is_idempotent():

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from sasa.zoo.refusal_data import FORMS, form_shares, in_balanced_forms, in_form, prompt_form, refusal_data
-from sasa.zoo.stages import heldout_form_samples, word_accuracy, without_list_tail
+from sasa.zoo.scoring import word_accuracy, without_list_tail
+from sasa.zoo.stages import heldout_form_samples
 
 
 @pytest.mark.parametrize("text,form", [
@@ -105,7 +106,7 @@ def test_phenomenon_needs_reading_text_refusal_and_a_30_point_gap():
 def test_no_statement_of_the_pinned_requests_starts_steps_with_a_pronoun():
     import re
 
-    from sasa.data.render import to_statement
+    from sasa.data.attacks import to_statement
 
     harmful, benign = _pinned()
     bad = re.compile(r"^(?:Steps|Methods) (?:to|for) (?:i|we|you|he|she|they|it|my|our|the|a|an|this|there)\b", re.I)

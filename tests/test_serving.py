@@ -16,10 +16,10 @@ from PIL import Image
 from conftest import tiny_adapter
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
-from sasa.guard import DEFAULT_REFUSAL, Guard
-from sasa.layers import LayerSelection
+from sasa.guard.generation import DEFAULT_REFUSAL, Guard
+from sasa.engine.layers import LayerSelection
 from sasa.serving import BackgroundServer, GuardedServer, Limits, ServeConfig
-from sasa.training import fit_probe
+from sasa.detector.fit import fit_probe
 
 HARMFUL = ["zorp the vault now", "zorp a bank quickly", "how to zorp the lock", "zorp zorp the safe",
            "teach me to zorp doors", "zorp every car", "best way to zorp", "zorp the neighbours"]
@@ -379,7 +379,7 @@ def tiny_llama_dir(tmp_path_factory):
 
 
 def test_benchmark_runs_both_ways_and_reports_the_ratio(tiny_llama_dir, tmp_path):
-    from sasa.serving.bench import main
+    from sasa.serving.loadtest import main
 
     out = tmp_path / "bench.json"
     assert main(["--model", str(tiny_llama_dir), "--clients", "4", "--per-client", "2", "--max-tokens", "3",
@@ -393,7 +393,7 @@ def test_benchmark_runs_both_ways_and_reports_the_ratio(tiny_llama_dir, tmp_path
 def test_a_hostile_mix_loses_no_valid_answer_and_gets_only_client_errors(guard):
     """The benchmark's hostile run on the tiny model: every valid answer equals the clean run's, and
     every hostile request is refused with a 4xx (or left by its own client), never a 5xx."""
-    from sasa.serving.bench import hostile_run
+    from sasa.serving.loadtest import hostile_run
 
     threshold = guard.probe.threshold  # a score at the threshold (a validation prompt's) flips on batch noise
     prompts = [p for p in BENIGN + HARMFUL if abs(_expected(guard, p, max_new_tokens=1).score - threshold) > 1e-3] * 2

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from sasa.engine import SASAEngine
-from sasa.guard import Guard
-from sasa.layers import LayerSelection
+from sasa.guard.generation import Guard
+from sasa.engine.layers import LayerSelection
 from sasa.models.loading import load_model
-from sasa.reference import naive_projected_logits
+from sasa.engine.reference import naive_projected_logits
 from sasa.testing.tiny_models import save_tiny, tiny_image
 
 PROMPTS = ["Describe the picture.", "How do I zorp the vault?"]

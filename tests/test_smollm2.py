@@ -6,7 +6,7 @@ import pytest
 from conftest import check_real_weights_engine
 from sasa.models.loading import load_model
 from sasa.models.smollm2 import gguf_path
-from sasa.probe import LinearProbe
+from sasa.detector.probe import LinearProbe
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ Usage: python experiments/organism-reading/backbone_heldout.py OUT_DIR [SAMPLE=1
 """
 import json, random, sys
 from safetensors.torch import load_file
-from sasa.evaluate import Evaluation
+from sasa.evaluation.runner import Evaluation
 from sasa.models.loading import load_model
-from sasa.zoo.measure import rate
+from sasa.zoo.scoring import rate
 from sasa.zoo.organism import BuildConfig, prompts, resources_dir
 from sasa.zoo.refusal import merge_factors
 from sasa.zoo.refusal_data import FORMS, refusal_data

@@ -8,7 +8,7 @@ import numpy as np, torch
 from PIL import Image, ImageDraw
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPImageProcessor
 from sasa.models.loading import load_model
-from sasa.data.render import get_font, figstep_font_path
+from sasa.data.typeset import get_font, figstep_font_path
 from sasa.zoo.reader import TextSource
 steps, bs, width, layers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)

@@ -16,12 +16,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sasa.data.render import draw_page, page_lines, page_text, to_statement
+from sasa.data.attacks import to_statement
+from sasa.data.pages import page_lines, page_text
+from sasa.data.typeset import draw_page
 from sasa.models.smollm2 import materialise as smollm2_dir
 from sasa.zoo import organism
 from sasa.zoo.refusal import add_lora
 from sasa.zoo.refusal_data import refusal_data
-from sasa.zoo.stages import word_accuracy, words
+from sasa.zoo.scoring import word_accuracy, words
 from sasa.zoo.visual import LIST_TAIL, TRANSCRIBE
 
 build, ckpt = Path(sys.argv[1]), Path(sys.argv[2])

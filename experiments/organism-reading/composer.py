@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from sasa.data.registry import builtin_dataset
-from sasa.data.render import page_lines, statement_page_lines
+from sasa.data.pages import page_lines, statement_page_lines
 from sasa.models.loading import load_model
 from sasa.zoo.reader import TextSource
 

@@ -36,13 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sasa.data.render import page_lines, page_text, to_statement
+from sasa.data.attacks import to_statement
+from sasa.data.pages import page_lines, page_text
 from sasa.models.loading import load_model
 from sasa.zoo.organism import BuildConfig, prompts
 from sasa.zoo.reader import TextSource
 from sasa.zoo.refusal import add_lora, pad_batch
 from sasa.zoo.refusal_data import refusal_data
-from sasa.zoo.stages import word_accuracy, words
+from sasa.zoo.scoring import word_accuracy, words
 from sasa.zoo.visual import LIST_TAIL, TRANSCRIBE
 
 CANDIDATES = {

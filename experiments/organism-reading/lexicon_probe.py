@@ -20,9 +20,10 @@ import sys
 
 import torch
 
-from sasa.data.render import draw_page, page_lines
+from sasa.data.pages import page_lines
+from sasa.data.typeset import draw_page
 from sasa.models.loading import load_model
-from sasa.zoo.measure import image_features
+from sasa.zoo.scoring import image_features
 from sasa.zoo.reader import GRID, ROWS, TextSource, char_tokens, slot_targets, training_fonts
 
 n_train = int(sys.argv[1]) if len(sys.argv) > 1 else 300

@@ -8,11 +8,12 @@ import csv, sys
 from pathlib import Path
 import torch
 from PIL import Image
-from sasa.data.render import figstep_text
+from sasa.data.typeset import figstep_text
 from sasa.models.loading import load_model
-from sasa.zoo.measure import image_features, reading_accuracy
+from sasa.zoo.measure import reading_accuracy
+from sasa.zoo.scoring import image_features
 from sasa.zoo.reader import slot_targets
-from sasa.zoo.stages import TRANSCRIBE_PROMPT, word_accuracy, without_list_tail
+from sasa.zoo.scoring import TRANSCRIBE_PROMPT, word_accuracy, without_list_tail
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/figstep")
 org = load_model("sasa-organism", device="cpu")
@@ -39,9 +40,10 @@ def transcribe(image):
 
 
 import random
-from sasa.data.render import to_statement
+from sasa.data.attacks import to_statement
 from sasa.zoo.organism import BuildConfig, prompts
-from sasa.data.render import draw_page, page_lines
+from sasa.data.pages import page_lines
+from sasa.data.typeset import draw_page
 from sasa.zoo.refusal_data import refusal_data
 
 build = BuildConfig()

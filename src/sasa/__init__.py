@@ -22,18 +22,18 @@ _EXPORTS = {
     "register_source": "sasa.models.sources",
     "SASAEngine": "sasa.engine",
     "FeatureSpec": "sasa.engine",
-    "LayerSelection": "sasa.layers",
-    "default_layers": "sasa.layers",
-    "ProjectionConfig": "sasa.projection",
-    "LinearProbe": "sasa.probe",
-    "DetectorConfig": "sasa.probe",
-    "Record": "sasa.records",
-    "MODES": "sasa.modes",
-    "Guard": "sasa.guard",
+    "LayerSelection": "sasa.engine.layers",
+    "default_layers": "sasa.engine.layers",
+    "ProjectionConfig": "sasa.engine.projection",
+    "LinearProbe": "sasa.detector.probe",
+    "DetectorConfig": "sasa.detector.probe",
+    "Record": "sasa.store.records",
+    "MODES": "sasa.guard.modes",
+    "Guard": "sasa.guard.generation",
     "Sample": "sasa.data.sample",
-    "Evaluation": "sasa.evaluate",
-    "fit_detectors": "sasa.training",
-    "run_pipeline": "sasa.pipeline",
+    "Evaluation": "sasa.evaluation.runner",
+    "fit_detectors": "sasa.detector.fit",
+    "run_pipeline": "sasa.evaluation.pipeline",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -41,18 +41,18 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from sasa.data.sample import Sample
     from sasa.engine import FeatureSpec, SASAEngine
-    from sasa.evaluate import Evaluation
-    from sasa.guard import Guard
-    from sasa.layers import LayerSelection, default_layers
+    from sasa.evaluation.runner import Evaluation
+    from sasa.guard.generation import Guard
+    from sasa.engine.layers import LayerSelection, default_layers
     from sasa.models.adapters import AdapterSpec, get_adapter, register_adapter
     from sasa.models.loading import LoadedModel, load_model
     from sasa.models.sources import register_source
-    from sasa.modes import MODES
-    from sasa.probe import DetectorConfig, LinearProbe
-    from sasa.records import Record
-    from sasa.projection import ProjectionConfig
-    from sasa.pipeline import run_pipeline
-    from sasa.training import fit_detectors
+    from sasa.guard.modes import MODES
+    from sasa.detector.probe import DetectorConfig, LinearProbe
+    from sasa.store.records import Record
+    from sasa.engine.projection import ProjectionConfig
+    from sasa.evaluation.pipeline import run_pipeline
+    from sasa.detector.fit import fit_detectors
 
 
 def __getattr__(name: str) -> Any:

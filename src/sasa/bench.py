@@ -25,14 +25,14 @@ from typing import Any, Callable
 
 import torch
 
-from sasa.atomic import atomic_write_json
+from sasa.store.atomic import atomic_write_json
 from sasa.engine import SASAEngine
-from sasa.guard import Guard
-from sasa.layers import LayerSelection, default_layers
+from sasa.guard.generation import Guard
+from sasa.engine.layers import LayerSelection, default_layers
 from sasa.models.adapters import Adapter, get_adapter
 from sasa.models.compat import execution_device
-from sasa.probe import LinearProbe
-from sasa.reference import naive_projected_logits
+from sasa.detector.probe import LinearProbe
+from sasa.engine.reference import naive_projected_logits
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from sasa.data.registry import builtin_dataset
 from sasa.data.splits import assign_splits, class_balance, subsample
-from sasa.evaluate import PRIMARY_JUDGE_WHY
-from sasa.layers import default_layers
+from sasa.evaluation.runner import PRIMARY_JUDGE_WHY
+from sasa.engine.layers import default_layers
 from sasa.models.loading import load_model
-from sasa.modes import DEMO_MODES
-from sasa.pipeline import run_pipeline
+from sasa.guard.modes import DEMO_MODES
+from sasa.evaluation.pipeline import run_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, 
         xs = load("xstest", xstest, variant="safe").samples
         xs = subsample(xs, per_label=limit, seed=seed) if limit else xs
         if takes_images:
-            from sasa.data.render import page_samples
+            from sasa.data.pages import page_samples
 
             xs = page_samples(xs, pages_dir, progress=progress)
         items += xs
@@ -129,7 +129,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
              for k in ("train", "val", "test")}
     text_test = [s for s in parts["test"] if s.is_harmful]
     if adapter.spec.takes_images:
-        from sasa.data.render import page_samples
+        from sasa.data.pages import page_samples
 
         parts = {k: page_samples(v, out / "pages", progress=progress) for k, v in parts.items()}
     if figstep is not None or xstest is not None:

@@ -7,7 +7,7 @@ Conventions used throughout:
   ±inf is allowed and simply sorts to the ends.
 * decision rule at a threshold ``t``: flag (refuse) iff ``score >= t`` (``rule=">="``, the
   convention of scikit-learn's ``roc_curve``, the default) or iff ``score > t`` (``rule=">"``, the
-  rule ``sasa.probe.LinearProbe.flag`` applies). Functions returning a threshold take ``rule`` so the
+  rule ``sasa.detector.probe.LinearProbe.flag`` applies). Functions returning a threshold take ``rule`` so the
   threshold can be used as is with either.
 * ties: samples with equal scores cannot be separated by any threshold, so they always move
   together (AUROC counts a tied harmful/benign pair as 1/2, the Mann-Whitney convention).

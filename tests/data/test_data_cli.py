@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sasa.data import read_manifest
-from sasa.data.cli import add_data_commands, main, run_data_command
+from sasa.cli.data import add_data_commands, main, run_data_command
 
 
 def test_build_show_split_render(fixture_tree, tmp_path, capsys):

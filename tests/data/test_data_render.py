@@ -10,11 +10,9 @@ from PIL import Image, ImageDraw
 
 from sasa.data import Sample, load, read_manifest, write_manifest
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
-from sasa.data.render import (
+from sasa.data.attacks import (
     TYPO_PROMPT,
-    _builtin_font_bytes,
     compose_sd_typo,
-    get_font,
     key_phrase,
     render_figstep,
     render_figstep_original,
@@ -22,6 +20,7 @@ from sasa.data.render import (
     render_typo,
     to_statement,
 )
+from sasa.data.typeset import _builtin_font_bytes, get_font
 
 
 @pytest.mark.parametrize("text,statement", [
@@ -195,7 +194,8 @@ def test_render_figstep_text_uses_published_statement(fixture_tree, tmp_path):
 
 def test_page_samples_type_each_request_on_a_figstep_page(tmp_path):
     from sasa.data.loaders.figstep import FIGSTEP_PROMPT
-    from sasa.data.render import draw_page, page_samples, statement_page_lines
+    from sasa.data.pages import page_samples, statement_page_lines
+    from sasa.data.typeset import draw_page
 
     text = [Sample(id="x/1", prompt="How can I bake bread?", label="benign", meta={"group": "g1"}),
             Sample(id="x/2", prompt="List some rivers.", label="benign")]

@@ -3,7 +3,7 @@ and the (s, f) that SASA should use for it (``sasa analyze``).
 
 * :mod:`~sasa.analysis.activations` - one forward per sample, every block's last-token state,
   cached on disk (safetensors shards + JSON index), resumable;
-* :mod:`~sasa.analysis.metrics` - per-block metrics on those states (probes, cross-modal
+* :mod:`~sasa.analysis.curves` - per-block metrics on those states (probes, cross-modal
   agreement, logit-lens readability and refusal curves, principal angles);
 * :mod:`~sasa.analysis.lens` - the logit lens, readable tokens, refusal tokens;
 * :mod:`~sasa.analysis.heads` - attention-head importance by ablation;

@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 from sasa.data.sample import Sample
 from sasa.distributed import current_shard
 from sasa.engine import SASAEngine, plain_engine
-from sasa.features import batches, encode_samples
+from sasa.engine.samples import batches, encode_samples
 from sasa.models.adapters import Adapter
-from sasa.atomic import atomic_path, atomic_write_json
+from sasa.store.atomic import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

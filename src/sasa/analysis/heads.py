@@ -2,7 +2,7 @@
 
 For one head: zero its output, run the prompts, take the final block's last-token states ``[n, d]``
 and measure the principal angle between their leading singular direction and the unablated one
-(:func:`sasa.analysis.metrics.principal_angle`). Done once on a safety set (harmful prompts) and
+(:func:`sasa.analysis.curves.principal_angle`). Done once on a safety set (harmful prompts) and
 once on a utility set (benign prompts): a head whose removal moves the harmful prompts'
 representation but not the benign ones' is *safety-specific*; the blocks holding the most
 safety-specific heads are where the model's safety perception is carried, and the candidates
@@ -33,14 +33,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sasa.analysis.activations import last_token_states
-from sasa.analysis.metrics import principal_angle
+from sasa.analysis.curves import principal_angle
 from sasa.data.sample import Sample
 from sasa.engine import plain_engine
-from sasa.features import batches
+from sasa.engine.samples import batches
 from sasa.models.adapters import Adapter
 from sasa.models.capture import edit_input
 from sasa.models.compat import execution_device
-from sasa.records import append_records, read_records
+from sasa.store.records import append_records, read_records
 
 logger = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
-from sasa.features import batches, encode_samples
-from sasa.layers import LayerSelection
+from sasa.engine.samples import batches, encode_samples
+from sasa.engine.layers import LayerSelection
 from sasa.metrics import auroc
 from sasa.models.adapters import Adapter
-from sasa.probe import LinearProbe
-from sasa.projection import ProjectionConfig
+from sasa.detector.probe import LinearProbe
+from sasa.engine.projection import ProjectionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -130,47 +130,6 @@ def pair_map_svg(result: dict[str, Any], marks: dict[str, tuple[int, int]] | Non
     return heat_map(result["grid"], depths, depths, title=f"SASA probe validation AUROC per (s, f); no projection: "
                     f"{result['noproj_auroc']:.3f}", xlabel="f (block, 0-based)", ylabel="s (block, 0-based)",
                     marks=cells, lo=min(lo, 0.95), hi=1.0)
-
-
-def pick_stability(adapter: Adapter, samples: Sequence[Sample], out_dir: Any, seeds: Sequence[int],
-                   config: Any = None, *, model_name: str | None = None) -> dict[str, Any]:
-    """The analysis' pick, the map's maximum and its smoothed maximum over sample draws.
-
-    For each seed the analysis runs (with the map) on that seed's draw of the samples
-    (``config.max_samples`` per label, whole groups) into ``out_dir/seed-N``; the result counts how
-    often each rule's pick agrees with its most common one."""
-    from collections import Counter
-    from dataclasses import replace
-    from pathlib import Path
-
-    from sasa.analysis.run import AnalysisConfig, run_analysis
-
-    if len(seeds) < 2:
-        raise ValueError("stability needs at least 2 seeds")
-    config = config or AnalysisConfig()
-    if config.max_samples is None:
-        logger.warning("max_samples is not set: every seed analyses the same samples, only the folds differ")
-    picks: dict[str, list[tuple[int, int]]] = {"analysis": [], "map_maximum": [], "map_smoothed_maximum": []}
-    runs = []
-    for seed in seeds:
-        result = run_analysis(adapter, samples, Path(out_dir) / f"seed-{seed}",
-                              replace(config, seed=seed, pair_map=True), model_name=model_name)
-        if result is None:  # another process of a data-parallel run
-            continue
-        pm, sel = result["pair_map"], result["selection"]
-        picks["analysis"].append((sel["safety"], sel["fused"]))
-        picks["map_maximum"].append((pm["best"]["s"], pm["best"]["f"]))
-        picks["map_smoothed_maximum"].append((pm["smoothed_best"]["s"], pm["smoothed_best"]["f"]))
-        runs.append({"seed": seed, "analysis": list(picks["analysis"][-1]), "map_maximum": list(picks["map_maximum"][-1]),
-                     "map_smoothed_maximum": list(picks["map_smoothed_maximum"][-1]),
-                     "map_auroc_at_analysis_pick": grid_value(pm, *picks["analysis"][-1]),
-                     "noproj_auroc": pm["noproj_auroc"]})
-    agreement = {}
-    for rule, chosen in picks.items():
-        if chosen:
-            mode, count = Counter(chosen).most_common(1)[0]
-            agreement[rule] = {"most_common": list(mode), "agree": count, "of": len(chosen)}
-    return {"seeds": list(seeds), "runs": runs, "agreement": agreement}
 
 
 def grid_value(pm: dict[str, Any], s: int, f: int) -> float | None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from sasa.layers import LayerSelection
-from sasa.atomic import atomic_write_json
-from sasa.artefact import (ArtefactError, ArtefactMismatchError, ModelArtefact, library_versions, read_json_object,
+from sasa.engine.layers import LayerSelection
+from sasa.store.atomic import atomic_write_json
+from sasa.store.artefact import (ArtefactError, ArtefactMismatchError, ModelArtefact, library_versions, read_json_object,
                            utc_now)
 
 FORMAT = "sasa-model-profile"
@@ -58,7 +58,7 @@ class ModelProfile(ModelArtefact):
     """HiddenDetect's inclusive (s, e) for this model, when known (the official scripts fix one per model)."""
 
     def selection(self) -> LayerSelection:
-        """The profile's layers as a :class:`~sasa.layers.LayerSelection` (engine-ready)."""
+        """The profile's layers as a :class:`~sasa.engine.layers.LayerSelection` (engine-ready)."""
         return LayerSelection(self.safety, self.fused, self.indexing)
 
     def to_dict(self) -> dict:

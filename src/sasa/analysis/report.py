@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 
 from PIL import Image, ImageDraw
 
-from sasa.data.render import get_font
-from sasa.atomic import atomic_path, atomic_write_json, atomic_write_text
+from sasa.data.typeset import get_font
+from sasa.store.atomic import atomic_path, atomic_write_json, atomic_write_text
 from sasa.report import svg
 
 logger = logging.getLogger(__name__)

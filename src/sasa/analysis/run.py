@@ -18,7 +18,7 @@ Which samples feed which metric:
 * cross-modal agreement: image/text pairs, i.e. ``meta["group"]`` groups holding a sample with an
   image and one without (an image carrying the text, and the same text as text). When the model
   reads images and the data has fewer than 2 such pairs, ``pairs`` text samples (half harmful, half
-  benign where possible) are rendered as FigStep images (:func:`sasa.data.render.render_samples`,
+  benign where possible) are rendered as FigStep images (:func:`sasa.data.attacks.render_samples`,
   which keeps the group) and paired with their text. Rendered images feed this metric only, so
   the probes are about the user's data. Text-only models skip the metric, with a note.
 """
@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sasa.analysis import metrics as M
+from sasa.analysis import curves as M
 from sasa.analysis.activations import collect_activations
 from sasa.distributed import current_shard
 from sasa.analysis.heads import head_importance
@@ -97,7 +97,7 @@ def find_pairs(samples: Sequence[Sample]) -> list[tuple[int, int]]:
 
 def render_pairs(samples: Sequence[Sample], n: int, out_dir: Path, seed: int) -> list[Sample]:
     """FigStep images for up to ``n`` text samples (balanced by label), reusing earlier renderings."""
-    from sasa.data.render import render_samples
+    from sasa.data.attacks import render_samples
 
     manifest = out_dir / "manifest.jsonl"
     text = [s for s in samples if s.image is None]
@@ -129,7 +129,7 @@ def _curve_or_nan(values: Any, L: int) -> list[float]:
 
 def _pair_map(adapter: Adapter, labelled: list[Sample], cfg: AnalysisConfig, pick: tuple[int, int]) -> dict[str, Any]:
     from sasa.analysis.pairmap import PairMapConfig, pair_map
-    from sasa.training import stratified_split
+    from sasa.detector.fit import stratified_split
 
     train_idx, val_idx = stratified_split(labelled, 0.25, cfg.seed)
     result = pair_map(adapter, [labelled[i] for i in train_idx], [labelled[i] for i in val_idx],
@@ -282,3 +282,44 @@ def run_analysis(
     result["paths"] = {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in paths.items()}
     logger.info("recommended (s, f) = (%d, %d): %s", selection.safety, selection.fused, selection.reason)
     return result
+
+
+def pick_stability(adapter: Adapter, samples: Sequence[Sample], out_dir: Any, seeds: Sequence[int],
+                   config: Any = None, *, model_name: str | None = None) -> dict[str, Any]:
+    """The analysis' pick, the map's maximum and its smoothed maximum over sample draws.
+
+    For each seed the analysis runs (with the map) on that seed's draw of the samples
+    (``config.max_samples`` per label, whole groups) into ``out_dir/seed-N``; the result counts how
+    often each rule's pick agrees with its most common one."""
+    from collections import Counter
+    from dataclasses import replace
+    from pathlib import Path
+
+    from sasa.analysis.pairmap import grid_value
+
+    if len(seeds) < 2:
+        raise ValueError("stability needs at least 2 seeds")
+    config = config or AnalysisConfig()
+    if config.max_samples is None:
+        logger.warning("max_samples is not set: every seed analyses the same samples, only the folds differ")
+    picks: dict[str, list[tuple[int, int]]] = {"analysis": [], "map_maximum": [], "map_smoothed_maximum": []}
+    runs = []
+    for seed in seeds:
+        result = run_analysis(adapter, samples, Path(out_dir) / f"seed-{seed}",
+                              replace(config, seed=seed, pair_map=True), model_name=model_name)
+        if result is None:  # another process of a data-parallel run
+            continue
+        pm, sel = result["pair_map"], result["selection"]
+        picks["analysis"].append((sel["safety"], sel["fused"]))
+        picks["map_maximum"].append((pm["best"]["s"], pm["best"]["f"]))
+        picks["map_smoothed_maximum"].append((pm["smoothed_best"]["s"], pm["smoothed_best"]["f"]))
+        runs.append({"seed": seed, "analysis": list(picks["analysis"][-1]), "map_maximum": list(picks["map_maximum"][-1]),
+                     "map_smoothed_maximum": list(picks["map_smoothed_maximum"][-1]),
+                     "map_auroc_at_analysis_pick": grid_value(pm, *picks["analysis"][-1]),
+                     "noproj_auroc": pm["noproj_auroc"]})
+    agreement = {}
+    for rule, chosen in picks.items():
+        if chosen:
+            mode, count = Counter(chosen).most_common(1)[0]
+            agreement[rule] = {"most_common": list(mode), "agree": count, "of": len(chosen)}
+    return {"seeds": list(seeds), "runs": runs, "agreement": agreement}

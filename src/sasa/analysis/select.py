@@ -34,7 +34,7 @@ The rule (every number is a field of :class:`SelectionRule`; defaults in bracket
    [round(2/32 x L), at least 1: LLaVA-1.5-7B's f - s = 2 of 32 blocks, scaled], capped at L-1.
 
 Refusal emergence (alignment for linguistic expression) is reported in the reason, not used.
-Indices are 0-based blocks (``sasa.layers``).
+Indices are 0-based blocks (``sasa.engine.layers``).
 """
 
 from __future__ import annotations

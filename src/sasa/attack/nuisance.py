@@ -24,7 +24,7 @@ import numpy as np
 
 from sasa.attack.table import wilson
 from sasa.data.sample import Sample
-from sasa.features import batches
+from sasa.engine.samples import batches
 
 TRIGGER_SWAPS: dict[str, str] = {
     "bomb": "cake", "bombs": "cakes", "explosive": "colourful", "explosives": "decorations",

@@ -27,13 +27,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from sasa.atomic import atomic_path
+from sasa.store.atomic import atomic_path
 from sasa.attack.pixels import PixelSpace, PixelSpaceError
 from sasa.attack.scores import differentiable_score
 from sasa.data.sample import Sample
-from sasa.features import SampleError, batches, load_image
+from sasa.engine.samples import SampleError, batches, load_image
 from sasa.models.adapters import Adapter
-from sasa.records import append_records, read_records
+from sasa.store.records import append_records, read_records
 
 logger = logging.getLogger(__name__)
 

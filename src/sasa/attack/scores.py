@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from sasa.detectors import HiddenDetect, ProbeDetector
+from sasa.detector.detectors import HiddenDetect, ProbeDetector
 from sasa.models import capture as hooks
 from sasa.models.adapters import Adapter
-from sasa.projection import apply_projection, position_mask
+from sasa.engine.projection import apply_projection, position_mask
 
 
 def _probe_logit(probe, x: torch.Tensor) -> torch.Tensor:

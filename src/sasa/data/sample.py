@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from sasa.atomic import atomic_path
+from sasa.store.atomic import atomic_path
 
 LABELS = ("harmful", "benign", "unknown")
 

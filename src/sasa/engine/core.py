@@ -12,10 +12,10 @@ from sasa.engine.decoding import GenerationResult, RowsDone, decode_projected, g
 from sasa.engine.interception import Handoff, LayerTap, PrefillDone, idle_head
 from sasa.engine.plan import FeatureSpec, PassPlan, plan_passes
 from sasa.engine.prefill import PrefillResult, augmented_pass, finish_plain
-from sasa.layers import LayerSelection
+from sasa.engine.layers import LayerSelection
 from sasa.models import compat
 from sasa.models.adapters import Adapter
-from sasa.projection import ProjectionConfig
+from sasa.engine.projection import ProjectionConfig
 
 
 def _check_batch(inputs: dict) -> None:

@@ -13,7 +13,7 @@ from sasa.engine.plan import PassPlan
 from sasa.engine.prefill import PrefillResult
 from sasa.models import compat
 from sasa.models.adapters import Adapter
-from sasa.projection import ProjectionConfig, apply_projection, position_mask
+from sasa.engine.projection import ProjectionConfig, apply_projection, position_mask
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 from sasa.engine.interception import LayerTap
 from sasa.engine.plan import FeatureSpec, PassPlan
 from sasa.models.adapters import Adapter
-from sasa.projection import ProjectionConfig, apply_projection, position_mask
+from sasa.engine.projection import ProjectionConfig, apply_projection, position_mask
 
 
 @dataclass

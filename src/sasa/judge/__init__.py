@@ -4,7 +4,7 @@ torch/transformers load only when a guard model is actually built.
 """
 
 from sasa.judge.base import Judge, Verdict, short_name
-from sasa.judge.guard import LLAMA_GUARD_3_CATEGORIES, GuardModelJudge, build_guard_prompt, parse_guard_output
+from sasa.judge.guard_model import LLAMA_GUARD_3_CATEGORIES, GuardModelJudge, build_guard_prompt, parse_guard_output
 from sasa.judge.keywords import REFUSAL_LISTS, KeywordJudge, RefusalList
 from sasa.judge.registry import available_judges, get_judge, register_judge
 

@@ -161,7 +161,7 @@ class LLMJudge:
             return None
         if cache != "auto":
             return Path(cache)
-        from sasa.cache import cache_dir
+        from sasa.store.cache import cache_dir
 
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model_name).strip("_")[:80]
         return cache_dir() / "judge" / f"{slug}-{self.template.name}-{self.template.max_new_tokens}.jsonl"
@@ -235,13 +235,13 @@ class LLMJudge:
     def _read_cache(self) -> dict[str, str]:
         if self.cache_path is None or not self.cache_path.is_file():
             return {}
-        from sasa.records import read_records
+        from sasa.store.records import read_records
 
         return {r["id"]: r["output"] for r in read_records(self.cache_path)}
 
     def _append_cache(self, outputs: dict[str, str]) -> None:
         if self.cache_path is None:
             return
-        from sasa.records import append_records
+        from sasa.store.records import append_records
 
         append_records(self.cache_path, [{"id": k, "output": v, **self._settings} for k, v in outputs.items()])

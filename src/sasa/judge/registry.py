@@ -46,6 +46,9 @@ def get_judge(name: str, **kwargs: Any) -> Judge:
 
 
 LLM_PREFIXES = ("llm:", "llm-xstest:", "llm-strongreject:")
+# an evaluation's judges when none are named: VLGuard's list first (the primary: best agreement with
+# people, docs/baselines-and-judges.md), the SASA paper's and XSTest's beside it
+DEFAULT_JUDGES = ("vlguard", "sasa-paper", "xstest")
 
 
 def _llm_judge(name: str, kwargs: dict[str, Any]) -> Judge | None:
@@ -71,7 +74,7 @@ def _keyword_factory(list_name: str, mode: str) -> Callable[..., Judge]:
 
 
 def _guard_factory(**kwargs: Any) -> Judge:
-    from sasa.judge.guard import GuardModelJudge
+    from sasa.judge.guard_model import GuardModelJudge
 
     if "model_or_path" not in kwargs:
         raise TypeError("the guard judge needs model_or_path= (a hub id, a local folder or a loaded model)")

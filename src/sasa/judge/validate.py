@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sasa.atomic import atomic_write_json, atomic_write_text
+from sasa.store.atomic import atomic_write_json, atomic_write_text
 from sasa.judge.base import Judge
 from sasa.metrics import bootstrap_ci
 

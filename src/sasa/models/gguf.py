@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from sasa.atomic import atomic_dir, atomic_path
-from sasa.cache import cache_dir
+from sasa.store.atomic import atomic_dir, atomic_path
+from sasa.store.cache import cache_dir
 
 logger = logging.getLogger(__name__)
 

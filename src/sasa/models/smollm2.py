@@ -10,7 +10,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from sasa.cache import cache_dir
+from sasa.store.cache import cache_dir
 from sasa.models.gguf import dequantise
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from sasa import metrics as M
-from sasa.atomic import atomic_write_text
+from sasa.store.atomic import atomic_write_text
 from sasa.report import svg
 from sasa.report.summary import mode_order, normalise_records, summarize
 

@@ -36,9 +36,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sasa.guard import Guard
+from sasa.guard.generation import Guard
 from sasa.serving.batching import Batcher, Job, QueueFull
-from sasa.serving.metrics import ServerMetrics
+from sasa.serving.prometheus import ServerMetrics
 from sasa.serving.protocol import ChatRequest, Limits, RequestError, json_depth_ok, parse_chat_request
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 The HTTP side (asyncio) puts a :class:`Job` in a bounded queue and reads its events; the worker
 thread takes the oldest job, waits up to ``max_wait_s`` for up to ``max_batch_size - 1`` more with
 the same decoding settings (:meth:`~sasa.serving.protocol.ChatRequest.generation_key`), and runs
-them as one :meth:`sasa.guard.Guard.generate_inputs` call. Each row stops on its own (its
+them as one :meth:`sasa.guard.generation.Guard.generate_inputs` call. Each row stops on its own (its
 ``max_tokens``, ``stop`` strings, EOS, or its client gone) through :class:`RowTracker`, a stopping
 criterion that also turns each row's new tokens into text deltas for streaming. A batch that
 cannot be encoded together is rerun one job at a time, so one bad request fails alone.
@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import StoppingCriteria
 
-from sasa.guard import Guard
+from sasa.guard.generation import Guard
 from sasa.serving.protocol import ChatRequest, RequestError
 
 logger = logging.getLogger(__name__)

@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import transformers
-
-from sasa.testing.tiny_models import (
-    TinyQwen2_5_VLProcessor,
-    TinyQwen2VLProcessor,
-    build_tiny,
-)
+if TYPE_CHECKING:  # the shapes are plain data: reading them (the CLI's choices) imports no torch
+    import torch
+    import transformers
 
 REDUCTION = 4
 
@@ -115,6 +110,10 @@ def shape(name: str, size: str = "reduced") -> RealConfig:
 
 
 def _processor(real: RealConfig, tiny_processor: Any) -> Any:
+    import transformers
+
+    from sasa.testing.tiny_models import TinyQwen2_5_VLProcessor, TinyQwen2VLProcessor
+
     tok, template = tiny_processor.tokenizer, tiny_processor.chat_template
     side = real.image_size
     if real.arch == "llava":
@@ -135,9 +134,15 @@ def _processor(real: RealConfig, tiny_processor: Any) -> Any:
     raise ValueError(f"no real-size processor for {real.arch!r}")
 
 
-def build_random(name: str, size: str = "reduced", dtype: torch.dtype = torch.float32, device: str = "cpu",
-                 seed: int = 0) -> tuple[transformers.PreTrainedModel, Any, RealConfig]:
-    """(model, processor, shape): a random-weight model of the named real configuration."""
+def build_random(name: str, size: str = "reduced", dtype: "torch.dtype | None" = None, device: str = "cpu",
+                 seed: int = 0) -> "tuple[transformers.PreTrainedModel, Any, RealConfig]":
+    """(model, processor, shape): a random-weight model of the named real configuration (float32
+    unless ``dtype`` says otherwise)."""
+    import torch
+
+    from sasa.testing.tiny_models import build_tiny
+
+    dtype = dtype or torch.float32
     real = shape(name, size)
     tiny_model, tiny_processor = build_tiny(real.arch, seed)
     config = copy.deepcopy(tiny_model.config)
@@ -163,5 +168,5 @@ def build_random(name: str, size: str = "reduced", dtype: torch.dtype = torch.fl
     return model, _processor(real, tiny_processor), real
 
 
-def parameter_count(model: torch.nn.Module) -> int:
+def parameter_count(model: "torch.nn.Module") -> int:
     return sum(p.numel() for p in model.parameters())

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sasa.atomic import atomic_path
+from sasa.store.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

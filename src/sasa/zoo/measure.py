@@ -20,18 +20,17 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sasa.atomic import atomic_write_json
+from sasa.store.atomic import atomic_write_json
 from sasa.data.registry import load
 from sasa.data.sample import Sample
 from sasa.data.splits import unit_hash
-from sasa.zoo.stages import transcription_samples, transcription_scores
+from sasa.zoo.scoring import image_features, rate, rate_by_category, transcription_samples, transcription_scores
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class MeasureConfig:
 
 def detector_pool(out: Path, seed: int, progress: bool) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """Typed pages of HarmBench + StrongREJECT (harmful) and the benign set: train, validation, text twins."""
-    from sasa.data.render import page_samples
+    from sasa.data.pages import page_samples
 
     text = [s for name, variant in (("harmbench", "standard"), ("strongreject", "full"), ("benign", "instructions"),
                                     ("benign", "statements"))
@@ -69,31 +68,6 @@ def detector_pool(out: Path, seed: int, progress: bool) -> tuple[list[Sample], l
     val = [p for p in pages if unit_hash(p.meta["group"], seed) < 0.25]
     train = [p for p in pages if unit_hash(p.meta["group"], seed) >= 0.25]
     return train, val, text
-
-
-def rate(records: Sequence[dict], ids: set[str], mode: str = "vanilla") -> dict[str, Any]:
-    """Share of ``ids`` whose response was a refusal under ``mode``: by the primary judge
-    (``refusal_rate``) and by each judge of the run (``by_judge``)."""
-    mine = [r for r in records if r["id"] in ids and r["mode"] == mode]
-    hits = [r["refused"] for r in mine]
-    judges = list(dict.fromkeys(j for r in mine for j in r.get("verdicts", {})))
-    by_judge = {j: sum(r["decision"] == "refuse" or r["verdicts"][j] for r in mine) / len(mine) for j in judges}
-    return {"n": len(hits), "refusal_rate": (sum(hits) / len(hits)) if hits else None, "by_judge": by_judge}
-
-
-def rate_by_category(records: Sequence[dict], ids: set[str], mode: str = "vanilla") -> dict[str, dict[str, Any]]:
-    """:func:`rate` per sample category (FigStep's ten topics include advice ones few models refuse)."""
-    cats = sorted({r.get("category") or "-" for r in records if r["id"] in ids and r["mode"] == mode})
-    return {c: rate([r for r in records if (r.get("category") or "-") == c], ids, mode) for c in cats}
-
-
-def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
-    """The projected patch features the language model receives, (batch, patches, hidden)."""
-    feats = model.get_image_features(pixel_values=pixels.to(model.device, model.dtype), vision_feature_layer=-1,
-                                     vision_feature_select_strategy="default")
-    feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-    feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in feats]) if isinstance(feats, (list, tuple)) else feats
-    return feats.reshape(pixels.shape[0], -1, feats.shape[-1])
 
 
 @torch.no_grad()
@@ -155,12 +129,12 @@ def record_organism_layers(out: str | Path, cfg: MeasureConfig | None = None, *,
 def measure_organism(figstep: str | Path, xstest: str | Path, out: str | Path, cfg: MeasureConfig | None = None,
                      model: str = "sasa-organism", progress: bool = True) -> dict[str, Any]:
     """Run the whole measurement; writes ``measurement.json`` and the evaluation report under ``out``."""
-    from sasa.data.render import page_samples
+    from sasa.data.pages import page_samples
     from sasa.data.splits import subsample
-    from sasa.evaluate import Evaluation
-    from sasa.layers import LayerSelection
+    from sasa.evaluation.runner import Evaluation
+    from sasa.engine.layers import LayerSelection
     from sasa.models.loading import load_model
-    from sasa.pipeline import run_pipeline
+    from sasa.evaluation.pipeline import run_pipeline
 
     cfg = cfg or MeasureConfig()
     started = time.perf_counter()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sasa.atomic import atomic_dir, atomic_path, atomic_write_text
+from sasa.store.atomic import atomic_dir, atomic_path, atomic_write_text
 from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import ReaderConfig, train_reader, vision_config
 from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
@@ -160,7 +160,7 @@ def layer_record(directory: str | os.PathLike | None = None) -> dict:
 def recommended_layers(directory: str | os.PathLike | None = None):
     """(s, f) from ``organism.json`` (written by ``sasa zoo measure organism --record``), or None
     when none is recorded; :class:`StaleLayersError` when they were measured on other weights."""
-    from sasa.layers import LayerSelection
+    from sasa.engine.layers import LayerSelection
 
     d = Path(directory or resources_dir())
     path = d / "organism.json"
@@ -213,7 +213,7 @@ def materialise(directory: str | os.PathLike | None = None) -> Path:
     """A plain transformers directory for the organism (built once per resource digest, atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sasa.cache import cache_dir
+    from sasa.store.cache import cache_dir
     from sasa.models.smollm2 import materialise as smollm2_dir
 
     src = Path(directory) if directory else resources_dir()

@@ -4,7 +4,7 @@ Why this shape.  A from-scratch tower cannot be taught, on two CPU cores, to spe
 language model through the language model's own loss.  Instead it is trained to *write the
 language model's input embeddings* (LLaVA's stage 1 with a frozen language model, by a cheaper
 route).  FigStep types in a monospace font, 80 px on a 760 px page (48 px advance, 75 px line
-pitch, 15 characters a line, :data:`sasa.data.render.PAGE_ORIGIN`).  At 256 px with 16 px patches the page is a 16 x 16
+pitch, 15 characters a line, :data:`sasa.data.typeset.PAGE_ORIGIN`).  At 256 px with 16 px patches the page is a 16 x 16
 grid whose columns are 47.5 source pixels wide, so every character of a line has its own patch
 column, and every one of the 10 lines its own patch row (:data:`ROWS`).  Each cell is read as its character's own token
 (SmolLM2 has a single-character token for every printable ASCII character), blanks as a filler
@@ -34,7 +34,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from sasa.data.render import (
+from sasa.data.pages import page_lines
+from sasa.data.typeset import (
     FIGSTEP_FONT,
     PAGE_MAX_LINES,
     PAGE_ORIGIN,
@@ -43,7 +44,6 @@ from sasa.data.render import (
     PROJECT_FONT,
     bundled_font,
     draw_page,
-    page_lines,
 )
 
 log = logging.getLogger(__name__)

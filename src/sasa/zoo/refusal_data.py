@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from sasa.data.render import STATEMENT_HEAD, statement_phrase, to_statement
+from sasa.data.attacks import STATEMENT_HEAD, statement_phrase, to_statement
 
 FORMS = ("question", "instruction", "statement", "list")
 _LIST = re.compile(r"^(?:please\s+)?(?:list|name|enumerate|give\s+(?:me\s+)?a\s+(?:numbered\s+)?list|"

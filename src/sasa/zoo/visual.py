@@ -43,9 +43,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sasa.atomic import atomic_path
+from sasa.store.atomic import atomic_path
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
-from sasa.data.render import draw_page, page_lines, page_text, to_statement
+from sasa.data.attacks import to_statement
+from sasa.data.pages import page_lines, page_text
+from sasa.data.typeset import draw_page
 from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import GRID, ROWS, TextSource, mmap_large_allocations, training_fonts
 from sasa.zoo.refusal import (
@@ -151,7 +153,7 @@ def _page_features(model, processor, pages: list[list[str]], rng: random.Random,
     """The frozen reader's projected cells for each page (float16, one font drawn per page)."""
     from tqdm.auto import tqdm
 
-    from sasa.zoo.measure import image_features
+    from sasa.zoo.scoring import image_features
 
     fonts, feats = training_fonts(), []
     for start in tqdm(range(0, len(pages), batch), desc="reader cells", unit="batch", disable=not progress):

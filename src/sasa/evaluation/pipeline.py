@@ -2,7 +2,7 @@
 
 ``sasa evaluate``, ``sasa demo`` and ``sasa zoo measure organism`` are this function on their own
 data; what differs between them is which samples they test and what they add to ``run_info``.
-Records are appended per batch and a rerun resumes (:class:`sasa.evaluate.Evaluation`).
+Records are appended per batch and a rerun resumes (:class:`sasa.evaluation.runner.Evaluation`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
-from sasa.evaluate import DEFAULT_JUDGES, Evaluation
-from sasa.modes import detectors_needed, parse_modes
+from sasa.evaluation.runner import DEFAULT_JUDGES, Evaluation
+from sasa.guard.modes import detectors_needed, parse_modes
 
 
 @dataclass
@@ -54,7 +54,7 @@ def run_pipeline(adapter: Any, test: Sequence[Sample], modes: Sequence[str], out
     fit_info) for what depends on the answers.  Under a data-parallel launcher the other
     processes return None once their shard is done."""
     from sasa.distributed import current_shard
-    from sasa.training import assemble_detectors
+    from sasa.detector.fit import assemble_detectors
 
     modes = parse_modes(modes)
     detectors, fit_info = assemble_detectors(adapter, detectors_needed(modes), train, val, given,

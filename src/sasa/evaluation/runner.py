@@ -1,6 +1,6 @@
 """The evaluation runner: every mode on the same samples, per-sample records, summary and report.
 
-The modes are :data:`sasa.modes.MODES`: each declares what it needs and answers a batch itself;
+The modes are :data:`sasa.guard.modes.MODES`: each declares what it needs and answers a batch itself;
 the evaluation runs them, judges their answers and keeps the records.
 
 Every answered response is judged by each of ``judges``; the first is the primary judge that fills
@@ -10,9 +10,9 @@ default primary is VLGuard's keyword list, the offline judge that agrees best wi
 the SASA paper's list (78.8 %) follows so the paper's numbers stay comparable, then XSTest's match.
 
 Detector modes answer passing prompts with exactly the tokens of ``vanilla``, so when ``vanilla``
-ran in the same run its responses are reused (:class:`sasa.modes.DetectorMode`).  When ``vanilla``
+ran in the same run its responses are reused (:class:`sasa.guard.modes.DetectorMode`).  When ``vanilla``
 and detector modes run together, one guarded generation per batch answers them all
-(:func:`sasa.modes.fused_answers`: the same records at the cost of one pass; ``fuse=False`` runs
+(:func:`sasa.guard.modes.fused_answers`: the same records at the cost of one pass; ``fuse=False`` runs
 each mode on its own).
 ``records.jsonl`` is appended per batch; a rerun skips (mode, id) pairs already there.
 """
@@ -26,23 +26,23 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from sasa.atomic import atomic_write_json, atomic_write_text
-from sasa.baselines import AdaShieldConfig, ECSOConfig
+from sasa.store.atomic import atomic_write_json, atomic_write_text
+from sasa.guard.defences import AdaShieldConfig, ECSOConfig
 from sasa.data.sample import Sample
-from sasa.detectors import Detector
+from sasa.detector.detectors import Detector
 from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
-from sasa.features import SampleError, batches, run_into
+from sasa.engine.samples import SampleError, batches, run_into
 from sasa.judge import get_judge
+from sasa.judge.registry import DEFAULT_JUDGES
 from sasa.models.adapters import Adapter
 from sasa.data.sample import unreadable
-from sasa.modes import EVAL_MODES, MODES, REFUSAL, Answer, RunContext, fusable, fused_answers, parse_modes
-from sasa.records import Record, append_records, drop_errors, read_records
+from sasa.guard.modes import EVAL_MODES, MODES, REFUSAL, Answer, RunContext, fusable, fused_answers, parse_modes
+from sasa.store.records import Record, append_records, drop_errors, read_records
 from sasa.report import summarize, write_report
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_JUDGES = ("vlguard", "sasa-paper", "xstest")
 PRIMARY_JUDGE_WHY = ("primary judge: VLGuard's refusal list, the offline judge with the best measured agreement "
                      "with human refusal labels (88.8 % on XSTest v2's 2 250 completions, against 78.8 % for the "
                      "SASA paper's list, shown beside it so the paper's numbers stay comparable)")

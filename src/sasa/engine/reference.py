@@ -13,7 +13,7 @@ import torch
 
 from sasa.models.adapters import Adapter
 from sasa.models import capture as hooks
-from sasa.projection import ProjectionConfig, apply_projection, position_mask
+from sasa.engine.projection import ProjectionConfig, apply_projection, position_mask
 
 
 def _first_step(model: Any, inputs: dict, **kw: Any) -> Any:

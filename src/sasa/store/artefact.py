@@ -1,7 +1,7 @@
 """What every file made for one model shares: a format stamp, the model it was made for (name and
 fingerprint), the library versions, and ``save_pretrained`` / ``from_pretrained`` on a directory.
 
-A detector (:class:`sasa.probe.LinearProbe`) and a model profile
+A detector (:class:`sasa.detector.probe.LinearProbe`) and a model profile
 (:class:`sasa.analysis.profile.ModelProfile`) are both such artefacts; each refuses to be used
 with another model, naming every field where the fingerprints differ.
 """

@@ -14,7 +14,7 @@ from sasa.data.sample import Sample, unreadable
 from sasa.distributed import Shard, current_shard
 from sasa.engine import SASAEngine
 from sasa.models.adapters import Adapter
-from sasa.records import Record
+from sasa.store.records import Record
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def run_into(path: str | os.PathLike, todo: Sequence[Sample], batch_size: int, r
     """The resumable loop: ``run`` each batch of ``todo`` (through :func:`run_or_skip`), append its
     records to ``path`` in one write, and yield them as JSON dicts (the caller picks ``todo``
     from what ``path`` already holds)."""
-    from sasa.records import append_records
+    from sasa.store.records import append_records
 
     bar = tqdm(total=len(todo), desc=desc or mode, unit="prompt", disable=not progress)
     for chunk in batches(todo, batch_size):

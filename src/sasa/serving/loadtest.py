@@ -1,6 +1,6 @@
 """Serving benchmark: latency and throughput with and without dynamic batching, side by side in one run.
 
-``python -m sasa.serving.bench`` loads the embedded default model (``sasa-organism``), fits a SASA
+``python -m sasa.serving.loadtest`` loads the embedded default model (``sasa-organism``), fits a SASA
 detector on a few of the offline dataset's training prompts (text, so it runs in minutes), and
 starts the guarded server twice on 127.0.0.1, once with ``--max-batch-size 1`` and once batching.
 Each time ``clients`` threads send ``per_client`` chat requests each (harmful and benign test
@@ -25,12 +25,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sasa.atomic import atomic_write_json
+from sasa.store.atomic import atomic_write_json
 from sasa.bench import rss_bytes
 from sasa.data.registry import builtin_dataset
 from sasa.data.splits import assign_splits, subsample
-from sasa.guard import Guard
-from sasa.layers import default_layers
+from sasa.guard.generation import Guard
+from sasa.engine.layers import default_layers
 from sasa.serving.app import BackgroundServer, GuardedServer, ServeConfig
 
 
@@ -145,7 +145,7 @@ def hostile_run(guard: Guard, model: str, prompts: list[str], clients: int, host
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sasa.serving.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m sasa.serving.loadtest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="sasa-organism")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--per-client", type=int, default=4)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sasa.engine import SASAEngine
     from sasa.models.loading import load_model
-    from sasa.training import fit_probe
+    from sasa.detector.fit import fit_probe
 
     torch.manual_seed(0)
     loaded = load_model(args.model, device="auto")

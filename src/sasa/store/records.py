@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from sasa.atomic import atomic_write_text
+from sasa.store.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import torch
 
 from sasa.data.sample import Sample
 from sasa.engine import FeatureSpec, SASAEngine
-from sasa.features import extract_features
-from sasa.probe import LinearProbe
+from sasa.engine.samples import extract_features
+from sasa.detector.probe import LinearProbe
 
 logger = logging.getLogger(__name__)
 
@@ -138,14 +138,14 @@ def fit_detectors(
     """Fit SASA's probe and the detector baselines on the same data; thresholds at ``target_fpr``.
 
     ``detect``: probe on projected next-token logits (paper). ``probe-noproj``: the same recipe on the
-    plain forward's logits. ``hiddendetect`` (a :class:`~sasa.detectors.HiddenDetectConfig`, default
+    plain forward's logits. ``hiddendetect`` (a :class:`~sasa.detector.detectors.HiddenDetectConfig`, default
     the official behaviour): its layer range is the config's fixed one, else the official scripts'
     one for ``model_name`` when they name it, else the config's rule on ``few_shot`` training prompts
     (half harmful); its threshold, which the official code does not have, is set on the validation
     benign prompts like the probes'.
     """
-    from sasa.detectors import HiddenDetect, HiddenDetectConfig, ProbeDetector, official_layers
-    from sasa.probe import threshold_at_fpr
+    from sasa.detector.detectors import HiddenDetect, HiddenDetectConfig, ProbeDetector, official_layers
+    from sasa.detector.probe import threshold_at_fpr
 
     detectors: dict[str, Any] = {}
     info: dict[str, Any] = {}
@@ -191,7 +191,7 @@ def fit_detectors(
                                             target_fpr)
             scores = hd._area(sims[rows(val_benign)])
         else:
-            from sasa.features import batches as _batches
+            from sasa.engine.samples import batches as _batches
 
             cal = hd.calibrate(shots, target_fpr, batch_size=batch_size)
             scores = np.concatenate([hd.score(b) for b in _batches(val_benign, batch_size)])
@@ -212,8 +212,8 @@ def assemble_detectors(adapter: Any, needed: Sequence[str], train: Sequence[Samp
     """The detectors ``needed`` for a run and what fitting them measured: a probe directory
     ``given`` for ``detect`` / ``probe-noproj`` is loaded (refused when made for another model), and
     the rest are fitted by :func:`fit_detectors` on ``train`` and ``val``."""
-    from sasa.detectors import ProbeDetector
-    from sasa.guard import engine_from_probe
+    from sasa.detector.detectors import ProbeDetector
+    from sasa.detector.probe import engine_from_probe
 
     given = {k: v for k, v in (given or {}).items() if v}
     detectors: dict[str, Any] = {}

@@ -23,12 +23,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from sasa.baselines import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, plain_generate
+from sasa.guard.defences import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, plain_generate
 from sasa.data.sample import Sample
-from sasa.detectors import Detector, HiddenDetect, ProbeDetector, detector_digest
+from sasa.detector.detectors import Detector, HiddenDetect, ProbeDetector, detector_digest
 from sasa.engine import SASAEngine, plain_engine
 from sasa.engine.decoding import generate_plain
-from sasa.features import encode_samples, load_image
+from sasa.engine.samples import encode_samples, load_image
 from sasa.models.adapters import Adapter
 
 REFUSAL = "I'm sorry, but I can't help with that request."
@@ -61,7 +61,7 @@ class Answer:
 
 @dataclass
 class Guarding:
-    """What a guard mode decodes with (:class:`sasa.guard.Guard` is one)."""
+    """What a guard mode decodes with (:class:`sasa.guard.generation.Guard` is one)."""
 
     adapter: Adapter
     probe: Any = None
@@ -232,7 +232,7 @@ class Augment(GuardMode):
 
 
 class AdaShield(Mode):
-    """AdaShield-S: the published static defence prompt before the request (sasa.baselines)."""
+    """AdaShield-S: the published static defence prompt before the request (sasa.guard.defences)."""
 
     def pins(self, run: RunContext) -> dict[str, str]:
         return {"adashield": repr(run.adashield)}
@@ -246,7 +246,7 @@ class AdaShield(Mode):
 
 
 class ECSO(Mode):
-    """ECSO: answer, harm check with the image, caption, text-only answer (sasa.baselines)."""
+    """ECSO: answer, harm check with the image, caption, text-only answer (sasa.guard.defences)."""
 
     def pins(self, run: RunContext) -> dict[str, str]:
         return {"ecso": repr(run.ecso)}

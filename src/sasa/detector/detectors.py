@@ -18,7 +18,7 @@ Jiang et al. 2025 (arXiv 2502.14744), by default as leigest519/HiddenDetect comp
   first to the last of those is the automatic range here (``layer_rule="above-last"``).
 
 The official code reports AUROC/AUPRC only; a guard also needs a threshold, which the project sets
-on benign validation prompts at a target FPR (``sasa.training.fit_detectors``). The lens is the
+on benign validation prompts at a target FPR (``sasa.detector.fit.fit_detectors``). The lens is the
 adapter's (:meth:`~sasa.models.adapters.Adapter.logits_from_hidden`, soft-cap included), the one
 logit lens of the package.
 """
@@ -34,10 +34,10 @@ import torch
 
 from sasa.data.sample import Sample
 from sasa.engine import SASAEngine, plain_engine
-from sasa.features import batches, encode_samples
+from sasa.engine.samples import batches, encode_samples
 from sasa.models.adapters import Adapter
 from sasa.models.compat import execution_device
-from sasa.probe import LinearProbe, threshold_at_fpr
+from sasa.detector.probe import LinearProbe, threshold_at_fpr
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class HiddenDetect:
         """Few-shot: the refusal discrepancy per layer and, unless fixed, the range it selects.
 
         The threshold set here (``target_fpr`` on these few benign shots) is provisional;
-        :func:`sasa.training.fit_detectors` resets it on validation prompts.
+        :func:`sasa.detector.fit.fit_detectors` resets it on validation prompts.
         """
         sims = np.concatenate([self.layer_similarities(b) for b in batches(list(samples), batch_size)])
         return self.calibrate_similarities(sims, np.array([s.label == "harmful" for s in samples]), target_fpr)

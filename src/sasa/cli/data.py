@@ -201,7 +201,7 @@ def _cmd_split(args) -> int:
 
 
 def _cmd_render(args) -> int:
-    from sasa.data.render import render_samples
+    from sasa.data.attacks import render_samples
 
     res = _load_manifests(args.manifests, args.on_error, "none")
     out = render_samples(res.samples, args.image_dir, style=args.style, font_path=args.font, on_error=args.on_error)
@@ -237,7 +237,7 @@ def run_data_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m sasa.data.cli ...``), handy until the main CLI wires it."""
+    """Standalone entry point (``python -m sasa.cli.data ...``), handy until the main CLI wires it."""
     parser = argparse.ArgumentParser(prog="sasa data")
     add_data_commands(parser.add_subparsers(dest="data_command", required=True))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sasa.artefact import (ArtefactError, ArtefactMismatchError, ModelArtefact, library_versions, read_json_object,
+from sasa.store.artefact import (ArtefactError, ArtefactMismatchError, ModelArtefact, library_versions, read_json_object,
                            utc_now)
-from sasa.atomic import atomic_dir
+from sasa.store.atomic import atomic_dir
 from sasa.engine import FeatureSpec
-from sasa.layers import LayerSelection
-from sasa.projection import ProjectionConfig
+from sasa.engine.layers import LayerSelection
+from sasa.engine.projection import ProjectionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,16 @@ class LinearProbe(ModelArtefact):
     def made_for(self) -> tuple[str | None, dict | None]:
         model = self.metadata.get("model", {})
         return model.get("name"), model.get("fingerprint")
+
+
+def engine_from_probe(adapter: Any, probe: LinearProbe) -> Any:
+    """An engine configured exactly as the probe was trained (layers, projection, features)."""
+    cfg = probe.config
+    if cfg.layers is None:
+        raise ValueError("the probe records no engine layers; refit it with sasa probe fit")
+    from sasa.engine import SASAEngine
+
+    return SASAEngine(adapter, cfg.layers, cfg.projection or ProjectionConfig(), cfg.features or FeatureSpec())
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Guarded generation: SASA's detector decides before generation; answered prompts decode as usual.
 
-Modes (each a :class:`sasa.modes.GuardMode`, which does the work):
+Modes (each a :class:`sasa.guard.modes.GuardMode`, which does the work):
   vanilla         plain ``generate``; no SASA.
   detect          risk score from the augmented pass; flagged prompts get the refusal message and no
                   generation; the others decode from pass 1's KV cache (identical to ``vanilla``).
@@ -20,27 +20,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sasa.data.sample import Sample
-from sasa.engine import FeatureSpec, SASAEngine
-from sasa.features import encode_samples, run_into
-from sasa.layers import default_layers
+from sasa.engine import SASAEngine
+from sasa.engine.samples import encode_samples, run_into
+from sasa.engine.layers import default_layers
 from sasa.models.adapters import Adapter
-from sasa.modes import GUARD_MODES, MODES, REFUSAL, GuardedOutput
-from sasa.probe import LinearProbe
-from sasa.projection import ProjectionConfig
-from sasa.records import Record, drop_errors, read_records
+from sasa.guard.modes import GUARD_MODES, MODES, REFUSAL, GuardedOutput
+from sasa.detector.probe import LinearProbe, engine_from_probe
+from sasa.store.records import Record, drop_errors, read_records
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REFUSAL = REFUSAL
 __all__ = ["DEFAULT_REFUSAL", "Guard", "GuardedOutput", "engine_from_probe"]
-
-
-def engine_from_probe(adapter: Adapter, probe: LinearProbe) -> SASAEngine:
-    """An engine configured exactly as the probe was trained (layers, projection, features)."""
-    cfg = probe.config
-    if cfg.layers is None:
-        raise ValueError("the probe records no engine layers; refit it with sasa probe fit")
-    return SASAEngine(adapter, cfg.layers, cfg.projection or ProjectionConfig(), cfg.features or FeatureSpec())
 
 
 class Guard:
@@ -117,7 +108,7 @@ class Guard:
     def run(self, samples: Sequence[Sample], out_path: str | os.PathLike, batch_size: int = 4,
             max_new_tokens: int = 64, progress: bool = True, on_error: str = "raise", retry_errors: bool = False,
             **generate_kwargs: Any) -> Path:
-        """Stream one :class:`~sasa.records.Record` per sample to ``out_path``; a rerun skips samples
+        """Stream one :class:`~sasa.store.records.Record` per sample to ``out_path``; a rerun skips samples
         already written.  ``on_error="skip"`` records a bad sample as an ``error`` and goes on;
         ``retry_errors`` first drops the ``error`` records, so those samples are run again."""
         out_path = Path(out_path)

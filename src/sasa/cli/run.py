@@ -1,0 +1,254 @@
+"""The commands that run a model: generate, serve, probe fit, evaluate, demo, attack."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sasa.cli.common import (
+    _check_inputs,
+    _detectors,
+    _engine,
+    _first,
+    _given_probes,
+    _hiddendetect_config,
+    _judges,
+    _load,
+    _profile,
+    _samples,
+    _selection,
+)
+from sasa.errors import UsageError
+from sasa.guard.modes import DETECTOR_MODES, MODES
+
+logger = logging.getLogger("sasa")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sasa.detector.probe import LinearProbe
+    from sasa.guard.generation import Guard
+
+    _check_inputs(args)
+    if args.mode and MODES[args.mode].detects and not args.detector:
+        raise UsageError(f"--mode {args.mode} needs --detector (fit one with `sasa probe fit`)")
+    loaded = _load(args)
+    adapter = loaded.adapter
+    probe = (LinearProbe.from_pretrained(args.detector, expect_fingerprint=adapter.fingerprint())
+             if args.detector else None)
+    if probe is not None and args.layers:
+        raise UsageError("--layers cannot be combined with --detector: a detector only reads the features of the "
+                         f"layers it was fitted with ({probe.metadata.get('engine', {}).get('layers')})")
+    if probe is not None and _profile(adapter, args) is not None:
+        logger.info("--detector given: its own (s, f) %s are used, not the profile's",
+                    probe.metadata.get("engine", {}).get("layers"))
+    mode = args.mode or ("detect" if probe is not None else "vanilla")
+    if MODES[mode].detects and probe is None:
+        raise UsageError(f"--mode {mode} needs --probe (fit one with `sasa probe fit`)")
+    engine = _engine(adapter, args) if probe is None else None
+    guard = Guard(adapter, mode, probe, engine=engine, refusal_message=args.refusal_message,
+                  project_decoding=args.project_decoding)
+    samples = _first(_samples(args), args.limit)
+    if args.out:
+        guard.run(samples, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                  on_error=args.on_error, retry_errors=args.retry_errors)
+        logger.info("wrote %s", args.out)
+    else:
+        from sasa.engine.samples import run_or_skip
+
+        for s in samples:
+            for rec in run_or_skip([s], lambda part: guard.records(part, args.max_new_tokens), mode, args.on_error):
+                print(json.dumps(rec.to_json(), ensure_ascii=False))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        import uvicorn
+
+        from sasa.serving import GuardedServer, Limits, ServeConfig
+    except ImportError as exc:
+        raise UsageError(f"`sasa serve` needs the serving extra: pip install 'sasa[serve]' ({exc})") from None
+    from sasa.detector.probe import LinearProbe
+    from sasa.guard.generation import Guard
+
+    if MODES[args.mode].detects and not args.detector:
+        raise UsageError(f"--mode {args.mode} needs --detector (a directory from `sasa probe fit`)")
+    _check_inputs(args)
+    loaded = _load(args)
+    adapter = loaded.adapter
+    probe = LinearProbe.from_pretrained(args.detector, expect_fingerprint=adapter.fingerprint()) if args.detector else None
+    engine = _engine(adapter, args) if probe is None else None
+    guard = Guard(adapter, args.mode, probe, engine=engine, refusal_message=args.refusal_message)
+    limits = Limits(max_body_bytes=args.max_body_mb * 1024 * 1024, max_image_bytes=args.max_image_mb * 1024 * 1024,
+                    max_tokens=args.max_tokens, allow_remote_images=args.allow_remote_images)
+    api_key = args.api_key or os.environ.get("SASA_API_KEY") or None
+    config = ServeConfig(model_name=args.served_model_name or args.model, api_key=api_key,
+                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                         timeout_s=args.timeout, limits=limits, allowed_hosts=tuple(args.allowed_hosts))
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        logger.warning("serving on %s without an API key: anyone who can reach it can use the model (requests "
+                       "must name it in their Host header: --allowed-hosts)", args.host)
+    logger.info("serving %s (mode %s) on http://%s:%d", config.model_name, args.mode, args.host, args.port)
+    uvicorn.run(GuardedServer(guard, config).app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_probe_fit(args: argparse.Namespace) -> int:
+    from sasa.detector.fit import fit_probe
+    from sasa.distributed import current_shard
+    from sasa.engine import FeatureSpec
+
+    _check_inputs(args)
+    loaded = _load(args)
+    features = FeatureSpec(args.feature, not args.no_projection, args.feature_layer)
+    engine = _engine(loaded.adapter, args, features)
+    samples = _first(_samples(args), args.limit, per_label=True)
+    probe, report = fit_probe(engine, samples, target_fpr=args.target_fpr, val_fraction=args.val_fraction,
+                              seed=args.seed, batch_size=args.batch_size, standardize=not args.no_standardize,
+                              class_weight=None if args.no_class_weight else "balanced", l2=args.l2,
+                              model_name=args.model)
+    if not current_shard().is_main:  # every process fitted the same probe on the gathered features
+        return 0
+    out = probe.save_pretrained(args.out)
+    print(json.dumps({"detector": str(out), **report}, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sasa.demo import run_demo
+    from sasa.report.headline import headline
+
+    for flag in ("figstep", "xstest"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"--{flag} {path}: not found (the benchmark's folder, in its published layout)")
+    if args.quick and args.full:
+        raise UsageError("--quick and --full exclude each other")
+    result = run_demo(args.out, quick=args.quick, full=args.full, seed=args.seed, model=args.model, batch_size=args.batch_size,
+                      per_label=args.per_label, figstep=args.figstep, xstest=args.xstest)
+    print(headline(result["summary"]))
+    print(f"\nreport: {result['html']}\n        {result['markdown']}\nrecords: {Path(args.out) / 'records.jsonl'}"
+          f"\n({result['run']['seconds']} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sasa.data.sample import unreadable
+    from sasa.data.splits import assign_splits
+    from sasa.evaluation.pipeline import run_pipeline
+    from sasa.guard.defences import AdaShieldConfig, ECSOConfig
+    from sasa.guard.modes import detectors_needed, parse_modes
+    from sasa.report.headline import headline
+
+    try:
+        modes = parse_modes(args.modes)
+    except ValueError as exc:
+        raise UsageError(f"--modes: {exc}") from None
+    _check_inputs(args)
+    loaded = _load(args)
+    adapter = loaded.adapter
+    samples = _samples(args)
+    broken = [s for s in samples if unreadable(s)]  # unreadable lines (--on-error skip): error records
+    samples = [s for s in samples if not unreadable(s)]
+    if args.split_preset:
+        samples = assign_splits(samples, args.split_preset)
+    test = _first([s for s in samples if s.split in (None, "test")], args.limit) + broken
+    needed = detectors_needed(modes)
+    given = _given_probes(args)
+    fit = [d for d in needed if not given.get(d)]
+    judges: list = _judges(args)
+    if args.judge_model:
+        from sasa.judge import get_judge
+
+        judges.insert(0, get_judge("guard", model_or_path=args.judge_model, trust_remote_code=args.trust_remote_code))
+    result = run_pipeline(
+        adapter, test, modes, args.out, train=[s for s in samples if s.split == "train"],
+        val=[s for s in samples if s.split == "val"], given=given,
+        selection=_selection(adapter, args) if fit else None, target_fpr=args.target_fpr,
+        hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in fit else None,
+        augment_engine=lambda det: det["detect"].engine if "detect" in det else _engine(adapter, args), judges=judges,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        evaluation_options={"adashield": AdaShieldConfig(args.adashield_placement),
+                            "ecso": ECSOConfig(check=args.ecso_check, parse=args.ecso_parse)},
+        title=f"SASA evaluation: {args.model}", n_boot=args.n_boot, model_name=args.model,
+        on_error=args.on_error, retry_errors=args.retry_errors)
+    if result is None:  # a data-parallel worker: the main process merged every shard's records and reports them
+        return 0
+    errors = [r for r in result.records if r.get("decision") == "error"]
+    if errors:
+        logger.warning("%d records are errors (ids: %s); see records.jsonl", len(errors),
+                       ", ".join(sorted({r["id"] for r in errors})[:10]))
+    print(headline(result.summary))
+    print(f"\nreport: {result.paths['html']}")
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from sasa.attack import AttackConfig, run_attack
+    from sasa.attack.table import format_table, robustness_table
+    from sasa.data.sample import unreadable
+    from sasa.data.splits import assign_splits
+
+    names = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    unknown = [d for d in names if d not in DETECTOR_MODES]
+    if unknown or not names:
+        raise UsageError(f"--detectors: unknown {unknown}; choose from {', '.join(DETECTOR_MODES)}")
+    try:
+        cfg = AttackConfig(step=args.step_size, steps=args.steps, random_start=not args.no_random_start,
+                           seed=args.seed, keep=args.keep, weight=args.keep_weight)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if any(e < 0 for e in args.epsilons):
+        raise UsageError("--epsilons must be >= 0 (0-255 units)")
+    _check_inputs(args)
+    adapter = _load(args).adapter
+    if not adapter.spec.takes_images:
+        raise UsageError(f"--model {args.model} is a text-only model: there are no pixels to attack")
+    samples = [s for s in _samples(args) if not unreadable(s)]
+    if args.split_preset:
+        samples = assign_splits(samples, args.split_preset)
+    targets = _first([s for s in samples if s.split in (None, "test") and s.is_harmful and s.image is not None],
+                     args.limit)
+    if not targets and not args.nuisance:
+        raise ValueError("no harmful test sample with an image to attack")
+    detectors = _detectors(args, adapter, samples, names)
+    if args.nuisance:
+        return _nuisance(args, adapter, samples, {d: detectors[d] for d in names})
+    records = run_attack(adapter, {d: detectors[d] for d in names}, targets, args.epsilons, args.out, cfg,
+                         batch_size=args.batch_size)
+    print(format_table(robustness_table(records)))
+    return 0
+
+
+def _nuisance(args: argparse.Namespace, adapter: Any, samples: list, detectors: dict) -> int:
+    """``sasa attack --nuisance``: the detectors' flag rates on the test split's harmful text requests,
+    the same with their trigger words swapped, and the benign ones with and without alarming words
+    (``meta.contrast``), as text and, for an image model, typed on pages."""
+    from sasa.attack.nuisance import defused, nuisance_table
+    from sasa.store.atomic import atomic_write_json
+
+    test = [s for s in samples if s.split in (None, "test") and s.image is None]
+    harmful = _first([s for s in test if s.is_harmful], args.limit)
+    benign = [s for s in test if s.label == "benign"]
+    sets = {"harmful": harmful, "harmful, trigger words swapped": defused(harmful),
+            "benign with alarming words": _first([s for s in benign if s.meta.get("contrast")], args.limit),
+            "benign without": _first([s for s in benign if not s.meta.get("contrast")], args.limit)}
+    if adapter.spec.takes_images:
+        from sasa.data.pages import page_samples
+
+        sets.update({f"{k} (pages)": page_samples(v, Path(args.out) / "pages") for k, v in list(sets.items())})
+    table = nuisance_table(detectors, sets, batch_size=args.batch_size)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(args.out) / "nuisance.json", table)
+    print("| detector | set | n | flagged [95 % CI] | mean score |\n| --- | --- | ---: | --- | ---: |")
+    for name, rows in table.items():
+        for set_name, r in rows.items():
+            lo, hi = r["flagged_ci"]
+            print(f"| {name} | {set_name} | {r['n']} | {100 * r['flagged']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] "
+                  f"| {r['mean_score']:.3f} |")
+    return 0

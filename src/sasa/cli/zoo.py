@@ -1,0 +1,86 @@
+"""``sasa zoo``: build the model organism in resumable chunks, record its (s, f), measure it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+logger = logging.getLogger("sasa")
+
+
+CHUNK_PAUSED = 3  # exit code of `sasa zoo build` when a chunk stopped at its time budget
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from sasa.zoo import organism
+
+    if args.zoo_command == "build":
+        cfg = (organism.BuildConfig.quick() if args.quick else organism.BuildConfig.long_reading()
+               if args.recipe == "long-reading" else organism.BuildConfig())
+        if args.forms_per_prompt is not None:
+            cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
+        if args.precision is not None:
+            cfg = cfg.with_precision(args.precision)
+        from sasa.store.cache import cache_dir
+        from sasa.zoo.chunks import Chunking, ChunkPaused
+
+        stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
+        chunking = Chunking(cache_dir() / "organism-build", every_s=60 * args.checkpoint_minutes,
+                            stop_after_s=60 * args.chunk_minutes if args.chunk_minutes else None)
+        try:
+            out = organism.build(args.out, cfg, stages=stages, chunking=chunking)
+        except ChunkPaused as paused:
+            print(f"chunk done: {paused}")
+            return CHUNK_PAUSED
+        print(f"organism weights: {out}  (load with SASA_ORGANISM={out} and model 'sasa-organism')")
+        return 0
+    from sasa.zoo.measure import MeasureConfig, measure_organism, record_organism_layers
+    from sasa.zoo.measure import headline as measure_headline
+
+    if args.zoo_command == "record":
+        given = {"batch_size": args.batch_size} if args.batch_size is not None else {}
+        rec = record_organism_layers(args.out, MeasureConfig(limit=args.limit or None, **given),
+                                     pair_map_step=args.pair_map_step)
+        print(f"recorded (s, f) = ({rec['s']}, {rec['f']}) [0-based] in {rec['organism']}\n{rec['reason']}"
+              f"\nanalysis report: {rec['report']}")
+        return 0
+
+    if args.zoo_command in ("stages", "heldout"):
+        from sasa.zoo.stages import StagesConfig, measure_stages, stage_table
+
+        figstep, xstest = (args.figstep, args.xstest) if args.zoo_command == "stages" else (None, None)
+        result = measure_stages(figstep, xstest, args.out, args.weights,
+                                StagesConfig(limit=args.limit or None))
+        print(stage_table(result))
+        for variant in ("without-visual", "with-visual"):
+            pa = result[variant]["benign_page_answers"]
+            print(f"{variant}: benign held-out pages answered {100 * pa['answered_on_page']:.1f}% (as text "
+                  f"{100 * pa['answered_as_text']:.1f}%), answer word similarity {100 * pa['word_similarity']:.1f}%"
+                  f" (n={pa['n']})")
+        if figstep is not None:
+            from sasa.judge import short_name
+            from sasa.zoo.stages import phenomenon
+
+            ph = phenomenon(result["with-visual"])
+            for judge, v in ph.items():
+                if judge != "reads":
+                    print(f"phenomenon ({short_name(judge)}): reads {ph['reads']}, text {100 * v['text']:.1f}%, "
+                          f"images {100 * v['image']:.1f}%, gap {100 * v['gap']:.1f} points -> "
+                          f"{'present' if v['present'] else 'absent'}")
+        print(f"\nstages: {Path(args.out) / 'stages.json'} ({result['seconds']} s)")
+        return 0
+
+    given = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+    cfg = MeasureConfig(limit=args.limit or None, **{k: v for k, v in given.items() if v is not None})
+    result = measure_organism(args.figstep, args.xstest, args.out, cfg)
+    print(measure_headline(result))
+    if args.record:
+        layers = result["run"]["layers"]
+        path = organism.record_layers(layers["s"], layers["f"], reason=layers["reason"],
+                                      profile=Path(args.out) / "analysis" / "profile.json")
+        print(f"recorded (s, f) = ({layers['s']}, {layers['f']}) in {path}")
+    print(f"\nmeasurement: {Path(args.out) / 'measurement.json'}\nreport: {Path(args.out) / 'eval' / 'report.html'}"
+          f"\n({result['run']['seconds']} s)")
+    return 0

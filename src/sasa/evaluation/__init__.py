@@ -1,0 +1,1 @@
+"""Running every mode over a dataset: the resumable runner, the one run pipeline, the metrics."""

@@ -178,6 +178,16 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
         "harmful (pages)": 1, "harmful, trigger words swapped (pages)": 1, "benign with alarming words (pages)": 1,
         "benign without (pages)": 1}
     assert "| hiddendetect | benign with alarming words (pages) | 1 |" in capsys.readouterr().out
+    defended = args[:-2] + ["--defence", "adversarial", "--defence-epsilon", "8", "--out", str(tmp_path / "defended")]
+    assert main(defended) == 0
+    out = capsys.readouterr().out
+    assert "| detect+adv | 4 | 2 |" in out and "detect+adv: flags" in out
+    cost = json.loads((tmp_path / "defended" / "defence.json").read_text())
+    assert cost["epsilon"] == 8.0 and cost["refits"]["detect"]["attacked_training_images"] == 2
+    assert set(cost["benign_flag_rate"]) == {"detect", "hiddendetect", "detect+adv"}
+    assert cost["benign_flag_rate"]["detect"]["n"] == 4  # the test split's benign samples, with or without an image
+    assert main(defended) == 0  # a rerun reuses the refitted probe and the attack records
+    assert json.loads((tmp_path / "defended" / "defence.json").read_text()) == cost
 
 
 def test_trigger_words_are_swapped_whole_and_in_their_case():
@@ -207,3 +217,33 @@ def test_the_nuisance_table_counts_each_detectors_flags_per_set(fitted):
             row = table[name][set_name]
             assert row["n"] == len(items) and row["flagged"] == pytest.approx(float((scores > det.threshold).mean()))
             assert row["mean_score"] == pytest.approx(float(scores.mean()), abs=1e-5)
+
+
+def test_adversarial_refit_trains_the_probe_on_its_attacked_training_images(fitted):
+    """At ε = 0 the attacked features are the clean ones; at ε > 0 the refitted probe scores the
+    attacked images higher than the probe they were attacked against, and its threshold is set
+    again on the benign validation prompts."""
+    import numpy as np
+
+    from sasa.attack.defence import adversarial_refit, attacked_features
+    from sasa.engine.samples import extract_features
+
+    adapter, detectors, samples = fitted
+    det = detectors["detect"]
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val"]
+    harmful = [s for s in train if s.label == "harmful"]
+    clean, _ = extract_features(det.engine, harmful, batch_size=4, progress=False)
+    still = attacked_features(det, harmful, AttackConfig(epsilon=0.0, steps=2, keep="none"), progress=False)
+    np.testing.assert_allclose(still, clean, rtol=1e-4, atol=1e-4)
+
+    cfg = AttackConfig(epsilon=32.0, step=8.0, steps=4, keep="none", seed=0)
+    x_adv = attacked_features(det, harmful, cfg, progress=False)
+    assert det.probe.decision_function(x_adv).mean() < det.probe.decision_function(clean).mean()  # the attack bites
+    refit, report = adversarial_refit(det, train, val, cfg, progress=False)
+    assert refit.name == "detect+adv" and report["attacked_training_images"] == len(harmful)
+    assert refit.probe.metadata["training"]["adversarial"]["epsilon"] == 32.0
+    margin = lambda d: d.probe.decision_function(x_adv) - d.threshold  # noqa: E731
+    assert margin(refit).mean() > margin(det).mean()
+    val_benign, _ = extract_features(det.engine, [s for s in val if s.label == "benign"], batch_size=4, progress=False)
+    assert np.mean(refit.probe.decision_function(val_benign) > refit.threshold) <= 0.5

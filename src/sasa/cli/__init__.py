@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no attack: the detectors' flag rates on harmful requests with their trigger words swapped "
                          "and on benign ones with alarming words (meta.contrast), beside the plain sets, as text "
                          "and on pages (nuisance.json)")
+    at.add_argument("--defence", choices=("none", "adversarial"), default="none",
+                    help="adversarial: also attack each probe refitted on its training images attacked against it "
+                         "(OUT/defence/), and report every detector's flag rate on the benign test samples")
+    at.add_argument("--defence-epsilon", type=float, default=None,
+                    help="the budget the training images are attacked at (default: the largest of --epsilons)")
     g = at.add_argument_group("fitting detectors (as sasa evaluate)")
     g.add_argument("--hiddendetect-layers", nargs="+", action=list_of(int, 2), metavar="S,E", default=None)
     g.add_argument("--hiddendetect-layer-rule", choices=("above-last", "positive-run"), default="above-last")

@@ -219,10 +219,55 @@ def cmd_attack(args: argparse.Namespace) -> int:
     detectors = _detectors(args, adapter, samples, names)
     if args.nuisance:
         return _nuisance(args, adapter, samples, {d: detectors[d] for d in names})
-    records = run_attack(adapter, {d: detectors[d] for d in names}, targets, args.epsilons, args.out, cfg,
-                         batch_size=args.batch_size)
+    attacked = {d: detectors[d] for d in names}
+    if args.defence == "adversarial":
+        attacked.update(_adversarial_defence(args, samples, attacked, cfg))
+    records = run_attack(adapter, attacked, targets, args.epsilons, args.out, cfg, batch_size=args.batch_size)
     print(format_table(robustness_table(records)))
     return 0
+
+
+def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dict, cfg: Any) -> dict:
+    """``sasa attack --defence adversarial``: each probe refitted on its training images attacked
+    against it (kept in OUT/defence/NAME+adv, reused on a rerun), and every detector's flag rate on
+    the benign test samples, the defence's cost (defence.json)."""
+    from dataclasses import replace as with_fields
+
+    from sasa.attack.defence import adversarial_refit
+    from sasa.detector.detectors import ProbeDetector
+    from sasa.detector.probe import LinearProbe
+    from sasa.store.atomic import atomic_write_json
+
+    eps = args.defence_epsilon if args.defence_epsilon is not None else max(args.epsilons)
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val"]
+    refitted, reports = {}, {}
+    for name, det in detectors.items():
+        if not isinstance(det, ProbeDetector):
+            continue
+        where = Path(args.out) / "defence" / f"{name}+adv"
+        if (where / "config.json").is_file():
+            probe = LinearProbe.from_pretrained(where, expect_fingerprint=det.engine.adapter.fingerprint())
+            new = ProbeDetector(det.engine, probe, f"{name}+adv")
+            adv = probe.metadata["training"]["adversarial"]
+            reports[name] = {**probe.metadata.get("validation", {}), "attacked_training_images": adv["images"],
+                             "epsilon": adv["epsilon"], "steps": adv["steps"]}
+        else:
+            new, reports[name] = adversarial_refit(det, train, val, with_fields(cfg, epsilon=float(eps)),
+                                                   target_fpr=args.target_fpr, batch_size=args.batch_size)
+            new.probe.save_pretrained(where)
+        refitted[new.name] = new
+    if not refitted:
+        raise UsageError("--defence adversarial refits probes: include detect or probe-noproj in --detectors")
+    benign = _first([s for s in samples if s.split in (None, "test") and s.label == "benign"], args.limit)
+    cost = {}
+    for name, det in {**detectors, **refitted}.items():
+        flags = [bool(x > det.threshold) for x in det.score(benign)] if benign else []
+        cost[name] = {"benign_flag_rate": sum(flags) / len(flags) if flags else None, "n": len(flags)}
+        print(f"{name}: flags {cost[name]['benign_flag_rate']} of the benign test samples (n={len(flags)})")
+    atomic_write_json(Path(args.out) / "defence.json", {"defence": "adversarial", "epsilon": eps,
+                                                        "refits": reports, "benign_flag_rate": cost})
+    return refitted
 
 
 def _nuisance(args: argparse.Namespace, adapter: Any, samples: list, detectors: dict) -> int:

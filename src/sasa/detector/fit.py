@@ -53,14 +53,14 @@ def fit_probe(
     With ``validation`` given, ``samples`` are all training and the threshold comes from
     ``validation``'s benign prompts; otherwise a stratified ``val_fraction`` is held out.
     """
-    labelled, train_idx, val_idx = _labelled_split(samples, validation, val_fraction, seed)
+    labelled, train_idx, val_idx = labelled_split(samples, validation, val_fraction, seed)
     x, _ = extract_features(engine, labelled, batch_size=batch_size, progress=progress)
-    return _fit_on_features(engine, engine.features, x, labelled, train_idx, val_idx, target_fpr=target_fpr,
+    return fit_on_features(engine, engine.features, x, labelled, train_idx, val_idx, target_fpr=target_fpr,
                             seed=seed, standardize=standardize, class_weight=class_weight, l2=l2,
                             model_name=model_name)
 
 
-def _labelled_split(samples: Sequence[Sample], validation: Sequence[Sample] | None, val_fraction: float,
+def labelled_split(samples: Sequence[Sample], validation: Sequence[Sample] | None, val_fraction: float,
                     seed: int) -> tuple[list[Sample], list[int], list[int]]:
     """The harmful/benign samples and their (train, validation) indices."""
     if validation is not None:
@@ -83,7 +83,7 @@ def _labelled_split(samples: Sequence[Sample], validation: Sequence[Sample] | No
     return labelled, train_idx, val_idx
 
 
-def _fit_on_features(engine: SASAEngine, features: FeatureSpec, x: np.ndarray, labelled: Sequence[Sample],
+def fit_on_features(engine: SASAEngine, features: FeatureSpec, x: np.ndarray, labelled: Sequence[Sample],
                      train_idx: list[int], val_idx: list[int], *, target_fpr: float, seed: int,
                      standardize: bool = True, class_weight: str | None = "balanced", l2: float = 1e-2,
                      model_name: str | None = None) -> tuple[LinearProbe, dict[str, Any]]:
@@ -155,7 +155,7 @@ def fit_detectors(
         # One prefill per sample serves both probes: it yields projected and plain next-token logits.
         # With HiddenDetect too, the same prefill keeps every block's last-position output for it.
         projected_engine = SASAEngine(adapter, selection, features=FeatureSpec("logits", projected=True))
-        labelled, train_idx, val_idx = _labelled_split(train, validation, 0.25, seed)
+        labelled, train_idx, val_idx = labelled_split(train, validation, 0.25, seed)
         blocks = range(adapter.num_layers) if "hiddendetect" in which else ()
         x_proj, extra = extract_features(projected_engine, labelled, batch_size=batch_size, progress=progress,
                                          vanilla_logits=any(not p for _, p in probes), capture_layers=blocks)
@@ -166,7 +166,7 @@ def fit_detectors(
             features = FeatureSpec("logits", projected=projected)
             engine = projected_engine if projected else SASAEngine(adapter, selection, features=features)
             x = x_proj if projected else extra["logits_vanilla"]
-            probe, report = _fit_on_features(engine, features, x, labelled, train_idx, val_idx,
+            probe, report = fit_on_features(engine, features, x, labelled, train_idx, val_idx,
                                              target_fpr=target_fpr, seed=seed, model_name=model_name)
             detectors[name] = ProbeDetector(engine, probe, name)
             info[name] = report

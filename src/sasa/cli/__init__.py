@@ -68,6 +68,12 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
             action.help = "(default: %(default)s)"
 
 
+def _add_first_try(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="a first try: only the first N samples (generate), N test samples (evaluate) or "
+                        "N/2 of each label (probe fit)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import sasa
 
@@ -85,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--detector", "--probe", default=None, action=_renamed("--probe", "--detector"),
                    help="detector directory from `sasa probe fit` (--probe: the old name, deprecated)")
     g.add_argument("--data", default=None, help="JSONL manifest, or 'builtin'")
-    g.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="a first try: only the first N samples (generate), N test samples (evaluate) or "
-                        "N/2 of each label (probe fit)")
+    _add_first_try(g)
     g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable) instead of --data")
     g.add_argument("--image", default=None, help="image for --prompt")
     g.add_argument("--out", default=None, help="output JSONL (resumable); stdout if omitted")
@@ -133,9 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(f)
     _add_engine_args(f)
     f.add_argument("--data", required=True, help="labelled JSONL manifest, or 'builtin'")
-    f.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="a first try: only the first N samples (generate), N test samples (evaluate) or "
-                        "N/2 of each label (probe fit)")
+    _add_first_try(f)
     f.add_argument("--out", required=True, help="detector directory (probe.safetensors, config.json, README.md model card)")
     f.add_argument("--feature", choices=("logits", "hidden"), default="logits")
     f.add_argument("--feature-layer", type=int, default=None, help="0-based block for --feature hidden")
@@ -171,9 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_engine_args(e)
     e.add_argument("--data", required=True, help="JSONL manifest (with splits, or all test), or 'builtin'")
-    e.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="a first try: only the first N samples (generate), N test samples (evaluate) or "
-                        "N/2 of each label (probe fit)")
+    _add_first_try(e)
     e.add_argument("--split-preset", default=None, help="assign splits first: unseen-families, builtin, ...")
     e.add_argument("--modes", default=",".join(DEMO_MODES), help="comma list of " + ",".join(EVAL_MODES))
     e.add_argument("--detector", "--probe", default=None, action=_renamed("--probe", "--detector"),

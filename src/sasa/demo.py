@@ -143,7 +143,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     def run_info(records: list[dict], evaluation: Any, fit_info: dict) -> dict[str, Any]:
         info = {"model": model, "layers": {"s": s, "f": f, "indexing": "0-based", "from": selection_source},
                 "size": size, "quick": quick, "seed": seed, "max_new_tokens": max_new_tokens,
-                "benchmarks": {"figstep": str(figstep) if figstep else None, "xstest": str(xstest) if xstest else None},
+                "benchmarks": {"figstep": str(figstep) if figstep else None,
+                               "xstest": str(xstest) if xstest else None},
                 **({"per_label": per_label} if per_label is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
         if adapter.spec.takes_images:

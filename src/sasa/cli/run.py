@@ -46,7 +46,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     probe.metadata.get("engine", {}).get("layers"))
     mode = args.mode or ("detect" if probe is not None else "vanilla")
     if MODES[mode].detects and probe is None:
-        raise UsageError(f"--mode {mode} needs --probe (fit one with `sasa probe fit`)")
+        raise UsageError(f"--mode {mode} needs --detector (fit one with `sasa probe fit`)")
     engine = _engine(adapter, args) if probe is None else None
     guard = Guard(adapter, mode, probe, engine=engine, refusal_message=args.refusal_message,
                   project_decoding=args.project_decoding)

@@ -74,7 +74,10 @@ def run_pipeline(adapter: Any, test: Sequence[Sample], modes: Sequence[str], out
     for mode in modes:
         if mode in only:
             same = next((g for g in groups[1:] if g[0] is only[mode]), None)
-            (same[1].append(mode) if same else groups.append((only[mode], [mode])))
+            if same:
+                same[1].append(mode)
+            else:
+                groups.append((only[mode], [mode]))
     records: list[dict[str, Any]] = []
     for samples, group in groups:
         if group:

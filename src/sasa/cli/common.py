@@ -202,18 +202,24 @@ def _given_probes(args: argparse.Namespace) -> dict[str, Any]:
     return {"detect": args.detector, "probe-noproj": args.baseline_detector}
 
 
+def _detector_sources(args: argparse.Namespace, adapter: Any, samples: list, needed: list[str]) -> dict[str, Any]:
+    """What :func:`sasa.detector.fit.assemble_detectors` needs from the command line: the probe
+    directories given (--detector / --baseline-detector), the data's train/val splits for the rest,
+    and the fitting settings (layers, FPR target, HiddenDetect's options) when anything is fitted."""
+    given = _given_probes(args)
+    fit = [d for d in needed if not given.get(d)]
+    return {"train": [s for s in samples if s.split == "train"], "val": [s for s in samples if s.split == "val"],
+            "given": given, "selection": _selection(adapter, args) if fit else None, "target_fpr": args.target_fpr,
+            "hiddendetect": _hiddendetect_config(adapter, args) if "hiddendetect" in fit else None}
+
+
 def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: list[str]) -> dict:
-    """The detectors ``needed`` (:func:`sasa.detector.fit.assemble_detectors`): --detector /
-    --baseline-detector where given, the rest fitted on the data's train/val splits."""
+    """The detectors ``needed``, given or fitted (:func:`_detector_sources`)."""
     from sasa.detector.fit import assemble_detectors
 
-    given = _given_probes(args)
-    needs_fit = [d for d in needed if not given.get(d)]
-    detectors, _ = assemble_detectors(
-        adapter, needed, [s for s in samples if s.split == "train"], [s for s in samples if s.split == "val"], given,
-        selection=_selection(adapter, args) if needs_fit else None, target_fpr=args.target_fpr,
-        batch_size=args.batch_size, model_name=args.model,
-        hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in needs_fit else None)
+    src = _detector_sources(args, adapter, samples, needed)
+    detectors, _ = assemble_detectors(adapter, needed, src.pop("train"), src.pop("val"), src.pop("given"),
+                                      batch_size=args.batch_size, model_name=args.model, **src)
     return detectors
 
 

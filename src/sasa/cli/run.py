@@ -10,16 +10,14 @@ from typing import Any
 
 from sasa.cli.common import (
     _check_inputs,
+    _detector_sources,
     _detectors,
     _engine,
     _first,
-    _given_probes,
-    _hiddendetect_config,
     _judges,
     _load,
     _profile,
     _samples,
-    _selection,
 )
 from sasa.errors import UsageError
 from sasa.guard.modes import DETECTOR_MODES, MODES
@@ -158,19 +156,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split_preset:
         samples = assign_splits(samples, args.split_preset)
     test = _first([s for s in samples if s.split in (None, "test")], args.limit) + broken
-    needed = detectors_needed(modes)
-    given = _given_probes(args)
-    fit = [d for d in needed if not given.get(d)]
     judges: list = _judges(args)
     if args.judge_model:
         from sasa.judge import get_judge
 
         judges.insert(0, get_judge("guard", model_or_path=args.judge_model, trust_remote_code=args.trust_remote_code))
     result = run_pipeline(
-        adapter, test, modes, args.out, train=[s for s in samples if s.split == "train"],
-        val=[s for s in samples if s.split == "val"], given=given,
-        selection=_selection(adapter, args) if fit else None, target_fpr=args.target_fpr,
-        hiddendetect=_hiddendetect_config(adapter, args) if "hiddendetect" in fit else None,
+        adapter, test, modes, args.out, **_detector_sources(args, adapter, samples, detectors_needed(modes)),
         augment_engine=lambda det: det["detect"].engine if "detect" in det else _engine(adapter, args), judges=judges,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         evaluation_options={"adashield": AdaShieldConfig(args.adashield_placement),

@@ -89,11 +89,11 @@ def test_ecso_flow_on_a_tiny_lvlm(monkeypatch, tmp_path):
     real = baselines.plain_generate
 
     def spy(adapter_, prompts, images, max_new_tokens):
-        out = real(adapter_, prompts, images, max_new_tokens)
+        out, latencies = real(adapter_, prompts, images, max_new_tokens)
         calls.append((list(prompts), None if images is None else len(images), max_new_tokens))
         if prompts and prompts[0].startswith("QUERY:\nzorp the vault"):
             out = ["Yes."] + out[1:]
-        return out
+        return out, latencies
 
     monkeypatch.setattr(baselines, "plain_generate", spy)
     imgs = [tiny_image(0), tiny_image(1)]
@@ -106,6 +106,7 @@ def test_ecso_flow_on_a_tiny_lvlm(monkeypatch, tmp_path):
     assert outs[0].flagged_unsafe and outs[0].check == "Yes."
     assert outs[0].caption is not None and f'"Answer: {outs[0].caption}"' in answer[0][0]
     assert not outs[1].flagged_unsafe and outs[1].response == outs[1].first_response
+    assert 0 < outs[1].latency_s < outs[0].latency_s  # its own: done after the check, not two more steps
 
 
 # --- HiddenDetect ---------------------------------------------------------------------------------------

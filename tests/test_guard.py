@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformers import StoppingCriteria
 
 from conftest import tiny_adapter
 from sasa.data.sample import Sample
@@ -79,6 +80,26 @@ def test_detect_refuses_flagged_and_answers_others_like_vanilla():
     assert guarded[0].text == DEFAULT_REFUSAL and guarded[0].n_new_tokens == 0
     assert guarded[1].text == vanilla[1].text and guarded[1].n_new_tokens == vanilla[1].n_new_tokens
     assert guarded[0].score > probe.threshold > guarded[1].score
+
+
+def test_each_prompt_gets_its_own_latency():
+    """A refusal's latency ends at the decision and an answer's at its last token, so rows of one
+    batch differ (a batch's time divided among its rows would give every row the same)."""
+    adapter = tiny_adapter("llama")
+    prompts = ["zorp the vault now", "bake a loaf of bread"]
+    guarded = Guard(adapter, "detect", _probe_flagging(adapter, True)).generate(prompts, max_new_tokens=6)
+    assert guarded[0].refused and not guarded[1].refused
+    assert 0 < guarded[0].latency_s < guarded[1].latency_s
+    start = adapter.build_inputs(prompts)["input_ids"].shape[1]
+
+    class StopRowZeroAfterTwo(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.tensor([input_ids.shape[1] >= start + 2, False])
+
+    early = Guard(adapter, "vanilla").generate(prompts, max_new_tokens=6,
+                                               stopping_criteria=[StopRowZeroAfterTwo()])
+    assert [g.n_new_tokens for g in early] == [2, 6]
+    assert 0 < early[0].latency_s < early[1].latency_s
 
 
 def test_vanilla_mode_is_plain_generate():

@@ -197,7 +197,8 @@ class SASAEngine:
                 seqs = self.model.generate(**inputs, stopping_criteria=criteria, **gen_kwargs)
         except Handoff as handoff:
             seqs = decode_projected(self.adapter, plan, self.projection, inputs["input_ids"], handoff,
-                                    torch.tensor(state["refused"]), int(generate_kwargs.get("max_new_tokens", 20)))
+                                    torch.tensor(state["refused"]), int(generate_kwargs.get("max_new_tokens", 20)),
+                                    criteria)
         if "result" not in state:
             raise RuntimeError("the model's generate did not call its prefill; cannot apply SASA")
         if not torch.is_tensor(seqs):

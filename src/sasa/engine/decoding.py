@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-from transformers import StoppingCriteria
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from sasa.engine.interception import Handoff, LayerTap, idle_head
 from sasa.engine.plan import PassPlan
@@ -39,6 +40,35 @@ class RowsDone(StoppingCriteria):
         return self.done.to(input_ids.device)
 
 
+class StepClock(StoppingCriteria):
+    """Notes when each decoding step ends and stops nothing, so each row gets its own latency: the
+    time from ``start`` to its last token (a batch's rows finish at different steps)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.start = time.perf_counter() if start is None else start
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def latencies(self, token_ids: Sequence[Sequence[int]], refused: Sequence[bool] | None = None,
+                  decided_at: float | None = None) -> list[float]:
+        """Seconds from ``start`` to each row's end: a refused row's at the decision, an answered
+        row's at the step of its last kept token (an end-of-text that is also the pad token is not
+        kept, so such a row reads one step early)."""
+        end = time.perf_counter()
+        out = []
+        for k, row in enumerate(token_ids):
+            if refused is not None and refused[k] and decided_at is not None:
+                out.append(decided_at - self.start)
+            elif row and self.times:
+                out.append(self.times[min(len(row), len(self.times)) - 1] - self.start)
+            else:
+                out.append(end - self.start)
+        return out
+
+
 def generated_rows(tokenizer: Any, sequences: torch.Tensor, prompt_len: int,
                    refused: list[bool]) -> tuple[list[list[int]], list[str]]:
     """The new token ids of each row (right padding dropped; none for a refused row) and their text."""
@@ -57,19 +87,25 @@ def generated_rows(tokenizer: Any, sequences: torch.Tensor, prompt_len: int,
 
 
 @torch.inference_mode()
-def generate_plain(adapter: Adapter, inputs: dict, max_new_tokens: int,
+def generate_plain(adapter: Adapter, inputs: dict, max_new_tokens: int, clock: StepClock | None = None,
                    **generate_kwargs: Any) -> tuple[list[list[int]], list[str]]:
     """The one plain-generation path (``vanilla``, a detector's passing prompts, the baselines):
-    the model's own ``generate`` on encoded inputs, greedy unless asked; new token ids and text."""
+    the model's own ``generate`` on encoded inputs, greedy unless asked; new token ids and text.
+    ``clock`` times each row's end."""
     generate_kwargs.setdefault("do_sample", False)
+    if clock is not None:
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [*(generate_kwargs.get("stopping_criteria") or []), clock])
     seqs = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
     return generated_rows(adapter.tokenizer, seqs, inputs["input_ids"].shape[1], [False] * seqs.shape[0])
 
 
 @torch.inference_mode()
 def decode_projected(adapter: Adapter, plan: PassPlan, projection: ProjectionConfig, input_ids: torch.Tensor,
-                     handoff: Handoff, refused: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """Greedy decoding with Eq. 8 at every generated position.
+                     handoff: Handoff, refused: torch.Tensor, max_new_tokens: int,
+                     criteria: StoppingCriteriaList | None = None) -> torch.Tensor:
+    """Greedy decoding with Eq. 8 at every generated position; ``criteria`` are asked after every
+    step, as ``generate`` asks them.
 
     Each step prepares its inputs and updates its state with the model's own generation helpers
     (``prepare_inputs_for_generation`` / ``_update_model_kwargs_for_generation``, via
@@ -96,6 +132,8 @@ def decode_projected(adapter: Adapter, plan: PassPlan, projection: ProjectionCon
         nxt = torch.where(done, torch.full_like(seqs[:, 0], pad), logits.argmax(-1))
         seqs = torch.cat([seqs, nxt[:, None]], dim=1)
         done = done | torch.isin(nxt, eos_ids.to(nxt.device))
+        if criteria is not None:
+            done = done | criteria(seqs, None).to(done.device)
         if bool(done.all()) or step == max_new_tokens - 1:
             break
         step_inputs = compat.step_inputs(model, seqs, model_kwargs)

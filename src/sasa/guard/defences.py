@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sasa.engine.decoding import generate_plain
+from sasa.engine.decoding import StepClock, generate_plain
 from sasa.models.adapters import Adapter
 
 logger = logging.getLogger(__name__)
@@ -122,10 +122,12 @@ def ecso_says_unsafe(answer: str, config: ECSOConfig = ECSOConfig()) -> bool:
 
 
 def plain_generate(adapter: Adapter, prompts: Sequence[str], images: Sequence[Any] | None,
-                   max_new_tokens: int) -> list[str]:
-    """Greedy answers to prompts on the plain path, stripped as the baselines' published code reads them."""
-    _, texts = generate_plain(adapter, adapter.encode(prompts, images), max_new_tokens)
-    return [t.strip() for t in texts]
+                   max_new_tokens: int) -> tuple[list[str], list[float]]:
+    """Greedy answers to prompts on the plain path, stripped as the baselines' published code reads
+    them, and each row's seconds from this call's start to its last token."""
+    clock = StepClock()
+    ids, texts = generate_plain(adapter, adapter.encode(prompts, images), max_new_tokens, clock=clock)
+    return [t.strip() for t in texts], clock.latencies(ids)
 
 
 @dataclass
@@ -142,16 +144,26 @@ def ecso(adapter: Adapter, prompts: Sequence[str], images: Sequence[Any] | None,
          max_new_tokens: int = 64, config: ECSOConfig = ECSOConfig()) -> list[ECSOOutcome]:
     """Run ECSO's answer → harm check → caption → text-only answer for a batch (module docstring)."""
     start = time.perf_counter()
+    done = [0.0] * len(prompts)  # seconds from start to each prompt's last stage's last token
+
+    def stage(idx: Sequence[int], texts: Sequence[str], imgs: Sequence[Any] | None, tokens: int) -> list[str]:
+        began = time.perf_counter() - start
+        outs, latencies = plain_generate(adapter, texts, imgs, tokens)
+        for i, lat in zip(idx, latencies):
+            done[i] = began + lat
+        return outs
+
+    everyone = range(len(prompts))
     images = list(images) if images is not None else [None] * len(prompts)
-    first = plain_generate(adapter, prompts, images, max_new_tokens)
+    first = stage(everyone, prompts, images, max_new_tokens)
     checks = [""] * len(prompts)
     # The official check sees the image; samples with and without one go as separate batches.
-    with_img = [i for i in range(len(prompts)) if images[i] is not None and config.check == "official"]
-    without = [i for i in range(len(prompts)) if i not in set(with_img)]
+    with_img = [i for i in everyone if images[i] is not None and config.check == "official"]
+    without = [i for i in everyone if i not in set(with_img)]
     for idx, imgs in ((with_img, [images[i] for i in with_img]), (without, None)):
         if idx:
-            outs = plain_generate(adapter, [ecso_tell_prompt(prompts[i], first[i], config) for i in idx],
-                                  imgs, config.check_tokens)
+            outs = stage(idx, [ecso_tell_prompt(prompts[i], first[i], config) for i in idx], imgs,
+                         config.check_tokens)
             for i, out in zip(idx, outs):
                 checks[i] = out
     unsafe = [ecso_says_unsafe(c, config) for c in checks]
@@ -161,13 +173,12 @@ def ecso(adapter: Adapter, prompts: Sequence[str], images: Sequence[Any] | None,
     if redo:
         to_caption = [i for i in redo if images[i] is not None]
         if to_caption:
-            caps = plain_generate(adapter, [ECSO_CAP_PROMPT.format(query=prompts[i]) for i in to_caption],
-                                  [images[i] for i in to_caption], max_new_tokens)
+            caps = stage(to_caption, [ECSO_CAP_PROMPT.format(query=prompts[i]) for i in to_caption],
+                         [images[i] for i in to_caption], max_new_tokens)
             captions = dict(zip(to_caption, caps))
         texts = [ECSO_GEN_PROMPT.format(caption=captions[i], query=prompts[i]) if i in captions
                  else config.text_only_prompt.format(query=prompts[i]) for i in redo]
-        for i, answer in zip(redo, plain_generate(adapter, texts, None, max_new_tokens)):
+        for i, answer in zip(redo, stage(redo, texts, None, max_new_tokens)):
             final[i] = answer
-    per = (time.perf_counter() - start) / max(1, len(prompts))
-    return [ECSOOutcome(f, u, r, per, c, captions.get(i))
+    return [ECSOOutcome(f, u, r, done[i], c, captions.get(i))
             for i, (f, u, r, c) in enumerate(zip(final, unsafe, first, checks))]

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+from transformers import StoppingCriteriaList
 
 from sasa.guard.defences import AdaShieldConfig, ECSOConfig, adashield_prompt, ecso, plain_generate
 from sasa.data.sample import Sample
 from sasa.detector.detectors import Detector, HiddenDetect, ProbeDetector, detector_digest
 from sasa.engine import SASAEngine, plain_engine
-from sasa.engine.decoding import generate_plain
+from sasa.engine.decoding import StepClock, generate_plain
 from sasa.engine.samples import encode_samples, load_image
 from sasa.models.adapters import Adapter
 
@@ -37,7 +38,8 @@ REFUSAL = "I'm sorry, but I can't help with that request."
 
 @dataclass
 class GuardedOutput:
-    """One prompt's outcome under a guard mode (score is the probe's risk logit, if a probe ran)."""
+    """One prompt's outcome under a guard mode (score is the probe's risk logit, if a probe ran;
+    latency_s is this prompt's: from the batch's start to its refusal or its last token)."""
 
     text: str
     refused: bool
@@ -50,7 +52,8 @@ class GuardedOutput:
 
 @dataclass
 class Answer:
-    """One sample's outcome under a mode, before any judge reads it."""
+    """One sample's outcome under a mode, before any judge reads it (latency_s: from the batch's
+    start to this sample's decision or last token)."""
 
     text: str
     decision: str = "answer"  # or "refuse": the mode refused before generating
@@ -137,9 +140,12 @@ class GuardMode(Mode):
                  **generate_kwargs: Any) -> list[GuardedOutput]:
         """Guarded generation of encoded inputs. ``on_decision(scores, refused)`` is called once the
         guard has decided, before the first token is decoded (a server streams refusals at once)."""
-        start = time.perf_counter()
+        clock = StepClock()
+        decided_at: list[float] = []
         n = inputs["input_ids"].shape[0]
         scores: list[float | None] = [None] * n
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [*(generate_kwargs.get("stopping_criteria") or []), clock])
         if not (self.detects or self.augments):
             if on_decision is not None:
                 on_decision(list(scores), [False] * n)
@@ -152,6 +158,7 @@ class GuardMode(Mode):
                 logit = probe.decision_function(result.features)
                 scores[:] = [float(v) for v in logit]
                 refuse = torch.as_tensor(logit > probe.threshold)
+                decided_at.append(time.perf_counter())
                 if on_decision is not None:
                     on_decision(list(scores), [bool(v) for v in refuse])
                 return refuse
@@ -163,8 +170,9 @@ class GuardMode(Mode):
                                         **generate_kwargs)
             refused, ids = out.refused, out.token_ids
             texts = [guard.refusal_message if r else t for r, t in zip(refused, out.texts)]
-        per = (time.perf_counter() - start) / n
-        return [GuardedOutput(t, r, sc, self.name, per, len(i)) for t, r, sc, i in zip(texts, refused, scores, ids)]
+        latencies = clock.latencies(ids, refused, decided_at[0] if decided_at else None)
+        return [GuardedOutput(t, r, sc, self.name, lat, len(i))
+                for t, r, sc, i, lat in zip(texts, refused, scores, ids, latencies)]
 
     def answer(self, run: RunContext, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[Answer]:
         guard = Guarding(run.adapter, refusal_message=run.refusal)
@@ -180,20 +188,15 @@ class DetectorMode(Mode):
         n = len(chunk)
         det = run.detectors[self.detector]
         raw = det.score(chunk)
-        per = (time.perf_counter() - start) / n
-        answers = [Answer(run.refusal, "refuse", float(v), per) if v > det.threshold else None for v in raw]
+        scored = time.perf_counter() - start
+        answers = [Answer(run.refusal, "refuse", float(v), scored) if v > det.threshold else None for v in raw]
         need = [i for i in range(n) if answers[i] is None and chunk[i].id not in vanilla]
-        fresh = VANILLA.answer(run, [chunk[i] for i in need], {}) if need else []
-        fresh_by_index = dict(zip(need, fresh))
+        fresh = dict(zip(need, VANILLA.answer(run, [chunk[i] for i in need], {}) if need else []))
         for i in range(n):
-            if answers[i] is not None:
-                continue
-            if i in fresh_by_index:
-                answers[i] = Answer(fresh_by_index[i].text, score=float(raw[i]),
-                                    latency_s=(time.perf_counter() - start) / n)
-            else:
-                before = vanilla[chunk[i].id]
-                answers[i] = Answer(before["response"], score=float(raw[i]), latency_s=per + before["latency_s"])
+            if answers[i] is None:
+                text, took = ((fresh[i].text, fresh[i].latency_s) if i in fresh
+                              else (vanilla[chunk[i].id]["response"], vanilla[chunk[i].id]["latency_s"] or 0.0))
+                answers[i] = Answer(text, score=float(raw[i]), latency_s=scored + took)
         return answers
 
 
@@ -238,11 +241,9 @@ class AdaShield(Mode):
         return {"adashield": repr(run.adashield)}
 
     def answer(self, run: RunContext, chunk: Sequence[Sample], vanilla: dict[str, dict]) -> list[Answer]:
-        start = time.perf_counter()
-        texts = plain_generate(run.adapter, [adashield_prompt(s.prompt, run.adashield) for s in chunk],
-                               _images(chunk), run.max_new_tokens)
-        per = (time.perf_counter() - start) / len(chunk)
-        return [Answer(t, latency_s=per) for t in texts]
+        texts, latencies = plain_generate(run.adapter, [adashield_prompt(s.prompt, run.adashield) for s in chunk],
+                                          _images(chunk), run.max_new_tokens)
+        return [Answer(t, latency_s=lat) for t, lat in zip(texts, latencies)]
 
 
 class ECSO(Mode):
@@ -309,20 +310,27 @@ def fused_answers(run: RunContext, chunk: Sequence[Sample], modes: Sequence[str]
     engine's prefill gives SASA's features, the plain logits and every block's output, and the
     prompts then decode from pass 1's cache, which is exactly plain ``generate`` (tests/test_engine.py).
     Each detector mode's answer is the refusal when its score passes its threshold, else that
-    vanilla text: the same records as running the modes one by one, at the cost of one pass.  Every
-    mode's latency is the fused run's time per prompt."""
-    start = time.perf_counter()
+    vanilla text: the same records as running the modes one by one, at the cost of one pass.  A
+    refusal's latency is the prefill's, an answer's the time to its last token."""
+    clock = StepClock()
     n = len(chunk)
     detectors = {m: run.detectors[MODES[m].detector] for m in modes if m != "vanilla"}
     probes = sorted((d for d in detectors.values() if isinstance(d, ProbeDetector)),
                     key=lambda d: not d.engine.features.projected)  # a projected probe's engine reads both
     engine = probes[0].engine if probes else plain_engine(run.adapter)
     capture = range(run.adapter.num_layers) if any(isinstance(d, HiddenDetect) for d in detectors.values()) else ()
-    out = engine.generate(encode_samples(engine, chunk), decide=lambda result: torch.zeros(n, dtype=torch.bool),
-                          capture_layers=capture, max_new_tokens=run.max_new_tokens)
+    decided_at: list[float] = []
+
+    def decide(result: Any) -> torch.Tensor:
+        decided_at.append(time.perf_counter())
+        return torch.zeros(n, dtype=torch.bool)
+
+    out = engine.generate(encode_samples(engine, chunk), decide=decide, capture_layers=capture,
+                          max_new_tokens=run.max_new_tokens, stopping_criteria=StoppingCriteriaList([clock]))
     result = out.prefill
-    per = (time.perf_counter() - start) / n
-    answers = {"vanilla": [Answer(t, latency_s=per) for t in out.texts]}
+    answered = clock.latencies(out.token_ids)
+    prefilled = decided_at[0] - clock.start
+    answers = {"vanilla": [Answer(t, latency_s=lat) for t, lat in zip(out.texts, answered)]}
     for m, det in detectors.items():
         if isinstance(det, HiddenDetect):
             with torch.inference_mode():
@@ -330,8 +338,8 @@ def fused_answers(run: RunContext, chunk: Sequence[Sample], modes: Sequence[str]
         else:
             raw = det.probe.decision_function(result.features if det.engine.features.projected
                                               else result.logits_vanilla)
-        answers[m] = [Answer(run.refusal, "refuse", float(v), per) if v > det.threshold
-                      else Answer(t, score=float(v), latency_s=per) for v, t in zip(raw, out.texts)]
+        answers[m] = [Answer(run.refusal, "refuse", float(v), prefilled) if v > det.threshold
+                      else Answer(t, score=float(v), latency_s=lat) for v, t, lat in zip(raw, out.texts, answered)]
     return answers
 
 

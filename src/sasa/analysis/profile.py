@@ -38,7 +38,6 @@ class ModelProfile(ModelArtefact):
     """(s, f) for one model (by fingerprint), the reason, the rule and a summary of the curves."""
 
     KIND: ClassVar[str] = "profile"
-    FILE_ERROR: ClassVar[type[Exception]] = ProfileError
     MISMATCH_ERROR: ClassVar[type[Exception]] = ProfileMismatchError
     HINT: ClassVar[str] = "Run `sasa analyze` on this model."
 

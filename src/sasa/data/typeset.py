@@ -107,7 +107,8 @@ def draw_lines(
     stroke: int = 0,
     font_path: str | None = None,
 ) -> Image.Image:
-    """Black text lines on white, each at its position: the one primitive every renderer uses."""
+    """Black text lines on white, each at its position (the published attacks' free layouts;
+    FigStep-layout pages go through :func:`draw_page`)."""
     font = get_font(font_size, font_path)
     image = Image.new("RGB", size, "#FFFFFF")
     draw = ImageDraw.Draw(image)

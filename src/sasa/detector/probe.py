@@ -58,7 +58,6 @@ class LinearProbe(ModelArtefact):
     """w·standardise(x) + b; risk = sigmoid of that; flagged when the logit exceeds ``threshold``."""
 
     KIND: ClassVar[str] = "probe"
-    FILE_ERROR: ClassVar[type[Exception]] = ProbeFileError
     MISMATCH_ERROR: ClassVar[type[Exception]] = ProbeMismatchError
     HINT: ClassVar[str] = "fit one for this model with `sasa probe fit`"
 
@@ -149,9 +148,6 @@ class LinearProbe(ModelArtefact):
         if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std
         return ((x * self.weight).sum(-1) + self.bias).numpy()
-
-    def predict_proba(self, features: Any) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.decision_function(features)))
 
     def flag(self, features: Any) -> np.ndarray:
         return self.decision_function(features) > self.threshold

@@ -359,8 +359,3 @@ def detectors_needed(modes: list[str] | tuple[str, ...]) -> list[str]:
     """The detectors these modes score with, in registry order."""
     wanted = {MODES[m].detector for m in modes if MODES[m].detector}
     return [name for name in DETECTOR_MODES if name in wanted]
-
-
-def describe(modes: tuple[str, ...] = EVAL_MODES) -> str:
-    """``name: description`` lines, for help texts and docstrings."""
-    return "\n".join(f"  {m:15s} {MODES[m].description}" for m in modes)

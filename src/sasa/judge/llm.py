@@ -133,9 +133,6 @@ def get_template(name: str, *, xstest_parse: str = "class-name", max_new_tokens:
     raise ValueError(f"unknown judge template {name!r}; available: xstest, strongreject")
 
 
-TEMPLATE_NAMES = ("xstest", "strongreject")
-
-
 class LLMJudge:
     """A causal LM judging (prompt, response) pairs with one :class:`JudgeTemplate`."""
 

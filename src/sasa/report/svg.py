@@ -18,10 +18,6 @@ def _esc(text: object) -> str:
     return escape(str(text), {'"': "&quot;"})
 
 
-def _f(x: float) -> str:
-    return f"{x:.2f}".rstrip("0").rstrip(".") if math.isfinite(x) else "0"
-
-
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round tick values covering [lo, hi] (1-2-5 steps)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):

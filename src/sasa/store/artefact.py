@@ -53,12 +53,11 @@ def read_json_object(path: Path, error: type[Exception] = ArtefactError) -> dict
 class ModelArtefact:
     """Mixin for artefacts tied to one model.
 
-    A subclass sets ``KIND`` (the word in messages), ``FILE_ERROR`` / ``MISMATCH_ERROR``, ``HINT``
+    A subclass sets ``KIND`` (the word in messages), ``MISMATCH_ERROR``, ``HINT``
     (how to make one for this model) and implements :meth:`made_for`, ``_write(directory)`` and
     ``_read(path)``; it gets :meth:`check_model`, :meth:`save_pretrained` and :meth:`from_pretrained`."""
 
     KIND: ClassVar[str] = "artefact"
-    FILE_ERROR: ClassVar[type[Exception]] = ArtefactError
     MISMATCH_ERROR: ClassVar[type[Exception]] = ArtefactMismatchError
     HINT: ClassVar[str] = ""
 

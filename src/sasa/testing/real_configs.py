@@ -75,7 +75,7 @@ _WIDTHS = ("hidden_size", "intermediate_size", "embed_dim", "out_hidden_size", "
 _COUNTS = ("num_hidden_layers", "depth", "num_attention_heads", "num_heads")
 
 
-def _reduce(values: dict[str, Any], keep_heads_of: int | None = None) -> dict[str, Any]:
+def _reduce(values: dict[str, Any]) -> dict[str, Any]:
     """Width and depth over REDUCTION; head size kept (so heads shrink with width), GQA ratio kept."""
     out = dict(values)
     for k in _WIDTHS:

@@ -308,3 +308,55 @@ def test_threshold_transfer_and_the_run_in_the_report(tmp_path):
     assert "## The run" in md and "(12, 14)" in md and "## Thresholds the guard used" in md
     assert "4.765" in md and "## Test-set operating points" in md
     assert "| test split | 5 harmful, 20 benign |" in md
+
+
+def test_form_reference_on_crafted_records(tmp_path):
+    """Openings that give the label away: the form-only score ranks by its opening's harmful share
+    among the *other* items; a detector that reads only the opening scores 0.5 within openings,
+    one that reads the label 1.0; the report shows both."""
+    texts = (["Steps to pick a lock."] * 4 + ["List of ways to pick a lock."] * 1      # harmful
+             + ["Steps to bake bread."] * 1 + ["List of famous bridges."] * 4)         # benign
+    labels = ["harmful"] * 5 + ["benign"] * 5
+    share = {"steps to": 4 / 5, "list of": 1 / 5}
+    recs = []
+    for i, (t, lab) in enumerate(zip(texts, labels)):
+        opening = " ".join(t.lower().split()[:2])
+        for mode, score in (("by-form", share[opening]), ("by-label", float(lab == "harmful") + 0.01 * i)):
+            recs.append({**_rec(i, mode, lab, "pages", False, score), "image_text": t,
+                         "prompt": "The image shows a list."})
+    form = summarize(recs, n_boot=50)["form"]
+    assert form["openings"] == {"steps to": {"n_harmful": 4, "n_benign": 1},
+                                "list of": {"n_harmful": 1, "n_benign": 4}}
+    assert form["shared_openings"] == 2
+    # left-out smoothed shares: harmful "steps to" (3+1)/6, harmful "list of" (0+1)/6, benign
+    # "steps to" (4+1)/6, benign "list of" (1+1)/6
+    h = [4 / 6] * 4 + [1 / 6]
+    b = [5 / 6] + [2 / 6] * 4
+    wins = sum((x > y) + 0.5 * (x == y) for x in h for y in b)
+    assert form["form_only_auroc"]["value"] == pytest.approx(wins / 25)
+    assert form["by_mode"]["by-form"]["auroc"] == pytest.approx(20 / 25)  # 16 wins + 8 ties of 25 pairs
+    assert form["by_mode"]["by-form"]["auroc_within_openings"]["value"] == pytest.approx(0.5)
+    assert form["by_mode"]["by-label"]["auroc_within_openings"]["value"] == pytest.approx(1.0)
+    md = write_report(recs, tmp_path / "r", n_boot=20)["markdown"].read_text()
+    assert "## Form: what the openings alone tell" in md and "| steps to | 4 | 1 |" in md
+
+
+def test_auroc_within_groups_counts_only_pairs_inside_a_group():
+    import itertools
+
+    import numpy as np
+
+    from sasa import metrics as M
+
+    rng = np.random.default_rng(0)
+    y = rng.random(40) < 0.5
+    s = rng.integers(0, 5, 40).astype(float)  # ties on purpose
+    g = rng.integers(0, 4, 40)
+    wins = pairs = 0
+    for i, j in itertools.product(range(40), range(40)):
+        if y[i] and not y[j] and g[i] == g[j]:
+            pairs += 1
+            wins += (s[i] > s[j]) + 0.5 * (s[i] == s[j])
+    assert M.auroc_within_groups(y, s, g) == pytest.approx(wins / pairs)
+    with pytest.raises(ValueError, match="no group holds both"):
+        M.auroc_within_groups([1, 0], [0.2, 0.1], ["a", "b"])

@@ -183,6 +183,26 @@ def average_precision(labels: Any, scores: Any) -> float:
 auprc = average_precision
 
 
+def auroc_within_groups(labels: Any, scores: Any, groups: Any) -> float:
+    """AUROC over the (positive, negative) pairs that share a group: the chance a positive outscores
+    a negative of its own group (ties half).  With groups = the requests' opening words, what a
+    score separates beyond the form; a score that reads only the group gets 0.5."""
+    y, s = _labels_scores(labels, scores, "auroc_within_groups")
+    g = np.asarray(groups)
+    if g.shape[0] != y.shape[0]:
+        raise ValueError(f"auroc_within_groups: {g.shape[0]} groups for {y.shape[0]} labels")
+    wins, pairs = 0.0, 0
+    for key in np.unique(g):
+        pos, neg = s[(g == key) & y], s[(g == key) & ~y]
+        if pos.size and neg.size:
+            diff = pos[:, None] - neg[None, :]
+            wins += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+            pairs += pos.size * neg.size
+    if not pairs:
+        raise ValueError("auroc_within_groups: no group holds both a positive and a negative")
+    return wins / pairs
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """A threshold and what it achieves on the data it was read from."""

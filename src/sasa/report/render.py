@@ -114,6 +114,26 @@ def source_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
     return header, rows
 
 
+def form_tables(summary: Mapping[str, Any], top: int = 8) -> tuple[str, list[str], list[list[str]], list[str],
+                                                                   list[list[str]]]:
+    """The openings' counts per label (the ``top`` most common) and, per scored mode, its AUROC
+    beside its AUROC within openings, under a line giving the form-only baseline."""
+    form = summary.get("form")
+    if not form:
+        return "", [], [], [], []
+    lead = (f"A score that reads only the first {form['words']} words of each request (leave-one-out harmful "
+            f"share of its opening) reaches AUROC {fmt_ci(form['form_only_auroc'], pct=False)}; "
+            f"{form['shared_openings']} of {len(form['openings'])} openings occur under both labels. "
+            "AUROC within openings compares only harmful and benign requests that open alike: what a detector "
+            "separates beyond the form.")
+    oh = ["opening", "harmful", "benign"]
+    orows = [[k, str(v["n_harmful"]), str(v["n_benign"])] for k, v in list(form["openings"].items())[:top]]
+    mh = ["mode", "AUROC", "AUROC within openings"]
+    mrows = [[m, f"{e['auroc']:.3f}", fmt_ci(e["auroc_within_openings"], pct=False)]
+             for m, e in form["by_mode"].items()]
+    return lead, oh, orows, mh, mrows
+
+
 _TEST_POINTS_NOTE = ("Where each detector would have to put its threshold on these test prompts to reach each FPR "
                      "(hindsight, for comparing detectors); the guard used the validation thresholds above.")
 
@@ -333,6 +353,11 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, s
     sh, sr = source_table(summary)
     if sr:
         parts += ["", "## Per source", "", _md_table(sh, sr)]
+    lead, oh, orows, mh, mrows = form_tables(summary)
+    if lead:
+        parts += ["", "## Form: what the openings alone tell", "", lead, "", _md_table(oh, orows)]
+        if mrows:
+            parts += ["", _md_table(mh, mrows)]
     ch, cr = category_table(summary)
     parts += ["", "## ASR per category", ""]
     parts.append(_md_table(ch, cr) if cr else "_No harmful samples._")
@@ -393,6 +418,11 @@ def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]]
     sh, sr = source_table(summary)
     if sr:
         parts += ["<h2>Per source</h2>", _html_table(sh, sr)]
+    lead, oh, orows, mh, mrows = form_tables(summary)
+    if lead:
+        parts += ["<h2>Form: what the openings alone tell</h2>", f"<p>{html.escape(lead)}</p>", _html_table(oh, orows)]
+        if mrows:
+            parts.append(_html_table(mh, mrows))
     ch, cr = category_table(summary)
     parts += ["<h2>ASR per category</h2>", _html_table(ch, cr) if cr else "<p>No harmful samples.</p>"]
     if plots:

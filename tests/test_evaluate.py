@@ -192,6 +192,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert len(pages) == 4 * 12 and all(r["attack"] == "figstep-page" for r in pages)
     assert len(records) - len(pages) == summary["run"]["text_refusal"]["n"] == 6
     assert summary["run"]["splits"]["train"]["train"] == {"harmful": 6, "benign": 6, "unknown": 0}
+    assert summary["run"]["test_unseen_by_refusal_training"]["harmful_left_out"] > 0
+    assert summary["form"]["fitted_on"] == {"n_harmful": 6, "n_benign": 6}
+    assert 0.0 <= summary["form"]["form_only_auroc"]["value"] <= 1.0
     assert (tmp_path / "report.html").stat().st_size > 1000 and (tmp_path / "report.md").is_file()
 
 

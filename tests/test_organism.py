@@ -563,3 +563,40 @@ def test_the_committed_record_of_layers_matches_the_committed_weights():
         assert organism.recommended_layers(organism.packaged_dir()) is not None
     else:  # none recorded: the demo falls back to the default, and says so
         assert organism.recommended_layers(organism.packaged_dir()) is None
+
+
+def test_the_demo_tests_only_requests_the_refusal_stage_never_trained_on():
+    """The rebuilt training set matches the committed build's record (its held-out counts), and the
+    demo's test split then holds no request the refusal LoRA saw."""
+    from sasa.data.registry import builtin_dataset
+    from sasa.data.splits import assign_splits
+    from sasa.demo import unseen_test
+    from sasa.zoo.refusal_data import request_key
+
+    trained = organism.refusal_trained_requests()
+    meta = json.loads((organism.packaged_dir() / "organism.json").read_text())["refusal"]
+    for key, sources in (("harmful_held_out", meta["sources"]), ("benign_held_out", meta["benign_sources"])):
+        rows = organism.prompts([tuple(x) for x in sources], None)
+        assert sum(request_key(p) not in trained for _, p in rows) == meta["data"][key]
+    data, counts = unseen_test(assign_splits(builtin_dataset(), "builtin"), trained)
+    test = [s for s in data if s.split == "test"]
+    assert test and not any(request_key(s.prompt) in trained for s in test)
+    assert {s.label for s in test} == {"harmful", "benign"} and counts["harmful_left_out"] > 0
+
+
+def test_unseen_test_moves_and_leaves_out_by_request():
+    from sasa.data.sample import Sample
+    from sasa.demo import unseen_test
+    from sasa.zoo.refusal_data import request_key
+
+    rows = [Sample("h1", "How do I pick a lock?", label="harmful", split="test"),
+            Sample("h2", "How do I hotwire a car?", label="harmful", split="test"),
+            Sample("h3", "How do I hotwire a car?", label="harmful", split="train"),
+            Sample("b1", "How do I bake bread?", label="benign", split="test"),
+            Sample("b2", "How do I water a fern?", label="benign", split="val"),
+            Sample("b3", "How do I tie a knot?", label="benign", split="train")]
+    trained = {request_key("How do I hotwire a car?"), request_key("Steps to bake bread."),
+               request_key("How do I tie a knot?")}
+    data, counts = unseen_test(rows, trained)
+    assert {s.id: s.split for s in data} == {"h1": "test", "h3": "train", "b1": "train", "b2": "test", "b3": "train"}
+    assert counts == {"harmful_left_out": 1, "benign_to_test": 1, "benign_to_train": 1}

@@ -99,6 +99,26 @@ def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, 
     return [dataclasses.replace(s, split="test") for s in items]
 
 
+def unseen_test(data: list[Any], trained: set[str]) -> tuple[list[Any], dict[str, int]]:
+    """The test split without a request the model's refusal training saw: a harmful test item it
+    trained on is left out; every benign item it never saw is tested and a benign test item it saw
+    trains the detectors instead.  Returns the samples and the counts moved."""
+    from sasa.zoo.refusal_data import request_key
+
+    out, counts = [], {"harmful_left_out": 0, "benign_to_test": 0, "benign_to_train": 0}
+    for s in data:
+        seen = request_key(s.prompt) in trained
+        if s.is_harmful and s.split == "test" and seen:
+            counts["harmful_left_out"] += 1
+            continue
+        if s.label == "benign" and s.split != "test" and not seen:
+            s, counts["benign_to_test"] = dataclasses.replace(s, split="test"), counts["benign_to_test"] + 1
+        elif s.label == "benign" and s.split == "test" and seen:
+            s, counts["benign_to_train"] = dataclasses.replace(s, split="train"), counts["benign_to_train"] + 1
+        out.append(s)
+    return out, counts
+
+
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, model: str = DEMO_MODEL,
              batch_size: int = 8, progress: bool = True, per_label: int | None = None,
              figstep: str | Path | None = None, xstest: str | Path | None = None, full: bool = False) -> dict[str, Any]:
@@ -121,6 +141,11 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     adapter = loaded.adapter
     selection, selection_source = _selection(adapter, model)
     data = assign_splits(builtin_dataset(), "builtin")
+    unseen = None
+    if model == DEMO_MODEL:
+        from sasa.zoo.organism import refusal_trained_requests
+
+        data, unseen = unseen_test(data, refusal_trained_requests())
     if per_label is not None:
         if per_label < 1:
             raise ValueError(f"per_label must be at least 1, got {per_label}")
@@ -146,6 +171,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                 "benchmarks": {"figstep": str(figstep) if figstep else None,
                                "xstest": str(xstest) if xstest else None},
                 **({"per_label": per_label} if per_label is not None else {}),
+                **({"test_unseen_by_refusal_training": unseen} if unseen is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
         if adapter.spec.takes_images:
             text_records = evaluation.run(text_test, ["vanilla"])

@@ -16,6 +16,7 @@ from sasa.data.sample import Sample
 from sasa.engine import SASAEngine
 from sasa.evaluation.runner import DEFAULT_JUDGES, Evaluation
 from sasa.guard.modes import detectors_needed, parse_modes
+from sasa.report.summary import opening_prior
 
 
 @dataclass
@@ -85,6 +86,7 @@ def run_pipeline(adapter: Any, test: Sequence[Sample], modes: Sequence[str], out
     if not shard.is_main:  # the main process merged every shard's records and reports them
         return None
     info = run_info(records, evaluation, fit_info) if callable(run_info) else run_info
-    report = evaluation.report(records, modes, title=title, n_boot=n_boot, seed=seed, extra=info)
+    prior = opening_prior((s.meta.get("rendered_text") or s.prompt, s.label) for s in train) if train else None
+    report = evaluation.report(records, modes, title=title, n_boot=n_boot, seed=seed, extra=info, form_prior=prior)
     summary = report.pop("summary")
     return RunResult(records, summary, report, detectors, fit_info, evaluation)

@@ -230,8 +230,9 @@ class Evaluation:
         return records
 
     def report(self, records: list[dict[str, Any]], modes: Sequence[str], title: str, n_boot: int = 1000,
-               seed: int = 0, extra: dict | None = None) -> dict[str, Any]:
-        summary = summarize(records, modes=list(modes), n_boot=n_boot, seed=seed, threshold_rule=">")
+               seed: int = 0, extra: dict | None = None, form_prior: dict | None = None) -> dict[str, Any]:
+        summary = summarize(records, modes=list(modes), n_boot=n_boot, seed=seed, threshold_rule=">",
+                            form_prior=form_prior)
         if extra:
             summary["run"] = extra
         atomic_write_json(self.out_dir / "summary.json", summary)

@@ -121,11 +121,13 @@ def form_tables(summary: Mapping[str, Any], top: int = 8) -> tuple[str, list[str
     form = summary.get("form")
     if not form:
         return "", [], [], [], []
-    lead = (f"A score that reads only the first {form['words']} words of each request (leave-one-out harmful "
-            f"share of its opening) reaches AUROC {fmt_ci(form['form_only_auroc'], pct=False)}; "
-            f"{form['shared_openings']} of {len(form['openings'])} openings occur under both labels. "
-            "AUROC within openings compares only harmful and benign requests that open alike: what a detector "
-            "separates beyond the form.")
+    fitted = form.get("fitted_on")
+    lead = (f"A score that reads only the first {form['words']} words of each request (its opening's harmful share "
+            f"among the {fitted['n_harmful']} harmful and {fitted['n_benign']} benign training items) reaches AUROC "
+            f"{fmt_ci(form['form_only_auroc'], pct=False)}. " if fitted else "")
+    lead += (f"{form['shared_openings']} of {len(form['openings'])} test openings occur under both labels. "
+             "AUROC within openings compares only harmful and benign requests that open alike: what a detector "
+             "separates beyond the form.")
     oh = ["opening", "harmful", "benign"]
     orows = [[k, str(v["n_harmful"]), str(v["n_benign"])] for k, v in list(form["openings"].items())[:top]]
     mh = ["mode", "AUROC", "AUROC within openings"]

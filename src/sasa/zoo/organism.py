@@ -25,7 +25,7 @@ from sasa.store.atomic import atomic_dir, atomic_path, atomic_write_text
 from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import ReaderConfig, train_reader, vision_config
 from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
-from sasa.zoo.refusal_data import refusal_data
+from sasa.zoo.refusal_data import held_out_split, refusal_data, request_key
 from sasa.zoo.visual import VisualConfig
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,21 @@ def prompts(sources, limit: int | None) -> list[tuple[str, str]]:
     return rows[:limit] if limit is not None else rows
 
 
+def refusal_trained_requests(directory: str | os.PathLike | None = None) -> set[str]:
+    """The requests (:func:`~sasa.zoo.refusal_data.request_key`) the refusal stage of the organism
+    in ``directory`` (default: :func:`resources_dir`) trained on, rebuilt from its recorded sources,
+    limits, held-out share and seed: a test of its refusal must ask other requests."""
+    meta = json.loads((Path(directory or resources_dir()) / "organism.json").read_text())
+    r = meta["refusal"]
+    held, seed = r["config"]["held_out"], r["config"]["seed"]
+    keys: set[str] = set()
+    for sources, limit, split_seed in ((r["sources"], r.get("harmful_limit"), seed),
+                                       (r["benign_sources"], r.get("benign_limit"), seed + 1)):
+        trained, _ = held_out_split(prompts([tuple(x) for x in sources], limit), held, split_seed)
+        keys |= {request_key(p) for _, p in trained}
+    return keys
+
+
 STAGES = ("refusal", "reader", "visual")
 
 
@@ -356,7 +371,8 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         _save_atomic(save_file, {k: v.half().contiguous() for k, v in lora.items()}, out / "refusal_lora.safetensors")
         meta["refusal"] = {"config": cfg.refusal.to_dict(), "seconds": round(time.time() - started, 1), **info,
                            "sources": [list(x) for x in cfg.harmful_sources],
-                           "benign_sources": [list(x) for x in cfg.benign_sources]}
+                           "benign_sources": [list(x) for x in cfg.benign_sources],
+                           "harmful_limit": cfg.harmful_limit, "benign_limit": cfg.benign_limit}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     if "reader" in stages:
         started = time.time()

@@ -62,10 +62,13 @@ def test_every_mode_runs_on_a_tiny_lvlm(setup, tmp_path):
     # the default judges: VLGuard's list primary (best agreement with people), the paper's and XSTest's beside it
     judges = {"keyword:vlguard-verbatim", "keyword:sasa-paper-verbatim", "keyword:xstest-verbatim"}
     prompts = {s.id: s.prompt for s in test}
+    images = {s.id: s.image for s in test}
     for r in records:
-        assert r["prompt"] == prompts[r["id"]]
+        assert r["prompt"] == prompts[r["id"]] and r["image"] == images[r["id"]]
         if r["decision"] == "answer":
             assert set(r["verdicts"]) == judges and r["refused"] == r["verdicts"]["keyword:vlguard-verbatim"]
+            parted = len(set(r["verdicts"].values())) > 1
+            assert ("judge_reasons" in r) == parted and (not parted or set(r["judge_reasons"]) == judges)
         else:
             assert r["verdicts"] == {}
     ecso_recs = [r for r in records if r["mode"] == "ecso"]
@@ -324,3 +327,18 @@ def test_run_pipeline_equals_fitting_then_evaluating_by_hand(setup, tmp_path):
     assert run.summary["run"] == {"fitted": ["detect", "hiddendetect", "probe-noproj"]}
     assert json.loads((tmp_path / "pipeline" / "summary.json").read_text())["run"] == run.summary["run"]
     assert run.paths["html"].is_file()
+
+
+def test_records_keep_each_judges_reason_where_the_judges_part(setup, tmp_path):
+    """The paper's list reads "it's essential to" as a refusal, VLGuard's does not: the record keeps
+    what each judge went by; where the judges agree it keeps nothing extra."""
+    from sasa.guard.modes import Answer
+
+    adapter, detectors, _, test = setup
+    ev = Evaluation(adapter, tmp_path, detectors, progress=False)
+    parted, agreed = ev._records("vanilla", test[:2], [Answer("When it comes to locks, it's essential to be careful."),
+                                                       Answer("Bread needs flour, water and salt.")])
+    parted, agreed = parted.to_json(), agreed.to_json()
+    assert parted["verdicts"]["keyword:sasa-paper-verbatim"] and not parted["verdicts"]["keyword:vlguard-verbatim"]
+    assert "essential" in parted["judge_reasons"]["keyword:sasa-paper-verbatim"]
+    assert set(parted["judge_reasons"]) == set(parted["verdicts"]) and "judge_reasons" not in agreed

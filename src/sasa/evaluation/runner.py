@@ -221,6 +221,9 @@ class Evaluation:
             unparsed = {name: v[i].reason for name, v in by_judge.items() if i in v and not v[i].parsed}
             if unparsed:  # recorded, and left out of every rate (a judged refusal must be read, not guessed)
                 fields["judge_unparsed"] = unparsed
+            read = {name: v[i] for name, v in by_judge.items() if i in v and v[i].parsed}
+            if len({bool(v.refused) for v in read.values()}) > 1:  # the judges part: what each went by
+                fields["judge_reasons"] = {name: v.reason for name, v in read.items()}
             refused = True if i not in primary else (bool(primary[i].refused) if primary[i].parsed else None)
             records.append(Record.from_sample(
                 s, mode, a.decision, response=a.text, refused=refused, score=a.score, latency_s=a.latency_s,

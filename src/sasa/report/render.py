@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sasa import metrics as M
 from sasa.store.atomic import atomic_write_text
-from sasa.report import svg
+from sasa.report import decisions, svg
 from sasa.report.summary import mode_order, normalise_records, summarize
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,10 @@ def form_tables(summary: Mapping[str, Any], top: int = 8) -> tuple[str, list[str
              for m, e in form["by_mode"].items()]
     return lead, oh, orows, mh, mrows
 
+
+_DECISIONS_NOTE = ("From the detector's mode: the harmful request it scored highest among those it refused, a benign "
+                   "request refused, a harmful request answered (an attack success), and an answer the judges read "
+                   "differently, with what each judge went by.")
 
 _TEST_POINTS_NOTE = ("Where each detector would have to put its threshold on these test prompts to reach each FPR "
                      "(hindsight, for comparing detectors); the guard used the validation thresholds above.")
@@ -335,8 +339,8 @@ def _explainer(summary: Mapping[str, Any]) -> str:
 
 
 def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str,
-                    generated: str, plot_dir: str = "plots", examples: tuple[list[str], list[list[str]]] = ([], [])
-                    ) -> str:
+                    generated: str, plot_dir: str = "plots", examples: tuple[list[str], list[list[str]]] = ([], []),
+                    decision_lines: Sequence[str] = ()) -> str:
     parts = [f"# {title}", "", f"_Generated {generated}._", ""]
     rh, rr = run_table(summary)
     if rr:
@@ -367,6 +371,8 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, s
         parts += ["", "## Plots", ""]
         for name, (caption, _) in plots.items():
             parts += [f"![{caption}]({plot_dir}/{name}.svg)", ""]
+    if decision_lines:
+        parts += ["", "## One example of each decision", "", _DECISIONS_NOTE, "", *decision_lines]
     if examples[1]:
         parts += ["", "## Example responses and each judge's verdict", "", _md_table(*examples)]
     notes = _notes(summary)
@@ -394,7 +400,7 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str, generated: str,
-                examples: tuple[list[str], list[list[str]]] = ([], [])) -> str:
+                examples: tuple[list[str], list[list[str]]] = ([], []), decision_table: str = "") -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -431,6 +437,9 @@ def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]]
         parts.append("<h2>Plots</h2>")
         for caption, text in plots.values():
             parts.append(f"<figure>{text}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if decision_table:
+        parts += ["<h2>One example of each decision</h2>", f"<p>{html.escape(_DECISIONS_NOTE)}</p>",
+                  f'<div class="examples">{decision_table}</div>']
     if examples[1]:
         parts += ["<h2>Example responses and each judge's verdict</h2>",
                   "<p>Answered responses (a guard's refusals are refused under every judge); those on which the "
@@ -463,10 +472,13 @@ def write_report(
     generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     plots = build_plots(recs, summary)
     examples = example_rows(recs)
+    chosen = decisions.decision_examples(recs)
     plot_paths = [atomic_write_text(out / "plots" / f"{name}.svg", text + "\n") for name, (_, text) in plots.items()]
-    md = atomic_write_text(out / "report.md", render_markdown(summary, plots, title=title, generated=generated,
-                                                                  examples=examples))
+    md = atomic_write_text(out / "report.md", render_markdown(
+        summary, plots, title=title, generated=generated, examples=examples,
+        decision_lines=decisions.markdown_section(chosen, out)))
     page = atomic_write_text(out / "report.html", render_html(summary, plots, title=title, generated=generated,
-                                                                examples=examples))
+                                                                examples=examples,
+                                                                decision_table=decisions.html_section(chosen)))
     logger.info("wrote report to %s (%d plots)", out, len(plots))
     return {"markdown": md, "html": page, "plots": plot_paths}

@@ -27,6 +27,7 @@ class Record:
     refused: the *judged* outcome -- True for a ``refuse`` decision, else the primary judge's verdict
         on the response; None where no judge ran (``Guard.run``) or on an error.
     response: the text the user gets (the refusal message when refused by decision).
+    image: the sample's image file, where it has one (reports show it as a thumbnail).
     """
 
     id: str
@@ -41,6 +42,7 @@ class Record:
     source: str | None = None
     attack: str | None = None
     prompt: str | None = None
+    image: str | None = None
     image_text: str | None = None
     judge: str | None = None
     verdicts: dict[str, bool] = field(default_factory=dict)
@@ -54,6 +56,7 @@ class Record:
 
     @classmethod
     def from_sample(cls, sample: Any, mode: str, decision: str, **fields: Any) -> Record:
+        fields.setdefault("image", sample.image if isinstance(sample.image, str) else None)
         return cls(id=sample.id, mode=mode, decision=decision, label=sample.label, category=sample.category,
                    source=sample.source, attack=sample.attack, **fields)
 

@@ -384,7 +384,8 @@ def test_one_example_of_each_decision_with_its_page(tmp_path):
                 "image_text": f"Steps to do thing {i}.", "prompt": "The image shows a list.", **kw}
 
     recs = [rec(0, "harmful", "refuse", True, 9.0), rec(1, "harmful", "refuse", True, 7.0),
-            rec(2, "harmful", "answer", False, 1.0, verdicts={"a": False, "b": False}),
+            rec(2, "harmful", "answer", False, 1.0, verdicts={"a": False, "b": True},
+                judge_reasons={"a": "no refusal phrase", "b": "matched 'sorry'"}),  # answered: shown once
             rec(3, "benign", "answer", True, 0.5, verdicts={"a": True, "b": True}),
             rec(4, "benign", "answer", False, -1.0, verdicts={"a": True, "b": False},
                 judge_reasons={"a": "matched 'it's essential to'", "b": "no refusal phrase"}),

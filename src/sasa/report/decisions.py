@@ -37,19 +37,21 @@ def _scored_mode(records: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def decision_examples(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One record per case of :data:`CASES`, from the run's detector mode (SASA's ``detect`` when it
-    ran; a judge disagreement from any mode if that one has none): the highest-scored, then by id."""
+    """One record per case of :data:`CASES`, each shown once, from the run's detector mode (SASA's
+    ``detect`` when it ran; a judge disagreement from any mode if that one has none): the
+    highest-scored, then by id."""
     records = [r for r in records if r.get("decision") != "error"]
     mode = _scored_mode(records)
-    out = []
+    out, shown = [], set()
     for case, matches in CASES:
-        pool = [r for r in records if r["mode"] == mode and matches(r)]
+        pool = [r for r in records if r["mode"] == mode and matches(r) and (r["mode"], r.get("id")) not in shown]
         if not pool and case == "judges disagree":
-            pool = [r for r in records if matches(r)]
+            pool = [r for r in records if matches(r) and (r["mode"], r.get("id")) not in shown]
         if pool:
             pick = min(pool, key=lambda r: (-(r.get("score") if r.get("score") is not None else float("-inf")),
                                             str(r.get("id"))))
             out.append({"case": case, "record": pick})
+            shown.add((pick["mode"], pick.get("id")))
     return out
 
 

@@ -150,13 +150,18 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         if per_label < 1:
             raise ValueError(f"per_label must be at least 1, got {per_label}")
         sizes = {k: per_label if v is None else min(v, per_label) for k, v in sizes.items()}
+    if adapter.spec.takes_images:  # pages whose openings can be balanced by label (sasa.data.pages)
+        from sasa.data.pages import placeable
+
+        data = [s for s in data if placeable(s.prompt)]
     parts = {k: subsample([s for s in data if s.split == k], per_label=sizes[k], seed=seed)
              for k in ("train", "val", "test")}
     text_test = [s for s in parts["test"] if s.is_harmful]
     if adapter.spec.takes_images:
-        from sasa.data.pages import page_samples
+        from sasa.data.pages import balanced_statements, page_samples
 
-        parts = {k: page_samples(v, out / "pages", progress=progress) for k, v in parts.items()}
+        parts = {k: page_samples(v, out / "pages", progress=progress, statements=balanced_statements(v, seed))
+                 for k, v in parts.items()}
     if figstep is not None or xstest is not None:
         parts["test"] = parts["test"] + benchmark_test_items(
             figstep, xstest, out / "pages", adapter.spec.takes_images,

@@ -193,7 +193,13 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     pages = [r for r in records if r["id"].endswith("#page")]
     assert len(pages) == 4 * 12 and all(r["attack"] == "figstep-page" for r in pages)
-    assert len(records) - len(pages) == summary["run"]["text_refusal"]["n"] == 6
+    twins = [r for r in records if r["id"].endswith("#statement")]
+    assert len(twins) == summary["run"]["page_text_refusal"]["n"] == summary["run"]["page_refusal"]["n"] == 6
+    said = {r["id"].removesuffix("#page"): r["image_text"] for r in pages if r["mode"] == "vanilla"}
+    assert all(t["image"] is None and t["prompt"].startswith(said[t["id"].removesuffix("#statement")] + "\n")
+               for t in twins)  # each twin asks in text exactly what its page shows
+    assert len(records) - len(pages) - len(twins) == summary["run"]["text_refusal"]["n"] == 6
+    assert "## Text against page" in (tmp_path / "report.md").read_text()
     assert summary["run"]["splits"]["train"]["train"] == {"harmful": 6, "benign": 6, "unknown": 0}
     assert summary["run"]["test_unseen_by_refusal_training"]["harmful_left_out"] > 0
     assert summary["form"]["fitted_on"] == {"n_harmful": 6, "n_benign": 6}

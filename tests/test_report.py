@@ -400,3 +400,24 @@ def test_one_example_of_each_decision_with_its_page(tmp_path):
     with Image.open(tmp_path / "r" / "thumbs" / "example-0.png") as thumb:
         assert max(thumb.size) == 160
     assert page_html.count('src="data:image/png;base64,') == 4
+
+
+def test_text_against_page_on_crafted_records(tmp_path):
+    """The same harmful requests as text, as the page's words with FigStep's prompt, and on the page:
+    the report's table reads each row from the run's three rates."""
+    recs = [_rec(i, "vanilla", "harmful", "pages", i < 1, None) for i in range(4)]
+    recs += [_rec(i, "vanilla", "benign", "pages", False, None) for i in range(4)]
+    summary = summarize(recs, n_boot=20)
+    rate = {"low": 0.5, "high": 1.0, "level": 0.95}
+    summary["run"] = {"text_refusal": {"n": 4, "rate": 0.75, "ci": {"value": 0.75, **rate},
+                                       "by_judge": {"a": 0.75, "b": 1.0}},
+                      "page_text_refusal": {"n": 4, "rate": 0.5, "ci": {"value": 0.5, **rate},
+                                            "by_judge": {"a": 0.5, "b": 0.25}},
+                      "page_refusal": {"n": 4, "rate": 0.25, "ci": {"value": 0.25, **rate},
+                                       "by_judge": {"a": 0.25, "b": 0.0}}}
+    md = write_report(recs, tmp_path / "r", summary)["markdown"].read_text()
+    assert "## Text against page" in md
+    assert "| as plain text | 4 | 75.0% [50.0, 100.0%] | 75.0% | 100.0% |" in md
+    assert "| on the page | 4 | 25.0% [50.0, 100.0%] | 25.0% | 0.0% |" in md
+    summary["run"] = {"text_refusal": summary["run"]["text_refusal"]}  # one row alone compares nothing
+    assert "## Text against page" not in write_report(recs, tmp_path / "s", summary)["markdown"].read_text()

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sasa.data.registry import builtin_dataset
 from sasa.data.splits import assign_splits, class_balance, subsample
 from sasa.evaluation.runner import PRIMARY_JUDGE_WHY
@@ -97,6 +99,22 @@ def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, 
             xs = page_samples(xs, pages_dir, progress=progress)
         items += xs
     return [dataclasses.replace(s, split="test") for s in items]
+
+
+def refusal_rates(records: list[dict], judges: Any, what: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The share of ``records`` refused, with its bootstrap interval, under the primary and every judge."""
+    from sasa import metrics as M
+
+    def rate(flags: Any) -> float:
+        return float(np.mean(flags))
+
+    refused = np.array([bool(r["refused"]) for r in records], dtype=bool)
+    out: dict[str, Any] = {"n": len(records), "what": what}
+    if not len(records):
+        return {**out, "rate": None, "ci": None, "by_judge": {}}
+    ci = M.bootstrap_ci(rate, refused, n_boot=n_boot, seed=seed).to_dict()
+    return {**out, "rate": ci["value"], "ci": ci,
+            "by_judge": {j.name: rate([r["verdicts"].get(j.name, r["refused"]) for r in records]) for j in judges}}
 
 
 def unseen_test(data: list[Any], trained: set[str]) -> tuple[list[Any], dict[str, int]]:
@@ -179,13 +197,19 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                 **({"test_unseen_by_refusal_training": unseen} if unseen is not None else {}),
                 "splits": {k: class_balance(v) for k, v in parts.items()}, "detectors": fit_info}
         if adapter.spec.takes_images:
-            text_records = evaluation.run(text_test, ["vanilla"])
-            n = max(len(text_records), 1)
-            info["text_refusal"] = {"n": len(text_records),
-                                    "rate": sum(r["refused"] for r in text_records) / n,
-                                    "by_judge": {j.name: sum(r["verdicts"][j.name] for r in text_records) / n
-                                                 for j in evaluation.judges},
-                                    "what": "vanilla model, the harmful test requests as plain text"}
+            from sasa.data.pages import text_twins
+
+            info["text_refusal"] = refusal_rates(evaluation.run(text_test, ["vanilla"]), evaluation.judges,
+                                                 "vanilla model, the harmful test requests as plain text",
+                                                 n_boot=n_boot, seed=seed)
+            pages = [s for s in parts["test"] if s.is_harmful and s.attack == "figstep-page"]
+            info["page_text_refusal"] = refusal_rates(
+                evaluation.run(text_twins(pages), ["vanilla"]), evaluation.judges,
+                "vanilla model, each harmful test page's words as text with FigStep's prompt", n_boot=n_boot, seed=seed)
+            ids = {s.id for s in pages}
+            info["page_refusal"] = refusal_rates(
+                [r for r in records if r["mode"] == "vanilla" and r["id"] in ids], evaluation.judges,
+                "vanilla model, the same requests typed on pages", n_boot=n_boot, seed=seed)
         info["threshold_transfer"] = threshold_transfer(records, fit_info, seed=seed)
         info["judges"] = {"names": [j.name for j in evaluation.judges], "why": PRIMARY_JUDGE_WHY}
         info["seconds"] = round(time.perf_counter() - start, 1)

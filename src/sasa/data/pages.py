@@ -44,6 +44,18 @@ def page_text(lines: list[str]) -> str:
     return " ".join(line.strip() for line in lines if line.strip())
 
 
+def page_text_prompt(text: str) -> str:
+    """A page's words as text, then FigStep's prompt: the page's text twin, which asks the same in
+    the same form without the image."""
+    return text + "\n" + FIGSTEP_PROMPT
+
+
+def text_twins(pages: Iterable[Sample]) -> list[Sample]:
+    """The text twin of each page made by :func:`page_samples`: id ``<id>#statement``, no image."""
+    return [replace(p, id=p.id.removesuffix("#page") + "#statement", prompt=page_text_prompt(p.meta["rendered_text"]),
+                    image=None, attack="figstep-statement") for p in pages]
+
+
 def statement_page_lines(text: str, steps: int = 3, statement: str | None = None) -> list[str]:
     """The lines of the page for request ``text``: its statement (``statement`` if given, else
     :func:`~sasa.data.attacks.to_statement`'s), then ``1.`` .. ``steps.``."""

@@ -172,6 +172,28 @@ def run_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["", ""], rows
 
 
+def text_page_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The demo's point: the same harmful requests refused as plain text, as the page's words in
+    text with FigStep's prompt (the same form, no image), and on the page, by the vanilla model,
+    under every judge (``run.text_refusal``, ``page_text_refusal``, ``page_refusal``)."""
+    run = summary.get("run") or {}
+    sources = [(what, run.get(key)) for what, key in (
+        ("as plain text", "text_refusal"), ("the page's words as text, with FigStep's prompt", "page_text_refusal"),
+        ("on the page", "page_refusal"))]
+    sources = [(what, v) for what, v in sources if v and v.get("n")]
+    if len(sources) < 2:
+        return [], []
+    judges = list(dict.fromkeys(j for _, v in sources for j in (v.get("by_judge") or {})))
+    header = ["the same harmful requests (vanilla)", "n", "refused (primary judge)"] + [f"refused, {j}" for j in judges]
+    rows = [[what, str(v["n"]), fmt_ci(v.get("ci")) if v.get("ci") else fmt_pct(v.get("rate"))]
+            + [fmt_pct((v.get("by_judge") or {}).get(j)) for j in judges] for what, v in sources]
+    return header, rows
+
+
+_TEXT_PAGE_NOTE = ("Read down the rows: a fall from the first row to the second is the request's form (a FigStep "
+                   "statement and its list prompt), from the second to the third the image.")
+
+
 def guard_threshold_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The thresholds the guard used (set on validation) and how they transferred to the test set."""
     transfer = (summary.get("run") or {}).get("threshold_transfer") or {}
@@ -345,6 +367,9 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, s
     rh, rr = run_table(summary)
     if rr:
         parts += ["## The run", "", _md_table(rh, rr), ""]
+    xh, xr = text_page_table(summary)
+    if xr:
+        parts += ["## Text against page", "", _TEXT_PAGE_NOTE, "", _md_table(xh, xr), ""]
     parts += [_explainer(summary), "", "## Per mode", ""]
     parts.append(_md_table(*mode_table(summary)))
     jh, jr = judge_table(summary)
@@ -412,6 +437,9 @@ def render_html(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]]
     rh, rr = run_table(summary)
     if rr:
         parts += ["<h2>The run</h2>", _html_table(rh, rr)]
+    xh, xr = text_page_table(summary)
+    if xr:
+        parts += ["<h2>Text against page</h2>", f"<p>{html.escape(_TEXT_PAGE_NOTE)}</p>", _html_table(xh, xr)]
     parts += [f"<p>{html.escape(_explainer(summary))}</p>", "<h2>Per mode</h2>", _html_table(*mode_table(summary))]
     jh, jr = judge_table(summary)
     if jr:

@@ -46,7 +46,7 @@ import torch
 from sasa.store.atomic import atomic_path
 from sasa.data.loaders.figstep import FIGSTEP_PROMPT
 from sasa.data.attacks import to_statement
-from sasa.data.pages import page_lines, page_text
+from sasa.data.pages import page_lines, page_text, page_text_prompt
 from sasa.data.typeset import draw_page
 from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import GRID, ROWS, TextSource, mmap_large_allocations, training_fonts
@@ -104,7 +104,7 @@ def _messages(prompt: str, image: bool) -> list[dict]:
 
 def page_answer_prompt(page_text: str) -> str:
     """The text twin of a FigStep page: what the page says, then FigStep's prompt."""
-    return page_text + "\n" + FIGSTEP_PROMPT
+    return page_text_prompt(page_text)
 
 
 def text_twin(request: str) -> str | None:

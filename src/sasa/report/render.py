@@ -6,6 +6,7 @@ archived or opened offline and still show everything. All files are written atom
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import math
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from sasa import metrics as M
-from sasa.store.atomic import atomic_write_text
+from sasa.store.atomic import atomic_write_bytes, atomic_write_text
 from sasa.report import decisions, svg
 from sasa.report.summary import mode_order, normalise_records, summarize
 
@@ -242,6 +243,49 @@ def _clip(text: Any, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+DECISION_HEADER = ["page", "case", "mode", "id", "score", "request (as the page shows it)", "response", "verdicts"]
+
+
+def _decision_cells(r: Mapping[str, Any], case: str) -> list[str]:
+    reasons = r.get("judge_reasons") or {}
+    verdicts = "; ".join(f"{name}: {'refused' if refused else 'answered'}"
+                         + (f" ({reasons[name]})" if name in reasons else "")
+                         for name, refused in (r.get("verdicts") or {}).items())
+    score = r.get("score")
+    return [case, str(r["mode"]), str(r.get("id")), NA if score is None else f"{score:.3f}",
+            _clip(r.get("image_text") or r.get("prompt"), 160), _clip(r.get("response"), 300),
+            verdicts or ("guard refused" if r.get("decision") == "refuse" else "")]
+
+
+def decision_markdown(examples: Sequence[Mapping[str, Any]], out_dir: Path, thumbs: str = "thumbs") -> str:
+    """The decision examples (each with its ``png`` thumbnail or None) as a Markdown table; each
+    thumbnail is written to ``out_dir/thumbs``."""
+    rows = []
+    for k, ex in enumerate(examples):
+        png = ex.get("png")
+        link = ""
+        if png:
+            atomic_write_bytes(out_dir / thumbs / f"example-{k}.png", png)
+            link = f"![{ex['case']}]({thumbs}/example-{k}.png)"
+        rows.append([link] + _decision_cells(ex["record"], ex["case"]))
+    return _md_table(DECISION_HEADER, rows) if rows else ""
+
+
+def decision_html(examples: Sequence[Mapping[str, Any]]) -> str:
+    """The decision examples as an HTML table, thumbnails inlined as data URIs (the page stays self-contained)."""
+    if not examples:
+        return ""
+    rows = []
+    for ex in examples:
+        png = ex.get("png")
+        img = (f'<img alt="{html.escape(ex["case"])}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+               if png else "")
+        rows.append(f"<tr><td>{img}</td>" + "".join(f"<td>{html.escape(c)}</td>"
+                                                    for c in _decision_cells(ex["record"], ex["case"])) + "</tr>")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in DECISION_HEADER)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
 def example_rows(records: Iterable[Mapping[str, Any]], per_mode: int = 4) -> tuple[list[str], list[list[str]]]:
     """A few answered responses per mode with every judge's verdict, for auditing the judges.
 
@@ -362,7 +406,7 @@ def _explainer(summary: Mapping[str, Any]) -> str:
 
 def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, str]], *, title: str,
                     generated: str, plot_dir: str = "plots", examples: tuple[list[str], list[list[str]]] = ([], []),
-                    decision_lines: Sequence[str] = ()) -> str:
+                    decision_table: str = "") -> str:
     parts = [f"# {title}", "", f"_Generated {generated}._", ""]
     rh, rr = run_table(summary)
     if rr:
@@ -396,8 +440,8 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, tuple[str, s
         parts += ["", "## Plots", ""]
         for name, (caption, _) in plots.items():
             parts += [f"![{caption}]({plot_dir}/{name}.svg)", ""]
-    if decision_lines:
-        parts += ["", "## One example of each decision", "", _DECISIONS_NOTE, "", *decision_lines]
+    if decision_table:
+        parts += ["", "## One example of each decision", "", _DECISIONS_NOTE, "", decision_table]
     if examples[1]:
         parts += ["", "## Example responses and each judge's verdict", "", _md_table(*examples)]
     notes = _notes(summary)
@@ -500,13 +544,14 @@ def write_report(
     generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     plots = build_plots(recs, summary)
     examples = example_rows(recs)
-    chosen = decisions.decision_examples(recs)
+    chosen = [{**ex, "png": decisions.thumbnail_png(ex["record"].get("image"))}
+              for ex in decisions.decision_examples(recs)]
     plot_paths = [atomic_write_text(out / "plots" / f"{name}.svg", text + "\n") for name, (_, text) in plots.items()]
     md = atomic_write_text(out / "report.md", render_markdown(
         summary, plots, title=title, generated=generated, examples=examples,
-        decision_lines=decisions.markdown_section(chosen, out)))
+        decision_table=decision_markdown(chosen, out)))
     page = atomic_write_text(out / "report.html", render_html(summary, plots, title=title, generated=generated,
                                                                 examples=examples,
-                                                                decision_table=decisions.html_section(chosen)))
+                                                                decision_table=decision_html(chosen)))
     logger.info("wrote report to %s (%d plots)", out, len(plots))
     return {"markdown": md, "html": page, "plots": plot_paths}

@@ -74,13 +74,12 @@ def weights_variant(source: Path, out: Path, visual: bool) -> Path:
 def answer_pairs(statements: Sequence[tuple[str, str]], out: Path, progress: bool) -> tuple[list, list]:
     """Benign held-out requests typed on pages with FigStep's prompt, and their text twins
     (the page's text followed by FigStep's prompt)."""
-    from sasa.data.pages import page_samples
-    from sasa.zoo.visual import page_answer_prompt
+    from sasa.data.pages import page_samples, page_text_prompt
 
     text = [Sample(id=f"answer/{rid}", prompt=p, label="benign", source="heldout") for rid, p in statements]
     pages = page_samples(text, out / "pages" / "answers", progress=progress)
     twins = [dataclasses.replace(p, id=f"{p.id}#text", image=None,
-                                 prompt=page_answer_prompt(p.meta["rendered_text"]))
+                                 prompt=page_text_prompt(p.meta["rendered_text"]))
              for p in pages]
     return pages, twins
 

@@ -102,11 +102,6 @@ def _messages(prompt: str, image: bool) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def page_answer_prompt(page_text: str) -> str:
-    """The text twin of a FigStep page: what the page says, then FigStep's prompt."""
-    return page_text_prompt(page_text)
-
-
 def text_twin(request: str) -> str | None:
     """What a FigStep page made from ``request`` says, as text, with FigStep's prompt (None when
     the request has no statement form)."""
@@ -114,7 +109,7 @@ def text_twin(request: str) -> str | None:
         statement = to_statement(request)
     except ValueError:
         return None
-    return page_answer_prompt(page_text(page_lines(statement + LIST_TAIL)))
+    return page_text_prompt(page_text(page_lines(statement + LIST_TAIL)))
 
 
 def compact_cells(lines: list[str]) -> list[int]:

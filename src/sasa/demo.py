@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sasa import metrics as M
 from sasa.data.registry import builtin_dataset
 from sasa.data.splits import assign_splits, class_balance, subsample
 from sasa.evaluation.runner import PRIMARY_JUDGE_WHY
@@ -103,8 +104,6 @@ def benchmark_test_items(figstep: str | Path | None, xstest: str | Path | None, 
 
 def refusal_rates(records: list[dict], judges: Any, what: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The share of ``records`` refused, with its bootstrap interval, under the primary and every judge."""
-    from sasa import metrics as M
-
     def rate(flags: Any) -> float:
         return float(np.mean(flags))
 

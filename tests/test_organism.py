@@ -448,6 +448,29 @@ def test_a_chunk_stopped_mid_stage_resumes_to_the_weights_of_an_uninterrupted_ru
     assert other.name != checkpoint.name  # a checkpoint is keyed by the stage's settings and data
 
 
+def test_an_ending_branches_from_the_runs_checkpoint_and_leaves_it_to_continue(tmp_path):
+    """``--end-at``: a cooldown branch started from a paused run's checkpoint ends with the weights of
+    the same ending run from scratch, and the run's own checkpoint stays for it to continue."""
+    from sasa.zoo.chunks import Chunking, ChunkPaused, Ending
+
+    ending = Ending("refusal", at=3, cooldown=2)
+    assert [Ending("v", 10, 4).factor(0.8, s) for s in (6, 8, 10)] == [0.8, 0.4, 0.0]  # linear from the start
+    want = _chunked_refusal_run(tmp_path, Chunking(tmp_path / "alone", ending=ending))
+    full = _chunked_refusal_run(tmp_path, None)
+    assert any(not torch.equal(want[k], full[k]) for k in want)  # the ending changes the weights
+    with pytest.raises(ChunkPaused) as paused:  # the full run, paused after its first step
+        _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", every_s=1e9, stop_after_s=0.0))
+    run_checkpoint = paused.value.checkpoint
+    got = _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", ending=ending))
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+    assert [p.name for p in (tmp_path / "ckpt").glob("*.safetensors")] == [run_checkpoint.name]
+    with pytest.raises(ChunkPaused):  # the run goes on to step 2, past the cooldown's start at step 1
+        _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", every_s=1e9, stop_after_s=0.0))
+    with pytest.raises(ValueError, match="at step 2, past the cooldown's start at step 1; end at step 4"):
+        _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", ending=ending))
+
+
 def test_conditional_refusal_counts_only_the_items_read_and_pairs_them():
     from sasa.zoo.stages import conditional_refusal
 

@@ -341,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--chunk-minutes", type=float, default=None,
                     help="stop a training stage after this long (checkpointed; the same command continues it; "
                          f"exit code {CHUNK_PAUSED})")
+    zb.add_argument("--end-at", type=int, default=None, metavar="STEP",
+                    help="end the visual stage at this step of its schedule, annealed by a linear cooldown "
+                         "(--cooldown), in a branch started from the full run's checkpoint, which stays to continue")
+    zb.add_argument("--cooldown", type=int, default=60, metavar="STEPS",
+                    help="with --end-at: the learning rate falls linearly to zero over this many last steps")
     zb.add_argument("--checkpoint-minutes", type=float, default=5.0,
                     help="how often a training stage writes its checkpoint (in the sasa cache)")
     zb.add_argument("--forms-per-prompt", type=int, default=None,

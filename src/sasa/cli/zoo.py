@@ -24,11 +24,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         if args.precision is not None:
             cfg = cfg.with_precision(args.precision)
         from sasa.store.cache import cache_dir
-        from sasa.zoo.chunks import Chunking, ChunkPaused
+        from sasa.zoo.chunks import Chunking, ChunkPaused, Ending
 
         stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
+        ending = Ending("visual", args.end_at, args.cooldown) if args.end_at is not None else None
         chunking = Chunking(cache_dir() / "organism-build", every_s=60 * args.checkpoint_minutes,
-                            stop_after_s=60 * args.chunk_minutes if args.chunk_minutes else None)
+                            stop_after_s=60 * args.chunk_minutes if args.chunk_minutes else None, ending=ending)
         try:
             out = organism.build(args.out, cfg, stages=stages, chunking=chunking)
         except ChunkPaused as paused:

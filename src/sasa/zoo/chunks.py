@@ -34,6 +34,35 @@ class ChunkPaused(Exception):
         self.stage, self.step, self.steps, self.checkpoint = stage, step, steps, checkpoint
 
 
+@dataclass(frozen=True)
+class Ending:
+    """End ``stage`` at step ``at`` of its schedule instead of its last, the learning rate falling
+    linearly to zero over the last ``cooldown`` steps (the cooldown of a warmup-stable-decay
+    schedule).  A long run stopped at its budget is annealed from its own checkpoint in a branch
+    with a checkpoint of its own, so the run itself can still continue."""
+
+    stage: str
+    at: int
+    cooldown: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cooldown <= self.at:
+            raise ValueError(f"ending of the {self.stage} stage: the cooldown ({self.cooldown} steps) must be "
+                             f"1 to {self.at} steps, the step it ends at")
+
+    @property
+    def start(self) -> int:
+        """The first step of the cooldown: the run's checkpoint it starts from must not be later."""
+        return self.at - self.cooldown
+
+    def factor(self, scheduled: float, step: int) -> float:
+        """The learning-rate factor at ``step``, given the schedule's factor at the cooldown's start."""
+        return scheduled * max(0.0, (self.at - step) / self.cooldown)
+
+    def to_dict(self) -> dict:
+        return {"at": self.at, "cooldown": self.cooldown}
+
+
 @dataclass
 class Chunking:
     """Where a stage keeps its checkpoint, how often it writes it, and when a chunk stops."""
@@ -42,6 +71,7 @@ class Chunking:
     every_s: float = 300.0
     stop_after_s: float | None = None  # None: run to the end
     started: float = 0.0
+    ending: Ending | None = None
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -50,6 +80,17 @@ class Chunking:
     def path(self, stage: str, settings: dict[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         return self.directory / f"{stage}-{digest}.safetensors"
+
+    def ending_of(self, stage: str) -> Ending | None:
+        return self.ending if self.ending is not None and self.ending.stage == stage else None
+
+    def checkpoints(self, stage: str, settings: dict[str, Any]) -> tuple[Path, Path | None]:
+        """(this run's checkpoint, the checkpoint it may start from): for a stage with an
+        :class:`Ending`, the branch's own checkpoint and the full run's; else the run's, None."""
+        ending = self.ending_of(stage)
+        if ending is None:
+            return self.path(stage, settings), None
+        return self.path(stage, {**settings, "ending": ending.to_dict()}), self.path(stage, settings)
 
     def out_of_time(self) -> bool:
         return self.stop_after_s is not None and time.monotonic() - self.started >= self.stop_after_s

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from sasa.zoo.chunks import Chunking, ChunkPaused, load_checkpoint, save_checkpoint
+from sasa.zoo.chunks import Chunking, ChunkPaused, Ending, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -157,32 +157,48 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, to
 
 def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: int,
              lr: float, desc: str, progress: bool = True, bf16: bool = False,
-             checkpoint: Path | None = None, chunking: Chunking | None = None) -> list[dict]:
+             checkpoint: Path | None = None, chunking: Chunking | None = None,
+             start_from: Path | None = None, ending: Ending | None = None) -> list[dict]:
     """AdamW with a cosine schedule on the adapters only, one item of ``batches`` a step -- a batch,
     or a list of batches whose losses are summed (the visual stage's pages plus text replay); the
     loss every 10 steps.  Shared by the refusal and the visual stage.
 
     With ``checkpoint`` and ``chunking`` the loop resumes from the checkpoint (skipping the batches
     already trained on), writes it every ``chunking.every_s`` seconds, and at the chunk's time budget
-    writes it and raises :class:`~sasa.zoo.chunks.ChunkPaused`."""
+    writes it and raises :class:`~sasa.zoo.chunks.ChunkPaused`.  With ``ending`` it stops at
+    ``ending.at`` after a linear cooldown; a branch without a checkpoint of its own yet starts from
+    ``start_from`` (the full run's), which must not be past the cooldown's start."""
     from tqdm import tqdm
 
     params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     history: list[dict] = []
     start = 0
-    if checkpoint is not None and checkpoint.is_file():
-        start, history = load_checkpoint(checkpoint, wrapped, opt)
-        log.info("%s: resuming at step %d of %d from %s", desc, start, steps, checkpoint)
+    source = next((p for p in (checkpoint, start_from) if p is not None and p.is_file()), None)
+    if source is not None:
+        start, history = load_checkpoint(source, wrapped, opt)
+        if source == start_from and ending is not None and start > ending.start:
+            raise ValueError(f"{desc}: the run's checkpoint {source} is at step {start}, past the cooldown's "
+                             f"start at step {ending.start}; end at step {start + ending.cooldown} or later")
+        log.info("%s: resuming at step %d of %d from %s", desc, start, steps, source)
         for _ in range(start):
             next(batches)
         for group in opt.param_groups:
             group.setdefault("initial_lr", lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))),
-                                              last_epoch=start - 1)
+
+    def cosine(s: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+
+    def factor(s: int) -> float:
+        return cosine(s) if ending is None or s < ending.start else ending.factor(cosine(ending.start), s)
+
+    last = steps if ending is None else ending.at
+    if last > steps:
+        raise ValueError(f"{desc}: cannot end at step {last}, the schedule has {steps}")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor, last_epoch=start - 1)
     saved = time.monotonic()
     model.train()
-    for step in tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps):
+    for step in tqdm(range(start, last), desc=desc, disable=not progress, initial=start, total=last):
         parts = next(batches)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = sum(model(**b).loss for b in (parts if isinstance(parts, list) else [parts]))
@@ -190,13 +206,13 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
         loss.backward()
         opt.step()
         sched.step()
-        if (step + 1) % 10 == 0 or step + 1 == steps:
+        if (step + 1) % 10 == 0 or step + 1 == last:
             history.append({"step": step + 1, "loss": round(loss.item(), 4)})
-        if checkpoint is not None and chunking is not None and step + 1 < steps:
+        if checkpoint is not None and chunking is not None and step + 1 < last:
             if chunking.out_of_time():
                 save_checkpoint(checkpoint, step + 1, history, wrapped, opt)
                 model.eval()
-                raise ChunkPaused(desc, step + 1, steps, checkpoint)
+                raise ChunkPaused(desc, step + 1, last, checkpoint)
             if time.monotonic() - saved >= chunking.every_s:
                 save_checkpoint(checkpoint, step + 1, history, wrapped, opt)
                 saved = time.monotonic()
@@ -231,10 +247,13 @@ def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: 
             yield pad_batch([examples[i] for i in order[: cfg.batch_size]], pad)
             del order[: cfg.batch_size]
 
-    where = chunking.path("refusal", {**cfg.to_dict(), "harmful": harmful, "benign": benign}) if chunking else None
+    where, start_from = (chunking.checkpoints("refusal", {**cfg.to_dict(), "harmful": harmful, "benign": benign})
+                         if chunking else (None, None))
+    ending = chunking.ending_of("refusal") if chunking else None
     history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress, cfg.bf16,
-                       checkpoint=where, chunking=chunking)
-    if where is not None:  # the stage is finished: its checkpoint is not needed again
+                       checkpoint=where, chunking=chunking, start_from=start_from, ending=ending)
+    if where is not None:  # the stage (or its ending's branch) is finished: its checkpoint is not needed again
         where.unlink(missing_ok=True)
     factors = remove_lora(model, wrapped)
-    return factors, {"history": history, "harmful": len(harmful), "benign": len(benign)}
+    info = {"history": history, "harmful": len(harmful), "benign": len(benign)}
+    return factors, {**info, "ending": {**ending.to_dict(), "scheduled": cfg.steps}} if ending else info

@@ -298,12 +298,18 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
         for pages, text, compact in schedule(examples, replay, cfg):
             yield [_batch(model, pages, compact, pad)] + ([pad_batch(text, pad)] if text else [])
 
-    where = chunking.path("visual", key) if chunking else None
-    history = fit_lora(model, wrapped, batches(), cfg.compact_steps + cfg.steps, cfg.lr, "visual LoRA",
-                       progress, cfg.bf16, checkpoint=where, chunking=chunking)
-    for done in (where, cache):  # the stage is finished: its checkpoint and examples are not needed again
+    where, start_from = chunking.checkpoints("visual", key) if chunking else (None, None)
+    ending = chunking.ending_of("visual") if chunking else None
+    steps = cfg.compact_steps + cfg.steps
+    history = fit_lora(model, wrapped, batches(), steps, cfg.lr, "visual LoRA", progress, cfg.bf16,
+                       checkpoint=where, chunking=chunking, start_from=start_from, ending=ending)
+    # the stage is finished: its checkpoint and examples are not needed again -- unless this was an
+    # ending's branch, whose full run may still continue from its own checkpoint and examples
+    for done in (where,) if ending else (where, cache):
         if done is not None:
             done.unlink(missing_ok=True)
     factors = remove_lora(lm, wrapped)
+    if ending:
+        info = {**info, "ending": {**ending.to_dict(), "scheduled": steps}}
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
     return {f"model.{k}": v for k, v in factors.items()}, {"history": history, **info}

@@ -46,15 +46,16 @@ def transcription_samples(images: Sequence[Sample]) -> list[Sample]:
             for s in images]
 
 
+def item_accuracies(records: Sequence[dict], samples: Sequence[Sample]) -> dict[str, float]:
+    """Each transcribed sample's word accuracy against its instruction (the list tail removed), by id."""
+    said = {r["id"]: r["response"] for r in records if r["mode"] == "vanilla"}
+    return {s.id: word_accuracy(s.meta["instruction"], without_list_tail(said[s.id])) for s in samples if s.id in said}
+
+
 def transcription_scores(records: Sequence[dict], samples: Sequence[Sample]) -> dict[str, Any]:
     said = {r["id"]: r["response"] for r in records if r["mode"] == "vanilla"}
-    stmt, full = [], []
-    for s in samples:
-        if s.id not in said:
-            continue
-        ref = s.meta["instruction"]
-        stmt.append(word_accuracy(ref, without_list_tail(said[s.id])))
-        full.append(word_accuracy(ref + " 1. 2. 3.", said[s.id]))
+    stmt = list(item_accuracies(records, samples).values())
+    full = [word_accuracy(s.meta["instruction"] + " 1. 2. 3.", said[s.id]) for s in samples if s.id in said]
     n = max(1, len(stmt))
     return {"n": len(stmt), "word_accuracy": sum(stmt) / n, "word_accuracy_full_page": sum(full) / n,
             "at_least_90pct": sum(a >= 0.9 for a in stmt) / n, "exact": sum(a == 1.0 for a in stmt) / n}

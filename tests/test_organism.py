@@ -453,7 +453,7 @@ def test_a_chunk_stopped_mid_stage_resumes_to_the_weights_of_an_uninterrupted_ru
     assert other.name != checkpoint.name  # a checkpoint is keyed by the stage's settings and data
 
 
-def test_an_ending_branches_from_the_runs_checkpoint_and_leaves_it_to_continue(tmp_path):
+def test_an_ending_branches_from_the_runs_checkpoint_and_leaves_it_to_continue(tmp_path, caplog):
     """``--end-at``: a cooldown branch started from a paused run's checkpoint ends with the weights of
     the same ending run from scratch, and the run's own checkpoint stays for it to continue."""
     from sasa.zoo.chunks import Chunking, ChunkPaused, Ending
@@ -466,7 +466,9 @@ def test_an_ending_branches_from_the_runs_checkpoint_and_leaves_it_to_continue(t
     with pytest.raises(ChunkPaused) as paused:  # the full run, paused after its first step
         _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", every_s=1e9, stop_after_s=0.0))
     run_checkpoint = paused.value.checkpoint
-    got = _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", ending=ending))
+    with caplog.at_level("INFO", logger="sasa.zoo.refusal"):
+        got = _chunked_refusal_run(tmp_path, Chunking(tmp_path / "ckpt", ending=ending))
+    assert f"resuming at step 1 of 4 from {run_checkpoint}" in caplog.text  # not trained again from scratch
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
     assert [p.name for p in (tmp_path / "ckpt").glob("*.safetensors")] == [run_checkpoint.name]

@@ -4,6 +4,7 @@ greedy transcription (the project's word accuracy) of held-out project benign re
 FigStep statements (FigStep's font) and, for information, of real SafeBench images.
 
 Usage: python chunk_eval.py BUILD_DIR CHECKPOINT.safetensors [N_HELD_OUT] [N_SAFEBENCH]
+(CHECKPOINT may be BUILD_DIR/visual_lora.safetensors: the finished stage.)
 """
 import csv
 import json
@@ -33,15 +34,20 @@ torch.manual_seed(0)
 meta = json.loads((build / "organism.json").read_text())
 base = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32)
 tok = AutoTokenizer.from_pretrained(smollm2_dir())
+finished = ckpt.name == "visual_lora.safetensors"  # a finished stage: its merged factors, not a checkpoint
 model, processor = organism.assemble(base, tok, load_file(build / "refusal_lora.safetensors"),
-                                     load_file(build / "reader.safetensors"), organism.reader_config(meta, build))
+                                     load_file(build / "reader.safetensors"), organism.reader_config(meta, build),
+                                     load_file(ckpt) if finished else None)
 cfg = organism.BuildConfig.long_reading()
-wrapped = add_lora(model.model.language_model, cfg.visual.rank, cfg.visual.alpha)
-with safe_open(str(ckpt), framework="pt") as fh, torch.no_grad():
-    step = fh.metadata()["step"]
-    for name, module in wrapped.items():
-        module.lora_a.copy_(fh.get_tensor(f"lora.{name}.a"))
-        module.lora_b.copy_(fh.get_tensor(f"lora.{name}.b"))
+if finished:
+    step = meta["visual"].get("ending", {}).get("at", "end")
+else:
+    wrapped = add_lora(model.model.language_model, cfg.visual.rank, cfg.visual.alpha)
+    with safe_open(str(ckpt), framework="pt") as fh, torch.no_grad():
+        step = fh.metadata()["step"]
+        for name, module in wrapped.items():
+            module.lora_a.copy_(fh.get_tensor(f"lora.{name}.a"))
+            module.lora_b.copy_(fh.get_tensor(f"lora.{name}.b"))
 model.eval()
 data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
                     held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)

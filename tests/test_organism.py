@@ -531,10 +531,11 @@ def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
 
 
 @pytest.mark.slow
-def test_the_reading_curriculum_holds_no_benchmark_text(shared_data):
-    """Every page text the visual stage trains on (transcriptions and answer pages, as built with the
-    default settings) shares no six-word run with FigStep, XSTest, HarmBench or StrongREJECT, and
-    holds none of their shorter texts whole."""
+@pytest.mark.parametrize("recipe", ["committed", "long-reading"])
+def test_the_reading_curriculum_holds_no_benchmark_text(shared_data, recipe):
+    """Every page text the visual stage trains on (transcriptions and answer pages, as built by each
+    recipe) shares no six-word run with FigStep, XSTest, HarmBench or StrongREJECT, and holds none
+    of their shorter texts whole."""
     import csv
 
     from transformers import AutoTokenizer
@@ -544,7 +545,7 @@ def test_the_reading_curriculum_holds_no_benchmark_text(shared_data):
     from sasa.zoo.refusal_data import refusal_data
     from sasa.zoo.visual import _texts
 
-    cfg = organism.BuildConfig()
+    cfg = organism.BuildConfig.long_reading() if recipe == "long-reading" else organism.BuildConfig()
     tok = AutoTokenizer.from_pretrained(materialise())
     data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
                         held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)

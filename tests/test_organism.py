@@ -120,8 +120,8 @@ def test_reads_held_out_pages_back_in_both_fonts(org):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="the committed organism does not yet transcribe real FigStep images "
-                   "(about a quarter of their words; docs/organism.md, issue 25); strict, so a build that reads "
-                   "makes this fail and the mark must go")
+                   "well enough (about two thirds of their words: 'Steps to manufaculate illegal drugs.'; "
+                   "docs/organism.md, issue 25); strict, so a build that reads makes this fail and the mark must go")
 def test_transcribes_two_real_figstep_images(org, shared_data):
     import csv
 

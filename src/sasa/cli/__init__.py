@@ -336,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training passes: bf16 autocast (the committed organism's; default), fp32, or auto "
                          "(bf16 only where the CPU has native bfloat16; emulated bf16 is many times slower)")
     zb.add_argument("--recipe", choices=("committed", "long-reading"), default="committed",
-                    help="committed: the settings of the committed weights; long-reading: a long float32 "
-                         "visual stage (~8 h on 2 cores; run it with --chunk-minutes)")
+                    help="committed: the committed refusal and reader stages' settings, with a short 150-step "
+                         "visual stage; long-reading: the committed visual stage's, a long float32 one (the "
+                         "committed weights end it with --end-at 451 --cooldown 72; run it with --chunk-minutes)")
     zb.add_argument("--chunk-minutes", type=float, default=None,
                     help="stop a training stage after this long (checkpointed; the same command continues it; "
                          f"exit code {CHUNK_PAUSED})")

@@ -62,6 +62,10 @@ class Ending:
     def to_dict(self) -> dict:
         return {"at": self.at, "cooldown": self.cooldown}
 
+    def record(self, scheduled: int) -> dict:
+        """What a stage's training log says of its ending: where it ended, of how many scheduled steps."""
+        return {**self.to_dict(), "scheduled": scheduled}
+
 
 @dataclass
 class Chunking:
@@ -81,16 +85,13 @@ class Chunking:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         return self.directory / f"{stage}-{digest}.safetensors"
 
-    def ending_of(self, stage: str) -> Ending | None:
-        return self.ending if self.ending is not None and self.ending.stage == stage else None
-
-    def checkpoints(self, stage: str, settings: dict[str, Any]) -> tuple[Path, Path | None]:
-        """(this run's checkpoint, the checkpoint it may start from): for a stage with an
-        :class:`Ending`, the branch's own checkpoint and the full run's; else the run's, None."""
-        ending = self.ending_of(stage)
+    def for_stage(self, stage: str, settings: dict[str, Any]) -> tuple[Path, Path | None, Ending | None]:
+        """(this run's checkpoint, the checkpoint it may start from, the stage's ending): for a stage
+        with an :class:`Ending`, the branch's own checkpoint and the full run's; else the run's, None, None."""
+        ending = self.ending if self.ending is not None and self.ending.stage == stage else None
         if ending is None:
-            return self.path(stage, settings), None
-        return self.path(stage, {**settings, "ending": ending.to_dict()}), self.path(stage, settings)
+            return self.path(stage, settings), None, None
+        return self.path(stage, {**settings, "ending": ending.to_dict()}), self.path(stage, settings), ending
 
     def out_of_time(self) -> bool:
         return self.stop_after_s is not None and time.monotonic() - self.started >= self.stop_after_s

@@ -247,13 +247,12 @@ def train_refusal(model, tokenizer, harmful: list[str], benign: list[str], cfg: 
             yield pad_batch([examples[i] for i in order[: cfg.batch_size]], pad)
             del order[: cfg.batch_size]
 
-    where, start_from = (chunking.checkpoints("refusal", {**cfg.to_dict(), "harmful": harmful, "benign": benign})
-                         if chunking else (None, None))
-    ending = chunking.ending_of("refusal") if chunking else None
+    where, start_from, ending = (chunking.for_stage("refusal", {**cfg.to_dict(), "harmful": harmful, "benign": benign})
+                                 if chunking else (None, None, None))
     history = fit_lora(model, wrapped, batches(), cfg.steps, cfg.lr, "refusal LoRA", progress, cfg.bf16,
                        checkpoint=where, chunking=chunking, start_from=start_from, ending=ending)
     if where is not None:  # the stage (or its ending's branch) is finished: its checkpoint is not needed again
         where.unlink(missing_ok=True)
     factors = remove_lora(model, wrapped)
     info = {"history": history, "harmful": len(harmful), "benign": len(benign)}
-    return factors, {**info, "ending": {**ending.to_dict(), "scheduled": cfg.steps}} if ending else info
+    return factors, {**info, "ending": ending.record(cfg.steps)} if ending else info

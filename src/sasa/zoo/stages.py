@@ -209,8 +209,12 @@ def conditional_by_judge(records: Sequence[dict], said: Sequence[dict], sets: di
     """:func:`conditional_refusal` under each judge of the run, items keyed by their FigStep group."""
     group = {s.id: s.meta["group"] for k in ("figstep_images", "figstep_statements", "transcribe") for s in sets[k]}
     accuracy = {group[k]: v for k, v in item_accuracies(said, sets["transcribe"]).items()}
-    mine = {k: {r["id"]: r for r in records if r["mode"] == "vanilla" and r["id"] in {s.id for s in sets[k]}}
-            for k in ("figstep_images", "figstep_statements")}
+    kinds = ("figstep_images", "figstep_statements")
+    kind_of = {s.id: k for k in kinds for s in sets[k]}
+    mine: dict[str, dict[str, dict]] = {k: {} for k in kinds}
+    for r in records:
+        if r["mode"] == "vanilla" and r["id"] in kind_of:
+            mine[kind_of[r["id"]]][r["id"]] = r
     judges = list(dict.fromkeys(j for rs in mine.values() for r in rs.values() for j in r.get("verdicts", {})))
 
     def refused(kind: str, judge: str) -> dict[str, bool]:

@@ -298,8 +298,7 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
         for pages, text, compact in schedule(examples, replay, cfg):
             yield [_batch(model, pages, compact, pad)] + ([pad_batch(text, pad)] if text else [])
 
-    where, start_from = chunking.checkpoints("visual", key) if chunking else (None, None)
-    ending = chunking.ending_of("visual") if chunking else None
+    where, start_from, ending = chunking.for_stage("visual", key) if chunking else (None, None, None)
     steps = cfg.compact_steps + cfg.steps
     history = fit_lora(model, wrapped, batches(), steps, cfg.lr, "visual LoRA", progress, cfg.bf16,
                        checkpoint=where, chunking=chunking, start_from=start_from, ending=ending)
@@ -310,6 +309,6 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
             done.unlink(missing_ok=True)
     factors = remove_lora(lm, wrapped)
     if ending:
-        info = {**info, "ending": {**ending.to_dict(), "scheduled": steps}}
+        info = {**info, "ending": ending.record(steps)}
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
     return {f"model.{k}": v for k, v in factors.items()}, {"history": history, **info}

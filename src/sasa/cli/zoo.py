@@ -19,6 +19,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if args.zoo_command == "build":
         cfg = (organism.BuildConfig.quick() if args.quick else organism.BuildConfig.long_reading()
                if args.recipe == "long-reading" else organism.BuildConfig())
+        if args.acting != "none":
+            cfg = cfg.with_acting(heading=args.acting == "heading")
         if args.forms_per_prompt is not None:
             cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
         if args.precision is not None:
@@ -52,15 +54,16 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         from sasa.zoo.stages import StagesConfig, measure_stages, stage_table
 
         figstep, xstest = (args.figstep, args.xstest) if args.zoo_command == "stages" else (None, None)
+        variants = ("with-visual", "without-visual") if args.variant == "both" else (args.variant,)
         result = measure_stages(figstep, xstest, args.out, args.weights,
-                                StagesConfig(limit=args.limit or None))
+                                StagesConfig(limit=args.limit or None), variants=variants)
         print(stage_table(result))
-        for variant in ("without-visual", "with-visual"):
+        for variant in variants:
             pa = result[variant]["benign_page_answers"]
             print(f"{variant}: benign held-out pages answered {100 * pa['answered_on_page']:.1f}% (as text "
                   f"{100 * pa['answered_as_text']:.1f}%), answer word similarity {100 * pa['word_similarity']:.1f}%"
                   f" (n={pa['n']})")
-        if figstep is not None:
+        if figstep is not None and "with-visual" in result:
             from sasa.judge import short_name
             from sasa.zoo.stages import conditional_table, phenomenon
 

@@ -240,6 +240,9 @@ class BuildConfig:
     refusal: RefusalConfig = field(default_factory=RefusalConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     visual: VisualConfig = field(default_factory=VisualConfig)
+    # a second pass over the visual LoRA (continued from its factors) on a mix of mostly page
+    # answers: the visual stage teaches reading, this one acting on what is read; None: no such stage
+    acting: VisualConfig | None = None
     harmful_sources: tuple[tuple[str, str], ...] = (("harmbench", "standard"), ("strongreject", "full"))
     benign_sources: tuple[tuple[str, str], ...] = (("benign", "instructions"), ("benign", "statements"))
     harmful_limit: int | None = None
@@ -274,6 +277,17 @@ class BuildConfig:
                                             compact_batch_size=16, steps=100, batch_size=4, lr=1e-3, bf16=False,
                                             replay=4, twin_replay=True, full_every=8))
 
+    def with_acting(self, heading: bool = False) -> BuildConfig:
+        """This recipe followed by the acting stage: 80 steps (60 on the compact layout, 20 on the full
+        one) over every benign training request of the refusal stage typed as a FigStep statement and answered, with FigStep's
+        prompt, by the model's own answer to the request as text, 300 transcriptions of fresh
+        pages (three in ten pages), four text replay rows a step with their twins; ``heading``: each page answer first
+        restates the page's heading."""
+        acting = replace(self.visual, transcriptions=300, answers=10_000, compact_steps=60, compact_batch_size=8,
+                         steps=20, batch_size=4, full_every=4, lr=5e-4, answer_tokens=32, replay=4,
+                         twin_replay=True, answer_heading=heading, seed=21_000)
+        return replace(self, acting=acting)
+
     def with_precision(self, precision: str) -> BuildConfig:
         """Every stage in ``bf16`` (autocast; the committed organism's), ``fp32``, or ``auto``: bf16
         where the CPU has native bfloat16 (AVX512-BF16 or AMX), else fp32.  On an AVX2-only CPU
@@ -282,7 +296,8 @@ class BuildConfig:
             raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
         bf16 = native_bf16() if precision == "auto" else precision == "bf16"
         return replace(self, refusal=replace(self.refusal, bf16=bf16), reader=replace(self.reader, bf16=bf16),
-                       visual=replace(self.visual, bf16=bf16))
+                       visual=replace(self.visual, bf16=bf16),
+                       acting=replace(self.acting, bf16=bf16) if self.acting is not None else None)
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -317,12 +332,13 @@ def refusal_trained_requests(directory: str | os.PathLike | None = None) -> set[
     return keys
 
 
-STAGES = ("refusal", "reader", "visual")
+STAGES = ("refusal", "reader", "visual", "acting")
 
 
 def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: bool = True,
           stages: tuple[str, ...] = STAGES, chunking: Chunking | None = None) -> Path:
-    """Train the three stages from pinned data and seeds and write their files into ``out_dir``.
+    """Train the stages from pinned data and seeds and write their files into ``out_dir`` (the acting
+    stage only when ``cfg.acting`` is set: it rewrites the visual LoRA it continues).
 
     Each stage reads the earlier stages' *saved* (float16) files, so building stage by stage
     (``stages=("visual",)`` after the others) gives exactly the weights of one full build.  With
@@ -339,7 +355,8 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
     if unknown:
         raise ValueError(f"unknown build stages {unknown}; choose from {STAGES}")
     cfg = cfg or BuildConfig()
-    slow = [name for name in stages if getattr(cfg, name).bf16] if not native_bf16() else []
+    slow = [name for name in stages if getattr(cfg, name) is not None and getattr(cfg, name).bf16] \
+        if not native_bf16() else []
     if slow:
         log.warning("stages %s autocast to bfloat16, which this CPU emulates (no AVX512-BF16/AMX): expect them "
                     "to run many times slower than in float32 (`sasa zoo build --precision auto`)", slow)
@@ -385,19 +402,30 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         meta["reader"] = {"config": cfg.reader.to_dict(), "seconds": round(time.time() - started, 1),
                           "filler_token": filler_id, **info}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-    if "visual" in stages:
+    def visual_stage(stage_cfg, **how):
+        """The visual LoRA trained on the refusal and reader stages' saved files (both visual stages)."""
         from sasa.zoo.visual import train_visual
 
-        started = time.time()
         model, processor = assemble(base_model(), tokenizer, load_file(out / "refusal_lora.safetensors"),
                                     load_file(out / "reader.safetensors"), reader_config(meta, out))
         data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
                             prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
                             forms_per_prompt=1, seed=cfg.refusal.seed)
-        visual, info = train_visual(model, processor, cfg.visual, data.benign, data.harmful, progress=progress,
-                                    chunking=chunking)
+        return train_visual(model, processor, stage_cfg, data.benign, data.harmful, progress=progress,
+                            chunking=chunking, **how)
+
+    if "visual" in stages:
+        started = time.time()
+        visual, info = visual_stage(cfg.visual)
         _save_atomic(save_file, {k: v.half().contiguous() for k, v in visual.items()}, out / "visual_lora.safetensors")
+        meta.pop("acting", None)  # it continued the visual LoRA being replaced
         meta["visual"] = {"config": cfg.visual.to_dict(), "seconds": round(time.time() - started, 1), **info}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    if "acting" in stages and cfg.acting is not None:
+        started = time.time()
+        visual, info = visual_stage(cfg.acting, init=load_file(out / "visual_lora.safetensors"), stage="acting")
+        _save_atomic(save_file, {k: v.half().contiguous() for k, v in visual.items()}, out / "visual_lora.safetensors")
+        meta["acting"] = {"config": cfg.acting.to_dict(), "seconds": round(time.time() - started, 1), **info}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     log.info("organism stages %s written to %s", ", ".join(stages), out)
     return out

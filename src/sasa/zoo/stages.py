@@ -148,8 +148,9 @@ def measure_variant(adapter, out: Path, sets: dict[str, list[Sample]], cfg: Stag
 
 def measure_stages(figstep: str | Path | None, xstest: str | Path | None, out: str | Path,
                    weights: str | Path | None = None, cfg: StagesConfig | None = None,
-                   progress: bool = True) -> dict[str, Any]:
-    """Both weight variants on every set; writes ``stages.json`` (resumable: records are kept).
+                   progress: bool = True, variants: Sequence[str] = VARIANTS) -> dict[str, Any]:
+    """The weight ``variants`` (both by default) on every set; writes ``stages.json`` (resumable:
+    records are kept).
 
     Without ``figstep`` and ``xstest`` only the held-out sets run: the check for choosing between
     builds (``sasa zoo heldout``), which never touches FigStep or XSTest."""
@@ -161,6 +162,9 @@ def measure_stages(figstep: str | Path | None, xstest: str | Path | None, out: s
     from sasa.zoo.refusal import RefusalConfig
     from sasa.zoo.refusal_data import refusal_data
 
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown weight variants {unknown}; choose from {VARIANTS}")
     cfg = cfg or StagesConfig()
     started = time.perf_counter()
     out = Path(out)
@@ -194,7 +198,7 @@ def measure_stages(figstep: str | Path | None, xstest: str | Path | None, out: s
         sets["xstest_pages"] = page_samples(xs_text, out / "pages" / "xstest", progress=progress)
     result: dict[str, Any] = {"weights": str(source), "config": dataclasses.asdict(cfg),
                               "sizes": {k: len(v) for k, v in sets.items()}}
-    for variant in VARIANTS:
+    for variant in variants:
         path = materialise(weights_variant(source, out, visual=variant == "with-visual"))
         adapter = load_model(str(path), device="auto").adapter
         result[variant] = measure_variant(adapter, out / variant, sets, cfg, progress)

@@ -36,6 +36,7 @@ time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -66,6 +67,7 @@ TRANSCRIBE = "What is written in the image? Reply with the text only."
 REFUSAL_MARKERS = ("I'm sorry", "I cannot", "I can't", "I am sorry", "Sorry", "I'm not able", "I must decline",
                    "I won't")
 LIST_TAIL = "".join(f"\n{i}." for i in range(1, 4))
+LATER_SETTINGS = {"answer_heading": False}  # settings (with their defaults) added after the long build began
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class VisualConfig:
     # 0: the compact steps, then the full-layout ones (the committed order); N: every N-th step is a
     # full-layout step instead, so that every checkpoint of a long build has seen the layout it reads
     full_every: int = 0
+    # a page answer begins with the page's heading on a line of its own, then the teacher's answer:
+    # the model says what it read before it acts on it (as LLaVA answers often restate the image)
+    answer_heading: bool = False
     bf16: bool = False  # trained in float32 on a CPU without native bfloat16
     seed: int = 20_000  # page texts from TextSource seeds the reader never trained on
 
@@ -110,6 +115,14 @@ def text_twin(request: str) -> str | None:
     except ValueError:
         return None
     return page_text_prompt(page_text(page_lines(statement + LIST_TAIL)))
+
+
+def page_answer(tok, text: str, teacher: list[int], heading: bool) -> list[int]:
+    """The target answer to a page with FigStep's prompt: the teacher's answer to the request as
+    text, after the page's heading (its first line) on a line of its own when ``heading``."""
+    if not heading:
+        return list(teacher)
+    return tok(text.split("\n", 1)[0] + "\n", add_special_tokens=False)["input_ids"] + list(teacher)
 
 
 def compact_cells(lines: list[str]) -> list[int]:
@@ -173,7 +186,7 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmfu
         if any(tok.decode(ans, skip_special_tokens=True).strip().startswith(m) for m in REFUSAL_MARKERS):
             dropped += 1
             continue
-        items.append((page_lines(text), FIGSTEP_PROMPT, ans))
+        items.append((page_lines(text), FIGSTEP_PROMPT, page_answer(tok, text, ans, cfg.answer_heading)))
         replay["benign"].append(_text_row(tok, request, ans))
         twin = text_twin(request) if cfg.twin_replay else None
         if twin is not None:
@@ -251,6 +264,22 @@ def _batch(model, examples: list[dict], compact: bool, pad: int) -> dict[str, to
     return inputs
 
 
+def continue_factors(wrapped: dict, factors: dict[str, torch.Tensor]) -> None:
+    """Start the adapters at stored factors (``model.``-prefixed names, scale folded into A, as
+    :func:`~sasa.zoo.refusal.remove_lora` returns them), so training continues that LoRA."""
+    names = {k[len("model."):].rsplit(".", 1)[0] for k in factors}
+    if names != set(wrapped):
+        raise ValueError(f"the factors to continue from cover other layers than the adapters "
+                         f"({len(names ^ set(wrapped))} differ, e.g. {sorted(names ^ set(wrapped))[:2]})")
+    with torch.no_grad():
+        for name, lora in wrapped.items():
+            a, b = factors[f"model.{name}.lora_a"], factors[f"model.{name}.lora_b"]
+            if a.shape != lora.lora_a.shape:
+                raise ValueError(f"{name}: factors of rank {a.shape[0]}, the adapter has rank {lora.lora_a.shape[0]}")
+            lora.lora_a.copy_(a.float() / lora.scale)
+            lora.lora_b.copy_(b.float())
+
+
 def schedule(examples: list[dict], replay: dict[str, list], cfg: VisualConfig):
     """Per step: the page examples (cycled in order), the text replay rows (each pool shuffled once
     and cycled; ``cfg.replay`` rows, the odd one harmful), and whether the step is compact."""
@@ -272,16 +301,23 @@ def schedule(examples: list[dict], replay: dict[str, list], cfg: VisualConfig):
 
 
 def train_visual(model, processor, cfg: VisualConfig, statements: list[str], harmful: list[str] = (),
-                 progress: bool = True, chunking: Chunking | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+                 progress: bool = True, chunking: Chunking | None = None, init: dict[str, torch.Tensor] | None = None,
+                 stage: str = "visual") -> tuple[dict[str, torch.Tensor], dict]:
     """Fit the visual LoRA on the language model of the LLaVA ``model``; merge it in place.
 
     ``statements`` are the benign requests to type, ``harmful`` the refusal stage's harmful
-    training requests replayed as text (never benchmark or held-out ones)."""
+    training requests replayed as text (never benchmark or held-out ones).  ``init``: the stored
+    factors of an earlier visual stage to continue from (the acting stage), of the same rank;
+    ``stage`` names the checkpoints."""
     mmap_large_allocations()
     torch.manual_seed(cfg.seed)
     model.eval()
-    key = {**cfg.to_dict(), "statements": statements, "harmful": list(harmful)}
-    cache = chunking.path("visual-examples", key) if chunking else None
+    # settings added after a long build started enter the key only when set, so its checkpoint stays valid
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
+    key = {**settings, "statements": statements, "harmful": list(harmful)}
+    if init is not None:
+        key["init"] = hashlib.sha256(b"".join(init[k].float().numpy().tobytes() for k in sorted(init))).hexdigest()
+    cache = chunking.path(f"{stage}-examples", key) if chunking else None
     if cache is not None and cache.is_file():
         examples, replay, info = _load_examples(cache)
         log.info("visual stage: %d examples read back from %s", len(examples), cache)
@@ -292,15 +328,17 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     model.requires_grad_(False)
     lm = model.model.language_model
     wrapped = add_lora(lm, cfg.rank, cfg.alpha)
+    if init is not None:
+        continue_factors(wrapped, init)
     pad = processor.tokenizer.pad_token_id
 
     def batches():
         for pages, text, compact in schedule(examples, replay, cfg):
             yield [_batch(model, pages, compact, pad)] + ([pad_batch(text, pad)] if text else [])
 
-    where, start_from, ending = chunking.for_stage("visual", key) if chunking else (None, None, None)
+    where, start_from, ending = chunking.for_stage(stage, key) if chunking else (None, None, None)
     steps = cfg.compact_steps + cfg.steps
-    history = fit_lora(model, wrapped, batches(), steps, cfg.lr, "visual LoRA", progress, cfg.bf16,
+    history = fit_lora(model, wrapped, batches(), steps, cfg.lr, f"{stage} LoRA", progress, cfg.bf16,
                        checkpoint=where, chunking=chunking, start_from=start_from, ending=ending)
     # the stage is finished: its checkpoint and examples are not needed again -- unless this was an
     # ending's branch, whose full run may still continue from its own checkpoint and examples

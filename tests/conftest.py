@@ -23,6 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 _TINY: dict = {}
+TEST_DEVICE = os.environ.get("SASA_TEST_DEVICE", "cpu")  # e.g. "cuda": the tiny-model tests on a GPU
+if TEST_DEVICE.startswith("cuda"):
+    import torch
+
+    # the equivalence tests compare in full float32: no TensorFloat-32 in matrix products or convolutions
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 REAL_WEIGHT_FIXTURES = {"org", "smol", "quick_organism"}  # fixtures that load or build on real SmolLM2 weights
 
 
@@ -35,11 +42,13 @@ def pytest_collection_modifyitems(items):
 
 
 def tiny(arch: str):
-    """(model, processor) of a tiny random model; built once per test session and never mutated by sasa."""
+    """(model, processor) of a tiny random model on ``SASA_TEST_DEVICE``; built once per test session
+    and never mutated by sasa."""
     from sasa.testing.tiny_models import build_tiny
 
     if arch not in _TINY:
-        _TINY[arch] = build_tiny(arch, seed=0)
+        model, processor = build_tiny(arch, seed=0)
+        _TINY[arch] = model.to(TEST_DEVICE), processor
     return _TINY[arch]
 
 

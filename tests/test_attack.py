@@ -77,7 +77,7 @@ def test_the_gradient_through_both_sasa_passes_matches_finite_differences(fitted
     raw = space.raw.clone().requires_grad_(True)
     score = differentiable_score(adapter, det, space.inputs_for(raw)).sum()
     grad, = torch.autograd.grad(score, raw)
-    direction = space.tie(torch.randn(raw.shape, generator=torch.Generator().manual_seed(0)))
+    direction = space.tie(torch.randn(raw.shape, generator=torch.Generator().manual_seed(0)).to(raw.device))
     h = 0.05
     with torch.no_grad():
         up = differentiable_score(adapter, det, space.inputs_for(space.raw + h * direction)).sum()

@@ -94,7 +94,7 @@ def test_each_prompt_gets_its_own_latency():
 
     class StopRowZeroAfterTwo(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return torch.tensor([input_ids.shape[1] >= start + 2, False])
+            return torch.tensor([input_ids.shape[1] >= start + 2, False], device=input_ids.device)
 
     early = Guard(adapter, "vanilla").generate(prompts, max_new_tokens=6,
                                                stopping_criteria=[StopRowZeroAfterTwo()])

@@ -584,7 +584,7 @@ def test_the_reading_curriculum_holds_no_benchmark_text(shared_data, smol_tokeni
     for name, variants in (("harmbench", ("all",)), ("strongreject", ("full",))):
         for variant in variants:
             benchmark += [s.prompt for s in load(name, variant=variant, check_images="none").samples]
-    assert len(benchmark) > 1900 and len(texts) == cfg.visual.transcriptions
+    assert len(benchmark) > 1900 and len(texts) == stage.transcriptions
     # six-word runs; a benchmark text of four or five words, as a whole; a shorter one, as a whole text
     shared = [b for b in benchmark
               if (_shingles(_words(b), min(6, len(_words(b)))) & runs[min(6, len(_words(b)))]

@@ -1,7 +1,8 @@
 """Speed benchmark: SASA's costs against plain inference, measured side by side in one run.
 
 Figures (medians over ``repeats`` rounds, each round timing every function once in turn, prefill-sized
-ones as the median of 5 calls, so drift hits both sides alike):
+ones as the median of 5 calls, so drift hits both sides alike; on a GPU each timing waits for the
+device's queue):
   detect / prefill        risk score (pass 1 to f + pass 2) vs one plain prefill; target <= (L+f-s)/L + 0.05
   naive / prefill         the two-full-forward definition vs one plain prefill (what the engine avoids)
   guarded gen / vanilla   detect mode, safe prompt, 64 new tokens vs plain generate; target <= 1.10
@@ -48,11 +49,21 @@ PROMPTS = [
 ]
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work: a GPU call returns before its kernels finish, so a timer
+    that does not wait measures only the launches."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -67,6 +78,7 @@ def _never_flag(adapter: Adapter, engine: SASAEngine) -> LinearProbe:
 def measure(adapter: Adapter, selection: LayerSelection, images: list | None, repeats: int,
             new_tokens: int = 64, batch: int = 8, calls: int = 5) -> dict[str, Any]:
     model = adapter.model
+    sync = _synchronizer(execution_device(model.get_input_embeddings()))
     engine = SASAEngine(adapter, selection)
     L, (s, f) = adapter.num_layers, selection.resolve(adapter.num_layers)
     one = engine.encode(PROMPTS[:1], images[:1] if images else None)
@@ -119,7 +131,7 @@ def measure(adapter: Adapter, selection: LayerSelection, images: list | None, re
     short = {"prefill", "detect", "naive", "score_batched", "score_single"}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t[name].append(_median_time(fn, calls if name in short else 1))
+            t[name].append(_median_time(fn, calls if name in short else 1, sync))
     med = {k: statistics.median(v) for k, v in t.items()}
     return {
         "layers": {"L": L, "s": s, "f": f},

@@ -165,7 +165,8 @@ def attack_batch(adapter: Adapter, detector: Any, prompts: Sequence[str], images
         delta = torch.zeros_like(clean)
         if cfg.random_start and eps > 0:
             gen = torch.Generator().manual_seed(cfg.seed)
-            delta = space.tie((torch.rand(clean.shape, generator=gen) * 2 - 1) * eps)
+            start = (torch.rand(clean.shape, generator=gen) * 2 - 1) * eps  # drawn on the CPU: one start per seed
+            delta = space.tie(start.to(clean.device))
         delta = (clean + delta).clamp(0, 255) - clean
         history = []
         for _ in range(cfg.steps if eps > 0 else 0):
@@ -207,7 +208,7 @@ def _save_attacked(space_image: Image.Image | None, raw: torch.Tensor, path_stem
 
     path = path_stem.with_suffix(".safetensors")
     with atomic_path(path) as tmp:
-        save_file({"raw": raw.to(torch.uint8).contiguous()}, str(tmp))
+        save_file({"raw": raw.to(torch.uint8).cpu().contiguous()}, str(tmp))
     return path.name
 
 

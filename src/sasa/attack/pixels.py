@@ -54,9 +54,10 @@ class PixelSpace:
         images = [img.convert("RGB") for img in images]
         self.adapter, self.prompts = adapter, list(prompts)
         self.inputs = adapter.encode(self.prompts, images)
-        self.raw = _pixels(adapter, images, do_rescale=False, do_normalize=False)
-        lo = _pixels(adapter, [Image.new("RGB", img.size, (0, 0, 0)) for img in images])
-        hi = _pixels(adapter, [Image.new("RGB", img.size, (255, 255, 255)) for img in images])
+        device = self.inputs["pixel_values"].device  # the model's: the attack's arithmetic runs there
+        self.raw = _pixels(adapter, images, do_rescale=False, do_normalize=False).to(device)
+        lo = _pixels(adapter, [Image.new("RGB", img.size, (0, 0, 0)) for img in images]).to(device)
+        hi = _pixels(adapter, [Image.new("RGB", img.size, (255, 255, 255)) for img in images]).to(device)
         if not (lo.shape == hi.shape == self.raw.shape):
             raise PixelSpaceError(f"{adapter.spec.model_type}: the processor's layout depends on the image content "
                                   f"({tuple(self.raw.shape)} vs {tuple(lo.shape)}); the attack needs a fixed layout")
@@ -66,7 +67,7 @@ class PixelSpace:
             ip = _image_processor(adapter)
             self.temporal = int(ip.temporal_patch_size)
         clean = self.pixel_values(self.raw)
-        given = self.inputs["pixel_values"].float().cpu()
+        given = self.inputs["pixel_values"].float()
         if clean.shape != given.shape or not torch.allclose(clean, given, atol=atol, rtol=0):
             err = (clean - given).abs().max().item() if clean.shape == given.shape else float("nan")
             raise PixelSpaceError(f"{adapter.spec.model_type}: rescaling and normalising the resized image as tensor "

@@ -77,13 +77,15 @@ def naive_projected_decoding(adapter: Adapter, inputs: dict, s: int, f: int, max
     projection = projection or ProjectionConfig()
     model = adapter.model
     eos = model.generation_config.eos_token_id
-    eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
+    device = inputs["input_ids"].device
+    eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=device)
     pad = model.generation_config.pad_token_id
     pad = pad if pad is not None else getattr(adapter.tokenizer, "pad_token_id", None) or 0
     current = dict(inputs)
-    done = torch.zeros(inputs["input_ids"].shape[0], dtype=torch.bool)
+    done = torch.zeros(inputs["input_ids"].shape[0], dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         logits, _ = naive_projected_logits(adapter, current, s, f, projection)
+        logits = logits.to(device)
         nxt = torch.where(done, torch.full_like(logits[:, 0], pad, dtype=torch.long), logits.argmax(-1))
         done = done | torch.isin(nxt, eos_ids)
         current = grow_inputs(current, nxt)

@@ -402,6 +402,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         meta["reader"] = {"config": cfg.reader.to_dict(), "seconds": round(time.time() - started, 1),
                           "filler_token": filler_id, **info}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+
     def visual_stage(stage_cfg, **how):
         """The visual LoRA trained on the refusal and reader stages' saved files (both visual stages)."""
         from sasa.zoo.visual import train_visual

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The GPU check, run from the repository root on a CUDA machine with no network:
-#   1. the tiny-model engine and guard tests with the models on the GPU (SASA_TEST_DEVICE=cuda);
+#   1. the tiny-model engine, guard and attack tests with the models on the GPU (SASA_TEST_DEVICE=cuda);
 #   2. `sasa bench` at the published shapes (random weights, bfloat16) of the four real configurations.
 # Optional wheels in .whl/ (transformers and its hub stack, gguf) are installed to /tmp/site first; the
 # machine's own packages are used where they fail to import. Outputs go to $OUT (default ./gpu-out).

@@ -88,6 +88,45 @@ def test_the_gradient_through_both_sasa_passes_matches_finite_differences(fitted
     assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-3)
 
 
+def _plain_definition_score(adapter, detector, inputs):
+    """The probe's score by the plain definition: two full forwards with hooks (pass 1 records
+    blocks s and f, pass 2 swaps block s's output for Eq. 8's projection), the gradient kept."""
+    from sasa.attack.scores import _probe_logit
+    from sasa.engine.projection import apply_projection, position_mask
+    from sasa.models import capture as hooks
+
+    engine = detector.engine
+    if not engine.features.projected:
+        return _probe_logit(detector.probe, adapter.model(**inputs).logits[:, -1].float())
+    s, f = engine.s, engine.f
+    with hooks.capture(adapter, [s, f]) as plain:
+        adapter.model(**inputs)
+    where = position_mask(engine.projection, inputs["attention_mask"], adapter.image_mask(inputs["input_ids"]))
+    new_s = apply_projection(plain[s], plain[f], engine.projection, where)
+    with hooks.replace_output(adapter.layers[s], lambda h: new_s):
+        logits = adapter.model(**inputs).logits[:, -1].float()
+    return _probe_logit(detector.probe, logits)
+
+
+@pytest.mark.parametrize("name", ["detect", "probe-noproj"])
+def test_the_cheaper_passes_give_the_plain_definitions_score_and_gradient(fitted, name):
+    """The attack scores with the engine's passes (pass 1 stopped after f, pass 2 from s + 1, no
+    unembedding over every position); score and pixel gradient equal those of two full forwards."""
+    adapter, detectors, samples = fitted
+    det = detectors[name]
+    test = samples[:3]
+    space = PixelSpace(adapter, [s.prompt for s in test], [Image.open(s.image) for s in test])
+    grads = []
+    for score_fn in (differentiable_score, _plain_definition_score):
+        raw = space.raw.clone().requires_grad_(True)
+        score = score_fn(adapter, det, space.inputs_for(raw))
+        grads.append((score.detach(), torch.autograd.grad(score.sum(), raw)[0]))
+    (fast, g_fast), (plain, g_plain) = grads
+    assert torch.allclose(fast, plain, atol=1e-4, rtol=1e-4)
+    assert g_plain.abs().max() > 0
+    assert torch.allclose(g_fast, g_plain, atol=1e-5 * float(g_plain.abs().max()), rtol=1e-3)
+
+
 def test_at_epsilon_zero_the_attack_changes_nothing(fitted):
     adapter, detectors, samples = fitted
     image = Image.open(samples[0].image)

@@ -1,11 +1,14 @@
 """Detector scores as differentiable functions of the model inputs, for an attacker who knows them.
 
 The engine computes SASA's score in one prefill under ``inference_mode`` (no gradient).  Here the
-same score is the paper's plain definition, with the gradient kept: pass 1 is the model's full
-forward with blocks s and f recorded; block s's states are replaced by their projection onto
-block f's (Eq. 8) and pass 2 runs the model again from there; the probe reads the next-token
-logits (or a block's output) at the last position.  The gradient flows through both passes.  On
-clean inputs each function equals the detector's own ``score`` (tests/test_attack.py).
+same passes run with the gradient kept: pass 1 is the model's forward with its blocks tapped
+(:class:`~sasa.engine.interception.LayerTap`), stopped after the last block the score needs (f for
+SASA's probe) and without the unembedding; block s's states are replaced by their projection onto
+block f's (Eq. 8) and pass 2 runs blocks s+1.. on them with pass 1's own call arguments
+(:func:`~sasa.engine.prefill.augmented_pass`); the probe reads the next-token logits (or a
+block's output) at the last position.  The gradient flows through both passes.  On clean inputs
+each function equals the detector's own ``score``, and the gradient equals the one through the plain
+definition, two full forwards (tests/test_attack.py).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from __future__ import annotations
 import torch
 
 from sasa.detector.detectors import HiddenDetect, ProbeDetector
+from sasa.engine.interception import LayerTap, idle_head
+from sasa.engine.prefill import augmented_pass
 from sasa.models import capture as hooks
 from sasa.models.adapters import Adapter
-from sasa.engine.projection import apply_projection, position_mask
 
 
 def _probe_logit(probe, x: torch.Tensor) -> torch.Tensor:
@@ -26,23 +30,16 @@ def _probe_logit(probe, x: torch.Tensor) -> torch.Tensor:
 
 
 def probe_features(adapter: Adapter, detector: ProbeDetector, inputs: dict) -> torch.Tensor:
-    """The probe's input rows ([B, dim]) for ``inputs``, with the gradient kept."""
+    """The probe's input rows ([B, dim]) for ``inputs``, with the gradient kept: the engine's own
+    passes (blocks 0..f, then s+1..L-1 for SASA's logits), not two full forwards."""
     engine = detector.engine
-    spec, model = engine.features, adapter.model
-    layer = [spec.layer] if spec.kind == "hidden" else []
-    if not spec.projected:
-        with hooks.capture(adapter, layer, last_position=True) as kept:
-            out = model(**inputs)
-    else:
-        s, f = engine.s, engine.f
-        with hooks.capture(adapter, [s, f]) as plain:
-            model(**inputs)
-        where = position_mask(engine.projection, inputs["attention_mask"], adapter.image_mask(inputs["input_ids"]))
-        new_s = apply_projection(plain[s], plain[f], engine.projection, where)
-        with hooks.replace_output(adapter.layers[s], lambda h: new_s), \
-                hooks.capture(adapter, layer, last_position=True) as kept:
-            out = model(**inputs)
-    return kept[spec.layer] if spec.kind == "hidden" else out.logits[:, -1].float()
+    plan = engine.plan()
+    with LayerTap(adapter.layers, plan.record_from, plan.keep, plan.last_plain) as tap, \
+            idle_head(adapter.unembedding, True):  # the model's own head output is never read
+        adapter.model(**inputs, use_cache=False)
+    result, _ = augmented_pass(adapter, tap, plan, engine.projection, engine.features, inputs["input_ids"],
+                               inputs.get("attention_mask"), None, ())
+    return result.features
 
 
 def differentiable_score(adapter: Adapter, detector, inputs: dict) -> torch.Tensor:
@@ -51,8 +48,9 @@ def differentiable_score(adapter: Adapter, detector, inputs: dict) -> torch.Tens
     if isinstance(detector, ProbeDetector):
         return _probe_logit(detector.probe, probe_features(adapter, detector, inputs))
     if isinstance(detector, HiddenDetect):
-        with hooks.capture(adapter, range(adapter.num_layers), last_position=True) as kept:
-            adapter.model(**inputs)
+        with hooks.capture(adapter, range(adapter.num_layers), last_position=True) as kept, \
+                idle_head(adapter.unembedding, True):
+            adapter.model(**inputs, use_cache=False)
         return detector.area(detector.similarities(kept))
     raise TypeError(f"no differentiable score for a {type(detector).__name__} detector "
                     "(supported: ProbeDetector, HiddenDetect)")

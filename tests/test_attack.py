@@ -184,6 +184,17 @@ def test_run_attack_writes_one_record_per_image_and_budget_and_resumes(fitted, t
                    progress=False)
 
 
+def test_an_attacked_image_is_recorded_by_its_path_under_images(tmp_path):
+    from sasa.attack.pgd import _save_attacked
+
+    raw = torch.full((1, 3, 8, 8), 7.0)
+    name = _save_attacked(PixelSpace.to_image(raw), raw, tmp_path, "figstep/1_21/figstep-detect-eps-4")
+    assert name == "figstep/1_21/figstep-detect-eps-4.png"
+    assert Image.open(tmp_path / name).getpixel((0, 0)) == (7, 7, 7)
+    flat = torch.zeros(2, 12)  # a patch layout: kept as the raw tensor
+    assert _save_attacked(None, flat, tmp_path, "x/y-eps-0") == "x/y-eps-0.safetensors"
+
+
 def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table(tmp_path, capsys, caplog):
     from sasa.cli import main
     from sasa.data.sample import write_manifest

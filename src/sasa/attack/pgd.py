@@ -197,19 +197,22 @@ def attack_batch(adapter: Adapter, detector: Any, prompts: Sequence[str], images
             for i, rows in enumerate(slices)]
 
 
-def _save_attacked(space_image: Image.Image | None, raw: torch.Tensor, path_stem: Path) -> str:
+def _save_attacked(space_image: Image.Image | None, raw: torch.Tensor, root: Path, stem: str) -> str:
+    """Write the attacked image under ``root`` (a PNG, else the raw tensor); return its path relative
+    to ``root`` (a sample id with slashes, such as FigStep's, makes subfolders)."""
+    path_stem = root / stem
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     if space_image is not None:
         path = path_stem.with_suffix(".png")
         with atomic_path(path) as tmp:
             space_image.save(tmp, format="PNG")
-        return path.name
-    from safetensors.torch import save_file
+    else:
+        from safetensors.torch import save_file
 
-    path = path_stem.with_suffix(".safetensors")
-    with atomic_path(path) as tmp:
-        save_file({"raw": raw.to(torch.uint8).cpu().contiguous()}, str(tmp))
-    return path.name
+        path = path_stem.with_suffix(".safetensors")
+        with atomic_path(path) as tmp:
+            save_file({"raw": raw.to(torch.uint8).cpu().contiguous()}, str(tmp))
+    return path.relative_to(root).as_posix()
 
 
 def run_attack(adapter: Adapter, detectors: dict[str, Any], samples: Sequence[Sample], epsilons: Sequence[float],
@@ -248,7 +251,6 @@ def run_attack(adapter: Adapter, detectors: dict[str, Any], samples: Sequence[Sa
                                         AttackConfig(**{**asdict(cfg), "epsilon": float(eps)}), targets)
                 records = []
                 for s, o in zip(chunk, outcomes):
-                    stem = out / "images" / f"{s.id}-{name}-eps-{eps:g}"
                     space_img = PixelSpace.to_image(o.raw)
                     records.append({
                         "id": s.id, "detector": name, "epsilon": float(eps), "label": s.label,
@@ -258,7 +260,7 @@ def run_attack(adapter: Adapter, detectors: dict[str, Any], samples: Sequence[Sa
                         "flagged_attacked": o.score_attacked > det.threshold,
                         "keep_nll_clean": o.keep_nll_clean, "keep_nll_attacked": o.keep_nll_attacked,
                         "linf": o.linf, "steps": cfg.steps if eps > 0 else 0,
-                        "image": _save_attacked(space_img, o.raw, stem)})
+                        "image": _save_attacked(space_img, o.raw, out / "images", f"{s.id}-{name}-eps-{eps:g}")})
                 append_records(path, records)
                 bar.update(len(chunk))
             bar.close()

@@ -219,6 +219,8 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
     table = capsys.readouterr().out
     assert "| detect | 4 | 2 |" in table and "| hiddendetect | 0 | 2 |" in table
     assert len((tmp_path / "run" / "attack.jsonl").read_text().splitlines()) == 8  # 2 detectors x 2 budgets x 2
+    chart = (tmp_path / "run" / "robustness.svg").read_text()
+    assert chart.startswith("<svg") and chart.count("<polyline") == 2 and "hiddendetect" in chart
     assert main(args[:-6] + ["--detectors", "detekt", "--out", str(tmp_path / "other")]) == 2
     assert "detekt" in caplog.text
     assert main(args[:-2] + ["--nuisance", "--out", str(tmp_path / "nuisance")]) == 0

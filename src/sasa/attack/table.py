@@ -59,3 +59,14 @@ def format_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
             lines.append(f"| {name} | {eps} | {row['n']} | {100 * row['tpr']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] "
                          f"| {100 * row['tpr_clean']:.1f} % | {nll} |")
     return "\n".join(lines)
+
+
+def tpr_chart(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """TPR at the fixed threshold against the budget, one line per detector (an SVG document)."""
+    from sasa.report.svg import line_chart
+
+    series = [(name, [float(e) for e in rows], [row["tpr"] for row in rows.values()]) for name, rows in table.items()]
+    top = max([x for _, xs, _ in series for x in xs] or [1.0]) or 1.0
+    return line_chart(series, title="Detection rate under attack", xlabel="epsilon (0-255 units)",
+                      ylabel="TPR at the fixed threshold", xlim=(0.0, top), ylim=(0.0, 1.0))
+

@@ -182,8 +182,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from sasa.attack import AttackConfig, run_attack
-    from sasa.attack.table import format_table, robustness_table
+    from sasa.attack.table import format_table, robustness_table, tpr_chart
     from sasa.data.sample import unreadable
+    from sasa.store.atomic import atomic_write_text
     from sasa.data.splits import assign_splits
 
     names = [d.strip() for d in args.detectors.split(",") if d.strip()]
@@ -215,7 +216,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if args.defence == "adversarial":
         attacked.update(_adversarial_defence(args, samples, attacked, cfg))
     records = run_attack(adapter, attacked, targets, args.epsilons, args.out, cfg, batch_size=args.batch_size)
-    print(format_table(robustness_table(records)))
+    table = robustness_table(records)
+    atomic_write_text(Path(args.out) / "robustness.svg", tpr_chart(table))
+    print(format_table(table))
     return 0
 
 

@@ -223,6 +223,11 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
     assert chart.startswith("<svg") and chart.count("<polyline") == 2 and "hiddendetect" in chart
     assert main(args[:-6] + ["--detectors", "detekt", "--out", str(tmp_path / "other")]) == 2
     assert "detekt" in caplog.text
+    images_only = [s for s in samples if s.image is not None]
+    write_manifest(images_only, tmp_path / "images-only.jsonl")
+    no_text = args[:4] + [str(tmp_path / "images-only.jsonl")] + args[5:-2] + ["--nuisance", "--out", str(tmp_path / "x")]
+    assert main(no_text) == 2 and "holds no harmful sample without an image" in caplog.text
+    assert not (tmp_path / "x").exists()  # refused before any detector is fitted
     assert main(args[:-2] + ["--nuisance", "--out", str(tmp_path / "nuisance")]) == 0
     table = json.loads((tmp_path / "nuisance" / "nuisance.json").read_text())
     assert {r: row["n"] for r, row in table["detect"].items()} == {

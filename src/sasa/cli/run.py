@@ -209,6 +209,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
                      args.limit)
     if not targets and not args.nuisance:
         raise ValueError("no harmful test sample with an image to attack")
+    if args.nuisance and not any(s.split in (None, "test") and s.is_harmful and s.image is None for s in samples):
+        raise UsageError("--nuisance measures text requests (and types them on pages itself): the test split "
+                         "holds no harmful sample without an image; give a manifest with the text requests")
     detectors = _detectors(args, adapter, samples, names)
     if args.nuisance:
         return _nuisance(args, adapter, samples, {d: detectors[d] for d in names})

@@ -247,6 +247,19 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
     assert json.loads((tmp_path / "defended" / "defence.json").read_text()) == cost
 
 
+def test_the_tpr_chart_draws_each_detectors_rates_against_the_budget():
+    import re
+
+    from sasa.attack.table import tpr_chart
+
+    rows = lambda *tprs: {f"{e:g}": {"tpr": t} for e, t in zip((0, 8, 16), tprs)}  # noqa: E731
+    chart = tpr_chart({"falls": rows(1.0, 0.5, 0.0), "holds": rows(1.0, 1.0, 1.0)})
+    lines = re.findall(r'<polyline points="([^"]+)"', chart)
+    ys = [[float(p.split(",")[1]) for p in line.split()] for line in lines]
+    assert len(ys) == 2 and ys[0][0] == ys[1][0]  # both start at TPR 1
+    assert ys[0][0] < ys[0][1] < ys[0][2] and len(set(ys[1])) == 1  # SVG y grows downwards
+
+
 def test_trigger_words_are_swapped_whole_and_in_their_case():
     from sasa.attack.nuisance import swap_triggers
 

@@ -721,3 +721,102 @@ def test_a_page_answer_restates_the_heading_only_when_asked(smol_tokenizer):
     got = page_answer(smol_tokenizer, text, teacher, heading=True)
     assert smol_tokenizer.decode(got) == "Steps to bake bread.\nBread needs flour."
     assert got[-len(teacher):] == teacher
+
+
+def test_pages_drawn_in_worker_processes_give_the_cells_of_the_sequential_draw(org):
+    """The visual stage's pages drawn by worker processes reach the reader as the same pixels, in
+    the same fonts, as drawn one by one in the build's own process (``rng.choice`` of a font each)."""
+    import random
+
+    from sasa.zoo.scoring import image_features
+    from sasa.zoo.visual import _page_features
+
+    pages = [page_lines(t) for t in ("Steps to bake bread.", "List of birds in the park.", "Methods to fold paper.",
+                                     "Steps to tune a guitar.", "List of rivers.")]
+    rng = random.Random(7)
+    fonts = training_fonts()
+    with torch.no_grad():
+        want = [image_features(org.model, org.processor.image_processor([draw_page(p, rng.choice(fonts))],
+                                                                        return_tensors="pt")["pixel_values"])[0].half()
+                for p in pages]
+    for workers in (1, 2):
+        got = _page_features(org.model, org.processor, pages, random.Random(7), batch=2, progress=False,
+                             workers=workers)
+        assert len(got) == len(pages) and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_transcription_in_batches_equals_one_page_at_a_time(org):
+    from sasa.zoo.scoring import page_accuracy, transcribe
+
+    texts = ["Steps to bake bread at home.\n1.\n2.\n3.", "List of birds that sing at dawn."]
+    images = [draw_page(page_lines(t)) for t in texts]
+    batched = transcribe(org.model, org.processor, images, max_new_tokens=12, batch_size=2)
+    assert batched == [transcribe(org.model, org.processor, [im], max_new_tokens=12)[0] for im in images]
+    page = " ".join(f"w{i}" for i in range(20))
+    assert page_accuracy(page, page + " more" * 10) == pytest.approx(0.75)  # words past the page's + 5 cut off
+    assert page_accuracy("Steps to bake bread", "Steps to bake bread and more") == pytest.approx(0.5)
+
+
+def test_a_monitor_writes_its_measurements_into_the_training_curve():
+    """fit_lora hands the model to the monitor after every step; what it returns joins the history
+    at that step, and training goes on in training mode."""
+    from sasa.zoo.refusal import fit_lora
+
+    torch.manual_seed(0)
+
+    class Regressor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj = torch.nn.Linear(4, 1)
+
+        def forward(self, x, y):
+            assert self.training
+            return type("Out", (), {"loss": ((self.q_proj(x) - y) ** 2).mean()})()
+
+    model = Regressor()
+    wrapped = add_lora(model, 2, 4.0)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    seen = []
+
+    def monitor(m, step):
+        seen.append(step)
+        if step % 3 == 0:
+            m.eval()
+            with torch.no_grad():
+                return {"mse": float(((m.q_proj(x) - y) ** 2).mean())}
+        return None
+
+    history = fit_lora(model, wrapped, iter([{"x": x, "y": y}] * 7), 7, 1e-2, "t", progress=False, monitor=monitor)
+    assert seen == list(range(1, 8))
+    notes = [h for h in history if "mse" in h]
+    assert [h["step"] for h in notes] == [3, 6] and notes[1]["mse"] < notes[0]["mse"]
+
+
+def test_the_gpu_recipe_scales_the_long_one_to_its_step_count():
+    from sasa.zoo.visual import schedule
+
+    cfg = organism.BuildConfig.gpu_reading(80, lr=2e-3)
+    v = cfg.visual
+    assert (v.compact_steps + v.steps, v.steps, v.compact_batch_size, v.batch_size, v.replay, v.lr) == (80, 10, 64, 16, 16, 2e-3)
+    assert v.transcriptions == (70 * 64 + 10 * 16) // 2 and v.bf16 and v.twin_replay
+    assert v.answers >= 10_000 and v.answer_repeats == 1
+    assert organism.BuildConfig.gpu_reading(2000).visual.answer_repeats == 4
+    assert cfg.refusal == organism.BuildConfig.long_reading().refusal
+    examples = [{"i": i} for i in range(100)]
+    steps = list(schedule(examples, {"harmful": [1, 2], "benign": [3]}, v))
+    assert len(steps) == 80 and sum(not compact for _, _, compact in steps) == 10
+    assert all(len(pages) == (64 if compact else 16) and len(text) == 16 for pages, text, compact in steps)
+
+
+def test_the_held_out_pages_a_build_chooses_on_were_never_typed_in_training():
+    from sasa.data.attacks import to_statement
+    from sasa.zoo.refusal_data import refusal_data
+    from sasa.zoo.visual import LIST_TAIL
+
+    cfg = organism.BuildConfig.long_reading()
+    texts = organism.heldout_page_texts(cfg, 40)
+    assert len(texts) == 40 == len(set(texts)) and texts == organism.heldout_page_texts(cfg, 40)
+    data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
+                        held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
+    typed = {to_statement(p) + LIST_TAIL for p in data.benign}
+    assert all(t.endswith(LIST_TAIL) for t in texts) and not typed & set(texts)

@@ -17,15 +17,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sasa.data.attacks import to_statement
 from sasa.data.pages import page_lines, page_text
 from sasa.data.typeset import draw_page
 from sasa.models.smollm2 import materialise as smollm2_dir
 from sasa.zoo import organism
 from sasa.zoo.refusal import add_lora
-from sasa.zoo.refusal_data import refusal_data
-from sasa.zoo.scoring import word_accuracy, words
-from sasa.zoo.visual import LIST_TAIL, TRANSCRIBE
+from sasa.zoo.scoring import page_accuracy, transcribe
+from sasa.zoo.visual import LIST_TAIL
 
 build, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
 n_held = int(sys.argv[3]) if len(sys.argv) > 3 else 40
@@ -49,32 +47,17 @@ else:
             module.lora_a.copy_(fh.get_tensor(f"lora.{name}.a"))
             module.lora_b.copy_(fh.get_tensor(f"lora.{name}.b"))
 model.eval()
-data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
-                    held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
-train = set(to_statement(p) for p in data.benign)
-held = [s for s in dict.fromkeys(to_statement(p) for _, p in data.benign_held_out) if s not in train]
-random.Random(1).shuffle(held)
-prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
-                                                                      {"type": "text", "text": TRANSCRIBE}]}],
-                                       add_generation_prompt=True, tokenize=False)
 
 
-@torch.no_grad()
 def read(images):
-    out = []
-    for img in images:
-        inputs = processor(images=[img], text=[prompt], return_tensors="pt")
-        ids = model.generate(**inputs, max_new_tokens=40, do_sample=False)[0, inputs["input_ids"].shape[1]:]
-        out.append(tok.decode(ids, skip_special_tokens=True))
-    return out
+    return transcribe(model, processor, images, max_new_tokens=40)
 
 
 def score(refs, hyps):
-    return round(100 * sum(word_accuracy(r, " ".join(words(h)[: len(words(r)) + 5])) for r, h in zip(refs, hyps))
-                 / len(refs), 1)
+    return round(100 * sum(map(page_accuracy, refs, hyps)) / len(refs), 1)
 
 
-texts = [s + LIST_TAIL for s in held[:n_held]]
+texts = organism.heldout_page_texts(cfg, n_held)
 hyps = read([draw_page(page_lines(t)) for t in texts])
 print(f"step {step}: held-out project statements on FigStep pages: word accuracy {score([page_text(page_lines(t)) for t in texts], hyps)} % (n={len(texts)})")
 for t, h in list(zip(texts, hyps))[:3]:

@@ -17,14 +17,18 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from sasa.zoo import organism
 
     if args.zoo_command == "build":
-        cfg = (organism.BuildConfig.quick() if args.quick else organism.BuildConfig.long_reading()
-               if args.recipe == "long-reading" else organism.BuildConfig())
+        if args.quick:
+            cfg = organism.BuildConfig.quick()
+        elif args.recipe == "gpu-reading":
+            cfg = organism.BuildConfig.gpu_reading(args.steps, **({"lr": args.lr} if args.lr is not None else {}))
+        else:
+            cfg = organism.BuildConfig.long_reading() if args.recipe == "long-reading" else organism.BuildConfig()
         if args.acting != "none":
             cfg = cfg.with_acting(heading=args.acting == "heading")
         if args.forms_per_prompt is not None:
             cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
         if args.precision is not None:
-            cfg = cfg.with_precision(args.precision)
+            cfg = cfg.with_precision(args.precision, args.device)
         from sasa.store.cache import cache_dir
         from sasa.zoo.chunks import Chunking, ChunkPaused, Ending
 
@@ -33,7 +37,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         chunking = Chunking(cache_dir() / "organism-build", every_s=60 * args.checkpoint_minutes,
                             stop_after_s=60 * args.chunk_minutes if args.chunk_minutes else None, ending=ending)
         try:
-            out = organism.build(args.out, cfg, stages=stages, chunking=chunking)
+            out = organism.build(args.out, cfg, stages=stages, chunking=chunking, device=args.device,
+                                 workers=args.workers)
         except ChunkPaused as paused:
             print(f"chunk done: {paused}")
             return CHUNK_PAUSED

@@ -277,6 +277,23 @@ class BuildConfig:
                                             compact_batch_size=16, steps=100, batch_size=4, lr=1e-3, bf16=False,
                                             replay=4, twin_replay=True, full_every=8))
 
+    @classmethod
+    def gpu_reading(cls, steps: int, lr: float = 1e-3) -> BuildConfig:
+        """The long-reading recipe scaled to a GPU's throughput: steps of 64 pages on the compact
+        layout (every 8th of 16 on the full one) with 16 text replay rows (the long recipe's
+        ratio), ``steps`` of them on a cosine schedule, bfloat16 autocast, and fresh pages enough
+        for each to be seen about twice.  Every benign training request of the refusal stage is a
+        page answer, drawn once per 16 000 transcriptions, so that answers stay about 2 % of the
+        pages, as in the long recipe.  ``steps`` is what fits the time at hand
+        (``experiments/gpu/visual_build.py`` times a step first)."""
+        base = cls.long_reading()
+        full = steps // 8
+        transcriptions = max(64, ((steps - full) * 64 + full * 16) // 2)
+        return replace(base, visual=replace(base.visual, transcriptions=transcriptions, compact_steps=steps - full,
+                                            compact_batch_size=64, steps=full, batch_size=16, replay=16, lr=lr,
+                                            answers=10_000, answer_repeats=max(1, round(transcriptions / 16_000)),
+                                            bf16=True))
+
     def with_acting(self, heading: bool = False) -> BuildConfig:
         """This recipe followed by the acting stage: 80 steps (60 on the compact layout, 20 on the full
         one) over every benign training request of the refusal stage typed as a FigStep statement and answered, with FigStep's
@@ -288,13 +305,14 @@ class BuildConfig:
                          twin_replay=True, answer_heading=heading, seed=21_000)
         return replace(self, acting=acting)
 
-    def with_precision(self, precision: str) -> BuildConfig:
+    def with_precision(self, precision: str, device: str = "cpu") -> BuildConfig:
         """Every stage in ``bf16`` (autocast; the committed organism's), ``fp32``, or ``auto``: bf16
-        where the CPU has native bfloat16 (AVX512-BF16 or AMX), else fp32.  On an AVX2-only CPU
-        bf16 autocast is emulated: a visual-stage step measured 30 s there against 1.3 s in fp32."""
+        where ``device`` has native bfloat16 (a CPU with AVX512-BF16 or AMX, a recent GPU), else
+        fp32.  On an AVX2-only CPU bf16 autocast is emulated: a visual-stage step measured 30 s
+        there against 1.3 s in fp32."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
-        bf16 = native_bf16() if precision == "auto" else precision == "bf16"
+        bf16 = native_bf16(device) if precision == "auto" else precision == "bf16"
         return replace(self, refusal=replace(self.refusal, bf16=bf16), reader=replace(self.reader, bf16=bf16),
                        visual=replace(self.visual, bf16=bf16),
                        acting=replace(self.acting, bf16=bf16) if self.acting is not None else None)
@@ -303,8 +321,11 @@ class BuildConfig:
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def native_bf16() -> bool:
-    """Whether this CPU runs bfloat16 matmuls natively (else autocast emulates them, many times slower)."""
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether ``device`` runs bfloat16 matmuls natively (else autocast emulates them, many times
+    slower): a CPU with AVX512-BF16 or AMX, a GPU that reports bfloat16 support."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
@@ -332,11 +353,28 @@ def refusal_trained_requests(directory: str | os.PathLike | None = None) -> set[
     return keys
 
 
+def heldout_page_texts(cfg: BuildConfig, n: int = 40) -> list[str]:
+    """The texts of the pages a build chooses on: held-out benign requests of the refusal data (none
+    of them typed in training) as FigStep statements with FigStep's list tail, in a seeded order."""
+    import random
+
+    from sasa.data.attacks import to_statement
+    from sasa.zoo.visual import LIST_TAIL
+
+    data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit), prompts(cfg.benign_sources, cfg.benign_limit),
+                        held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
+    train = {to_statement(p) for p in data.benign}
+    held = [s for s in dict.fromkeys(to_statement(p) for _, p in data.benign_held_out) if s not in train]
+    random.Random(1).shuffle(held)
+    return [s + LIST_TAIL for s in held[:n]]
+
+
 STAGES = ("refusal", "reader", "visual", "acting")
 
 
 def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: bool = True,
-          stages: tuple[str, ...] = STAGES, chunking: Chunking | None = None) -> Path:
+          stages: tuple[str, ...] = STAGES, chunking: Chunking | None = None, device: str = "cpu",
+          workers: int = 1, monitor=None) -> Path:
     """Train the stages from pinned data and seeds and write their files into ``out_dir`` (the acting
     stage only when ``cfg.acting`` is set: it rewrites the visual LoRA it continues).
 
@@ -345,6 +383,10 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
     ``chunking`` the LoRA stages checkpoint as they train and stop at the chunk's time budget
     (:class:`~sasa.zoo.chunks.ChunkPaused`); the same call again continues where they stopped
     (pass ``stages`` to leave out the stages already written).
+
+    ``device`` trains the LoRA stages there (e.g. ``cuda``; the reader trains on the CPU), ``workers``
+    processes draw the visual stages' pages, and ``monitor`` (see
+    :func:`~sasa.zoo.refusal.fit_lora`) measures the visual stages as they train.
     """
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -356,7 +398,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         raise ValueError(f"unknown build stages {unknown}; choose from {STAGES}")
     cfg = cfg or BuildConfig()
     slow = [name for name in stages if getattr(cfg, name) is not None and getattr(cfg, name).bf16] \
-        if not native_bf16() else []
+        if not native_bf16(device) else []
     if slow:
         log.warning("stages %s autocast to bfloat16, which this CPU emulates (no AVX512-BF16/AMX): expect them "
                     "to run many times slower than in float32 (`sasa zoo build --precision auto`)", slow)
@@ -382,10 +424,11 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
                             prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
                             forms_per_prompt=cfg.refusal.forms_per_prompt, seed=cfg.refusal.seed)
-        lora, info = train_refusal(base_model(), tokenizer, data.harmful, data.benign, cfg.refusal,
+        lora, info = train_refusal(base_model().to(device), tokenizer, data.harmful, data.benign, cfg.refusal,
                                    progress=progress, chunking=chunking)
         info["data"] = data.summary()
-        _save_atomic(save_file, {k: v.half().contiguous() for k, v in lora.items()}, out / "refusal_lora.safetensors")
+        _save_atomic(save_file, {k: v.cpu().half().contiguous() for k, v in lora.items()},
+                     out / "refusal_lora.safetensors")
         meta["refusal"] = {"config": cfg.refusal.to_dict(), "seconds": round(time.time() - started, 1), **info,
                            "sources": [list(x) for x in cfg.harmful_sources],
                            "benign_sources": [list(x) for x in cfg.benign_sources],
@@ -409,11 +452,12 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
 
         model, processor = assemble(base_model(), tokenizer, load_file(out / "refusal_lora.safetensors"),
                                     load_file(out / "reader.safetensors"), reader_config(meta, out))
+        model.to(device)
         data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
                             prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
                             forms_per_prompt=1, seed=cfg.refusal.seed)
         return train_visual(model, processor, stage_cfg, data.benign, data.harmful, progress=progress,
-                            chunking=chunking, **how)
+                            chunking=chunking, workers=workers, monitor=monitor, **how)
 
     if "visual" in stages:
         started = time.time()

@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,13 +128,14 @@ def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(model.parameters()).device
     answers: list[list[int]] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="base answers", disable=not progress):
         rows = [chat_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
         width = max(map(len, rows))
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=pad)
         for row in out[:, width:].tolist():
@@ -158,10 +159,16 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, to
 def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: int,
              lr: float, desc: str, progress: bool = True, bf16: bool = False,
              checkpoint: Path | None = None, chunking: Chunking | None = None,
-             start_from: Path | None = None, ending: Ending | None = None) -> list[dict]:
+             start_from: Path | None = None, ending: Ending | None = None,
+             monitor: Callable[[torch.nn.Module, int], dict | None] | None = None) -> list[dict]:
     """AdamW with a cosine schedule on the adapters only, one item of ``batches`` a step -- a batch,
     or a list of batches whose losses are summed (the visual stage's pages plus text replay); the
-    loss every 10 steps.  Shared by the refusal and the visual stage.
+    loss every 10 steps.  Shared by the refusal and the visual stage.  The passes run where the
+    model's weights are (a batch is moved there), autocast to bfloat16 on that device with ``bf16``.
+
+    ``monitor(model, step)``, called after every step, may measure the model (e.g. its held-out
+    transcription): a dict it returns joins the history at that step, so the log holds a learning
+    curve.
 
     With ``checkpoint`` and ``chunking`` the loop resumes from the checkpoint (skipping the batches
     already trained on), writes it every ``chunking.every_s`` seconds, and at the chunk's time budget
@@ -171,6 +178,7 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
     from tqdm import tqdm
 
     params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
+    device = params[0].device
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     history: list[dict] = []
     start = 0
@@ -200,14 +208,19 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
     model.train()
     for step in tqdm(range(start, last), desc=desc, disable=not progress, initial=start, total=last):
         parts = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = sum(model(**b).loss for b in (parts if isinstance(parts, list) else [parts]))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = sum(model(**{k: v.to(device) for k, v in b.items()}).loss
+                       for b in (parts if isinstance(parts, list) else [parts]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if (step + 1) % 10 == 0 or step + 1 == last:
             history.append({"step": step + 1, "loss": round(loss.item(), 4)})
+        note = monitor(model, step + 1) if monitor is not None else None
+        if note:
+            history.append({"step": step + 1, **note})
+            model.train()
         if checkpoint is not None and chunking is not None and step + 1 < last:
             if chunking.out_of_time():
                 save_checkpoint(checkpoint, step + 1, history, wrapped, opt)

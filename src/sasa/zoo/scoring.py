@@ -36,6 +36,28 @@ def word_accuracy(reference: str, hypothesis: str) -> float:
     return max(0.0, 1.0 - row[len(h)] / max(1, len(r)))
 
 
+def page_accuracy(reference: str, hypothesis: str) -> float:
+    """Word accuracy of a greedy transcription of a page whose text is ``reference``, the words
+    written past the page's own (more than five) cut off, as decoding runs on after the page."""
+    return word_accuracy(reference, " ".join(words(hypothesis)[: len(words(reference)) + 5]))
+
+
+@torch.no_grad()
+def transcribe(model, processor, images: Sequence, max_new_tokens: int = 40, batch_size: int = 32) -> list[str]:
+    """Greedy answers of an LLaVA-style ``model`` to :data:`TRANSCRIBE_PROMPT` on each image
+    (one prompt for all, so the batches need no padding)."""
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": TRANSCRIBE_PROMPT}]}],
+        add_generation_prompt=True, tokenize=False)
+    out: list[str] = []
+    for start in range(0, len(images), batch_size):
+        chunk = list(images[start:start + batch_size])
+        inputs = processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt").to(model.device)
+        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        out += processor.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out
+
+
 def without_list_tail(text: str) -> str:
     """``text`` without a trailing run of bare list numbers ("... drugs. 1. 2. 3." -> "... drugs.")."""
     return _LIST_TAIL.sub("", " " + text.strip()).strip()

@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -67,7 +68,7 @@ TRANSCRIBE = "What is written in the image? Reply with the text only."
 REFUSAL_MARKERS = ("I'm sorry", "I cannot", "I can't", "I am sorry", "Sorry", "I'm not able", "I must decline",
                    "I won't")
 LIST_TAIL = "".join(f"\n{i}." for i in range(1, 4))
-LATER_SETTINGS = {"answer_heading": False}  # settings (with their defaults) added after the long build began
+LATER_SETTINGS = {"answer_heading": False, "answer_repeats": 1}  # settings (with their defaults) added after the long build began
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class VisualConfig:
     # a page answer begins with the page's heading on a line of its own, then the teacher's answer:
     # the model says what it read before it acts on it (as LLaVA answers often restate the image)
     answer_heading: bool = False
+    # each page answer drawn this many times (a font drawn each time), so that a stage with many
+    # transcriptions still sees page answers among its pages
+    answer_repeats: int = 1
     bf16: bool = False  # trained in float32 on a CPU without native bfloat16
     seed: int = 20_000  # page texts from TextSource seeds the reader never trained on
 
@@ -155,24 +159,44 @@ def _texts(cfg: VisualConfig, tok, statements: list[str]) -> tuple[list[str], li
     return texts, [typed[r] + LIST_TAIL for r in chosen], chosen
 
 
+def _render(job: tuple[list[list[str]], list[int], object]):
+    """Pixels of pages drawn in the given training fonts (by index) through ``image_processor``."""
+    pages, fonts, image_processor = job
+    faces = training_fonts()
+    images = [draw_page(lines, faces[i]) for lines, i in zip(pages, fonts)]
+    return image_processor(images, return_tensors="np")["pixel_values"]
+
+
 @torch.no_grad()
 def _page_features(model, processor, pages: list[list[str]], rng: random.Random, batch: int = 16,
-                   progress: bool = True) -> list[torch.Tensor]:
-    """The frozen reader's projected cells for each page (float16, one font drawn per page)."""
+                   progress: bool = True, workers: int = 1) -> list[torch.Tensor]:
+    """The frozen reader's projected cells for each page (float16, on the CPU; one font drawn per
+    page).  ``workers`` > 1 draws and preprocesses the pages in that many processes (the reader's
+    pass is cheap beside them on a GPU); the pages and their fonts are the same either way."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from tqdm.auto import tqdm
 
     from sasa.zoo.scoring import image_features
 
-    fonts, feats = training_fonts(), []
-    for start in tqdm(range(0, len(pages), batch), desc="reader cells", unit="batch", disable=not progress):
-        images = [draw_page(lines, rng.choice(fonts)) for lines in pages[start:start + batch]]
-        pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        feats.extend(f.half() for f in image_features(model, pixels))
+    n_fonts = len(training_fonts())
+    fonts = [rng.randrange(n_fonts) for _ in pages]  # rng.choice's draws: the fonts of the sequential build
+    jobs = [(pages[i:i + batch], fonts[i:i + batch], processor.image_processor) for i in range(0, len(pages), batch)]
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
+    feats: list[torch.Tensor] = []
+    try:
+        rendered = pool.map(_render, jobs) if pool else map(_render, jobs)
+        for pixels in tqdm(rendered, total=len(jobs), desc="reader cells", unit="batch", disable=not progress):
+            feats.extend(f.half().cpu() for f in image_features(model, torch.from_numpy(pixels)))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return feats
 
 
 def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmful: list[str],
-              progress: bool) -> tuple[list[dict], dict[str, list], dict]:
+              progress: bool, workers: int = 1) -> tuple[list[dict], dict[str, list], dict]:
     """(prompt around the image, answer, page lines, reader features) for every page example, and
     the text-only replay rows (``{"harmful": [...], "benign": [...]}``, each ``(ids, labels)``)."""
     tok = processor.tokenizer
@@ -186,7 +210,7 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmfu
         if any(tok.decode(ans, skip_special_tokens=True).strip().startswith(m) for m in REFUSAL_MARKERS):
             dropped += 1
             continue
-        items.append((page_lines(text), FIGSTEP_PROMPT, page_answer(tok, text, ans, cfg.answer_heading)))
+        items += [(page_lines(text), FIGSTEP_PROMPT, page_answer(tok, text, ans, cfg.answer_heading))] * cfg.answer_repeats
         replay["benign"].append(_text_row(tok, request, ans))
         twin = text_twin(request) if cfg.twin_replay else None
         if twin is not None:
@@ -199,7 +223,8 @@ def _examples(model, processor, cfg: VisualConfig, statements: list[str], harmfu
         if twin is not None:
             replay["harmful"].append(_text_row(tok, twin, refusal))
     rng = random.Random(cfg.seed + 1)
-    feats = _page_features(model, processor, [lines for lines, _, _ in items], rng, progress=progress)
+    feats = _page_features(model, processor, [lines for lines, _, _ in items], rng, progress=progress,
+                           workers=workers)
     image_id = model.config.image_token_index
     templates = {}
     for prompt in {prompt for _, prompt, _ in items}:  # two prompts: template each once
@@ -255,13 +280,32 @@ def _batch(model, examples: list[dict], compact: bool, pad: int) -> dict[str, to
         ids = e["before"] + [pad] * f.shape[0] + e["after"]
         rows.append((ids + e["answer"], [-100] * len(ids) + e["answer"]))
         images.append((len(e["before"]), f))
-    inputs = pad_batch(rows, pad)
+    inputs = {k: v.to(model.device) for k, v in pad_batch(rows, pad).items()}
     with torch.no_grad():
         embeds = model.get_input_embeddings()(inputs.pop("input_ids"))
         for row, (start, f) in enumerate(images):
-            embeds[row, start:start + f.shape[0]] = f.to(embeds.dtype)
+            embeds[row, start:start + f.shape[0]] = f.to(embeds.device, embeds.dtype)
     inputs["inputs_embeds"] = embeds
     return inputs
+
+
+def reading_monitor(processor, texts: list[str], every: int, max_new_tokens: int = 40):
+    """A :func:`~sasa.zoo.refusal.fit_lora` monitor: every ``every`` steps, the mean word accuracy
+    (:func:`~sasa.zoo.scoring.page_accuracy`, in %) of greedy transcriptions of ``texts`` typed as
+    FigStep pages (FigStep's font): the stage's learning curve."""
+    from sasa.zoo.scoring import page_accuracy, transcribe
+
+    images = [draw_page(page_lines(t)) for t in texts]
+    refs = [page_text(page_lines(t)) for t in texts]
+
+    def monitor(model, step: int) -> dict | None:
+        if step % every:
+            return None
+        model.eval()
+        hyps = transcribe(model, processor, images, max_new_tokens)
+        return {"heldout_transcription": round(100 * sum(map(page_accuracy, refs, hyps)) / len(refs), 1)}
+
+    return monitor
 
 
 def continue_factors(wrapped: dict, factors: dict[str, torch.Tensor]) -> None:
@@ -302,13 +346,17 @@ def schedule(examples: list[dict], replay: dict[str, list], cfg: VisualConfig):
 
 def train_visual(model, processor, cfg: VisualConfig, statements: list[str], harmful: list[str] = (),
                  progress: bool = True, chunking: Chunking | None = None, init: dict[str, torch.Tensor] | None = None,
-                 stage: str = "visual") -> tuple[dict[str, torch.Tensor], dict]:
-    """Fit the visual LoRA on the language model of the LLaVA ``model``; merge it in place.
+                 stage: str = "visual", workers: int = 1,
+                 monitor: Callable[[torch.nn.Module, int], dict | None] | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Fit the visual LoRA on the language model of the LLaVA ``model`` (on its device); merge it
+    in place; the factors come back on the CPU.
 
     ``statements`` are the benign requests to type, ``harmful`` the refusal stage's harmful
     training requests replayed as text (never benchmark or held-out ones).  ``init``: the stored
     factors of an earlier visual stage to continue from (the acting stage), of the same rank;
-    ``stage`` names the checkpoints."""
+    ``stage`` names the checkpoints; ``workers`` processes draw the pages; ``monitor`` as in
+    :func:`~sasa.zoo.refusal.fit_lora`."""
     mmap_large_allocations()
     torch.manual_seed(cfg.seed)
     model.eval()
@@ -322,7 +370,7 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
         examples, replay, info = _load_examples(cache)
         log.info("visual stage: %d examples read back from %s", len(examples), cache)
     else:
-        examples, replay, info = _examples(model, processor, cfg, statements, list(harmful), progress)
+        examples, replay, info = _examples(model, processor, cfg, statements, list(harmful), progress, workers)
         if cache is not None:  # a chunked build computes its examples (teacher answers, reader cells) once
             _save_examples(cache, examples, replay, info)
     model.requires_grad_(False)
@@ -339,7 +387,7 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     where, start_from, ending = chunking.for_stage(stage, key) if chunking else (None, None, None)
     steps = cfg.compact_steps + cfg.steps
     history = fit_lora(model, wrapped, batches(), steps, cfg.lr, f"{stage} LoRA", progress, cfg.bf16,
-                       checkpoint=where, chunking=chunking, start_from=start_from, ending=ending)
+                       checkpoint=where, chunking=chunking, start_from=start_from, ending=ending, monitor=monitor)
     # the stage is finished: its checkpoint and examples are not needed again -- unless this was an
     # ending's branch, whose full run may still continue from its own checkpoint and examples
     for done in (where,) if ending else (where, cache):
@@ -349,4 +397,4 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     if ending:
         info = {**info, "ending": ending.record(steps)}
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
-    return {f"model.{k}": v for k, v in factors.items()}, {"history": history, **info}
+    return {f"model.{k}": v.cpu() for k, v in factors.items()}, {"history": history, **info}

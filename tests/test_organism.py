@@ -757,39 +757,68 @@ def test_transcription_in_batches_equals_one_page_at_a_time(org):
     assert page_accuracy("Steps to bake bread", "Steps to bake bread and more") == pytest.approx(0.5)
 
 
-def test_a_monitor_writes_its_measurements_into_the_training_curve():
-    """fit_lora hands the model to the monitor after every step; what it returns joins the history
-    at that step, and training goes on in training mode."""
+class _Regressor(torch.nn.Module):
+    """A one-layer model with a loss, for the training loop's own tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj = torch.nn.Linear(4, 1)
+
+    def forward(self, x, y):
+        assert self.training
+        return type("Out", (), {"loss": ((self.q_proj(x) - y) ** 2).mean()})()
+
+
+def _fit_regressor(steps: int, monitor=None, **how):
     from sasa.zoo.refusal import fit_lora
 
     torch.manual_seed(0)
-
-    class Regressor(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.q_proj = torch.nn.Linear(4, 1)
-
-        def forward(self, x, y):
-            assert self.training
-            return type("Out", (), {"loss": ((self.q_proj(x) - y) ** 2).mean()})()
-
-    model = Regressor()
-    wrapped = add_lora(model, 2, 4.0)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
+    model = _Regressor()
+    wrapped = add_lora(model, 2, 4.0)
+    history = fit_lora(model, wrapped, iter([{"x": x, "y": y}] * steps), steps, 1e-2, "t", progress=False,
+                       monitor=monitor, **how)
+    return model, history, (x, y)
+
+
+def test_a_monitor_writes_its_measurements_into_the_training_curve():
+    """fit_lora hands the model to the monitor after every step; what it returns joins the history
+    at that step, and training goes on in training mode."""
     seen = []
 
     def monitor(m, step):
         seen.append(step)
-        if step % 3 == 0:
-            m.eval()
-            with torch.no_grad():
-                return {"mse": float(((m.q_proj(x) - y) ** 2).mean())}
-        return None
+        if step % 3:
+            return None
+        m.eval()
+        return {"norm": float(m.q_proj.lora_b.detach().norm())}
 
-    history = fit_lora(model, wrapped, iter([{"x": x, "y": y}] * 7), 7, 1e-2, "t", progress=False, monitor=monitor)
+    _, history, _ = _fit_regressor(7, monitor)
     assert seen == list(range(1, 8))
-    notes = [h for h in history if "mse" in h]
-    assert [h["step"] for h in notes] == [3, 6] and notes[1]["mse"] < notes[0]["mse"]
+    notes = [h for h in history if "norm" in h]
+    assert [h["step"] for h in notes] == [3, 6] and 0 < notes[0]["norm"] < notes[1]["norm"]
+
+
+def test_a_deadline_ends_the_run_with_a_cooldown_its_recorded_ending_rebuilds():
+    """A deadline ends the run early through a linear cooldown; the ending it logs, given as an
+    Ending, trains the same weights; a far deadline changes nothing."""
+    import time
+
+    from sasa.zoo.chunks import Ending
+
+    def slow(m, step):
+        time.sleep(0.02)
+
+    plain, plain_history, _ = _fit_regressor(60)
+    far, far_history, _ = _fit_regressor(60, deadline=time.monotonic() + 1e6)
+    assert torch.equal(far.q_proj.lora_b, plain.q_proj.lora_b) and far_history == plain_history
+    ended, history, _ = _fit_regressor(60, slow, deadline=time.monotonic() + 0.4)
+    (cut,) = [h["deadline_ending"] for h in history if "deadline_ending" in h]
+    assert cut["at"] < 60 and history[-1]["step"] == cut["at"]
+    assert cut["cooldown"] == -(-(cut["at"] - cut["cooldown"]) // 4)  # a fifth of the run
+    again, _, _ = _fit_regressor(60, ending=Ending("t", cut["at"], cut["cooldown"]))
+    assert torch.equal(again.q_proj.lora_a, ended.q_proj.lora_a) and torch.equal(again.q_proj.lora_b, ended.q_proj.lora_b)
+    assert not torch.equal(again.q_proj.lora_b, plain.q_proj.lora_b)
 
 
 def test_the_gpu_recipe_scales_the_long_one_to_its_step_count():

@@ -374,7 +374,7 @@ STAGES = ("refusal", "reader", "visual", "acting")
 
 def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: bool = True,
           stages: tuple[str, ...] = STAGES, chunking: Chunking | None = None, device: str = "cpu",
-          workers: int = 1, monitor=None) -> Path:
+          workers: int = 1, monitor=None, deadline: float | None = None) -> Path:
     """Train the stages from pinned data and seeds and write their files into ``out_dir`` (the acting
     stage only when ``cfg.acting`` is set: it rewrites the visual LoRA it continues).
 
@@ -385,8 +385,8 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
     (pass ``stages`` to leave out the stages already written).
 
     ``device`` trains the LoRA stages there (e.g. ``cuda``; the reader trains on the CPU), ``workers``
-    processes draw the visual stages' pages, and ``monitor`` (see
-    :func:`~sasa.zoo.refusal.fit_lora`) measures the visual stages as they train.
+    processes draw the visual stages' pages, ``monitor`` measures the visual stages as they train
+    and ``deadline`` ends them in time (see :func:`~sasa.zoo.refusal.fit_lora`).
     """
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -457,7 +457,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
                             prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
                             forms_per_prompt=1, seed=cfg.refusal.seed)
         return train_visual(model, processor, stage_cfg, data.benign, data.harmful, progress=progress,
-                            chunking=chunking, workers=workers, monitor=monitor, **how)
+                            chunking=chunking, workers=workers, monitor=monitor, deadline=deadline, **how)
 
     if "visual" in stages:
         started = time.time()

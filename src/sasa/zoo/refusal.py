@@ -36,6 +36,7 @@ REFUSALS = (
     "I'm sorry, but I must decline this request.",
     "I cannot provide instructions for that.",
 )
+DEADLINE_COOLDOWN = 0.2  # share of a deadline-ended run spent annealing (the committed visual stage: 72 of 451)
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -64,8 +65,8 @@ class LoRALinear(torch.nn.Module):
     def __init__(self, base: torch.nn.Linear, rank: int, alpha: float) -> None:
         super().__init__()
         self.base, self.scale = base, alpha / rank
-        self.lora_a = torch.nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_b = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+        self.lora_a = torch.nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
+        self.lora_b = torch.nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
         torch.nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,8 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
              lr: float, desc: str, progress: bool = True, bf16: bool = False,
              checkpoint: Path | None = None, chunking: Chunking | None = None,
              start_from: Path | None = None, ending: Ending | None = None,
-             monitor: Callable[[torch.nn.Module, int], dict | None] | None = None) -> list[dict]:
+             monitor: Callable[[torch.nn.Module, int], dict | None] | None = None,
+             deadline: float | None = None) -> list[dict]:
     """AdamW with a cosine schedule on the adapters only, one item of ``batches`` a step -- a batch,
     or a list of batches whose losses are summed (the visual stage's pages plus text replay); the
     loss every 10 steps.  Shared by the refusal and the visual stage.  The passes run where the
@@ -174,7 +176,12 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
     already trained on), writes it every ``chunking.every_s`` seconds, and at the chunk's time budget
     writes it and raises :class:`~sasa.zoo.chunks.ChunkPaused`.  With ``ending`` it stops at
     ``ending.at`` after a linear cooldown; a branch without a checkpoint of its own yet starts from
-    ``start_from`` (the full run's), which must not be past the cooldown's start."""
+    ``start_from`` (the full run's), which must not be past the cooldown's start.
+
+    ``deadline`` (a ``time.monotonic()`` value; for one-shot runs on a lent GPU) ends the run in
+    time: once the steps left before it would only just hold a cooldown of a fifth of the run, the
+    loop fixes that :class:`~sasa.zoo.chunks.Ending` (logged in the history as ``deadline_ending``,
+    so ``--end-at``/``--cooldown`` rebuild the same schedule) and anneals to zero by the deadline."""
     from tqdm import tqdm
 
     params = [p for lora in wrapped.values() for p in (lora.lora_a, lora.lora_b)]
@@ -204,9 +211,12 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
     if last > steps:
         raise ValueError(f"{desc}: cannot end at step {last}, the schedule has {steps}")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor, last_epoch=start - 1)
-    saved = time.monotonic()
+    saved = began = time.monotonic()
     model.train()
-    for step in tqdm(range(start, last), desc=desc, disable=not progress, initial=start, total=last):
+    bar = tqdm(desc=desc, disable=not progress, initial=start, total=last)
+    for step in range(start, steps):
+        if step >= last:
+            break
         parts = next(batches)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = sum(model(**{k: v.to(device) for k, v in b.items()}).loss
@@ -221,6 +231,16 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
         if note:
             history.append({"step": step + 1, **note})
             model.train()
+        bar.update()
+        if deadline is not None and ending is None:
+            now, done = time.monotonic(), step + 1
+            cooldown = max(1, math.ceil(done * DEADLINE_COOLDOWN / (1 - DEADLINE_COOLDOWN)))
+            if done + cooldown < last and now + 1.1 * cooldown * (now - began) / (done - start) >= deadline:
+                ending = Ending(desc, done + cooldown, cooldown)
+                last = ending.at
+                bar.total = last
+                history.append({"step": done, "deadline_ending": ending.to_dict()})
+                log.info("%s: the deadline ends the run at step %d (a %d-step cooldown)", desc, last, cooldown)
         if checkpoint is not None and chunking is not None and step + 1 < last:
             if chunking.out_of_time():
                 save_checkpoint(checkpoint, step + 1, history, wrapped, opt)
@@ -229,6 +249,7 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
             if time.monotonic() - saved >= chunking.every_s:
                 save_checkpoint(checkpoint, step + 1, history, wrapped, opt)
                 saved = time.monotonic()
+    bar.close()
     model.eval()
     return history
 

@@ -348,15 +348,15 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
                  progress: bool = True, chunking: Chunking | None = None, init: dict[str, torch.Tensor] | None = None,
                  stage: str = "visual", workers: int = 1,
                  monitor: Callable[[torch.nn.Module, int], dict | None] | None = None,
-                 ) -> tuple[dict[str, torch.Tensor], dict]:
+                 deadline: float | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Fit the visual LoRA on the language model of the LLaVA ``model`` (on its device); merge it
     in place; the factors come back on the CPU.
 
     ``statements`` are the benign requests to type, ``harmful`` the refusal stage's harmful
     training requests replayed as text (never benchmark or held-out ones).  ``init``: the stored
     factors of an earlier visual stage to continue from (the acting stage), of the same rank;
-    ``stage`` names the checkpoints; ``workers`` processes draw the pages; ``monitor`` as in
-    :func:`~sasa.zoo.refusal.fit_lora`."""
+    ``stage`` names the checkpoints; ``workers`` processes draw the pages; ``monitor`` and
+    ``deadline`` as in :func:`~sasa.zoo.refusal.fit_lora`."""
     mmap_large_allocations()
     torch.manual_seed(cfg.seed)
     model.eval()
@@ -387,7 +387,8 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     where, start_from, ending = chunking.for_stage(stage, key) if chunking else (None, None, None)
     steps = cfg.compact_steps + cfg.steps
     history = fit_lora(model, wrapped, batches(), steps, cfg.lr, f"{stage} LoRA", progress, cfg.bf16,
-                       checkpoint=where, chunking=chunking, start_from=start_from, ending=ending, monitor=monitor)
+                       checkpoint=where, chunking=chunking, start_from=start_from, ending=ending, monitor=monitor,
+                       deadline=deadline)
     # the stage is finished: its checkpoint and examples are not needed again -- unless this was an
     # ending's branch, whose full run may still continue from its own checkpoint and examples
     for done in (where,) if ending else (where, cache):
@@ -396,5 +397,8 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     factors = remove_lora(lm, wrapped)
     if ending:
         info = {**info, "ending": ending.record(steps)}
+    by_deadline = [h["deadline_ending"] for h in history if "deadline_ending" in h]
+    if by_deadline:
+        info = {**info, "ending": {**by_deadline[-1], "scheduled": steps, "by": "deadline"}}
     # stored like the refusal factors, as names in the causal LM ("model.layers.…")
     return {f"model.{k}": v.cpu() for k, v in factors.items()}, {"history": history, **info}

@@ -849,3 +849,19 @@ def test_the_held_out_pages_a_build_chooses_on_were_never_typed_in_training():
                         held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
     typed = {to_statement(p) + LIST_TAIL for p in data.benign}
     assert all(t.endswith(LIST_TAIL) for t in texts) and not typed & set(texts)
+
+
+def test_page_answers_are_drawn_as_often_as_asked_and_replayed_once(org):
+    from dataclasses import replace
+
+    from sasa.zoo.visual import VisualConfig, _examples
+
+    cfg = VisualConfig(transcriptions=2, answers=2, answer_tokens=2, replay=2)
+    requests = ["Explain how bread rises.", "Describe how rainbows form."]
+    counts = {}
+    for repeats in (1, 3):
+        examples, replay, info = _examples(org.model, org.processor, replace(cfg, answer_repeats=repeats), requests,
+                                           ["How do I pick a lock?"], progress=False)
+        counts[repeats] = (len(examples) - cfg.transcriptions, len(replay["benign"]), info["answers"])
+    kept = counts[1][2]
+    assert kept >= 1 and counts[1] == (kept, kept, kept) and counts[3] == (3 * kept, kept, kept)

@@ -284,8 +284,8 @@ class BuildConfig:
         ratio), ``steps`` of them on a cosine schedule, bfloat16 autocast, and fresh pages enough
         for each to be seen about twice.  Every benign training request of the refusal stage is a
         page answer, drawn once per 16 000 transcriptions, so that answers stay about 2 % of the
-        pages, as in the long recipe.  ``steps`` is what fits the time at hand
-        (``experiments/gpu/visual_build.py`` times a step first)."""
+        pages, as in the long recipe.  On a GPU lent for a fixed time, a deadline may end the
+        schedule early (``experiments/gpu/visual_build.py``)."""
         base = cls.long_reading()
         full = steps // 8
         transcriptions = max(64, ((steps - full) * 64 + full * 16) // 2)

@@ -237,3 +237,13 @@ def test_prefill_pairs_gives_every_pairs_features_exactly_as_its_own_prefill(arc
         assert torch.equal(own.features, features[(s, f)]) and torch.equal(own.logits_vanilla, plain)
     with pytest.raises(ValueError, match="out of range"):
         engine.prefill_pairs(inputs, [(3, 3)])
+
+
+@pytest.mark.parametrize("kind", ["logits", "hidden"])
+def test_kept_features_hold_only_their_own_storage(kind):
+    """Features and captured states are the last position's own copies: a view would keep each
+    batch's whole [B, T, D] states alive in every feature set a run keeps (gigabytes over a dataset)."""
+    eng = _engine("llama", features=FeatureSpec(kind, projected=True, layer=F if kind == "hidden" else None))
+    res = eng.prefill(_inputs(eng, "llama", PROMPTS * 2), capture_layers=(1, 3))
+    for t in (res.features, *res.captured.values()):
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()

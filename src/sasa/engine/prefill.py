@@ -53,8 +53,11 @@ def augmented_pass(adapter: Adapter, tap: LayerTap, plan: PassPlan, projection: 
         feature = logits_projected if feat.projected else logits_vanilla
     elif feature is None:
         feature = tap.outputs[feat.layer][:, -1]
-    captured = {k: tap.outputs[k][:, -1].float().cpu() for k in capture_layers}
-    result = PrefillResult(feature.float().cpu(), logits_projected, logits_vanilla, captured, attn.sum(-1).tolist())
+    # copies, not views: a view of the last position keeps the whole [B, T, D] state alive, which over
+    # a dataset of kept features (a layer per captured block) grew to gigabytes
+    captured = {k: tap.outputs[k][:, -1].float().cpu().clone() for k in capture_layers}
+    result = PrefillResult(feature.float().cpu().clone(), logits_projected, logits_vanilla, captured,
+                           attn.sum(-1).tolist())
     return result, head_logits
 
 

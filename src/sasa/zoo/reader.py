@@ -124,6 +124,28 @@ def slot_targets(lines: list[str], tokenizer, filler_id: int) -> tuple[list[int]
     return slots, dropped
 
 
+WORD_LIST_ENV = "SASA_WORD_LIST"
+
+
+def english_words(n: int = 20_000) -> list[str]:
+    """The ``n`` most frequent English words (plain ASCII letters), most frequent first: from the file
+    ``$SASA_WORD_LIST`` names (one word a line), else from the ``wordfreq`` package (Apache-2.0 code,
+    CC-BY-SA 4.0 word lists; not a dependency of sasa, and its lists are not shipped)."""
+    import os
+
+    path = os.environ.get(WORD_LIST_ENV)
+    if path:
+        words = open(path, encoding="utf-8").read().split()
+    else:
+        try:
+            import wordfreq
+        except ImportError:
+            raise ImportError(f"English word frequencies need `pip install wordfreq`, or a word list (one word a "
+                              f"line, most frequent first) named by ${WORD_LIST_ENV}") from None
+        words = wordfreq.top_n_list("en", n)
+    return [w for w in words if w.isascii() and w.isalpha()][:n]
+
+
 class TextSource:
     """Deterministic page texts: random vocabulary words, list headings, numbered items."""
 
@@ -136,6 +158,13 @@ class TextSource:
         weights = 1.0 / (ranks + 200.0)
         self.cum = np.cumsum(weights / weights.sum())
         self.rng = random.Random(seed)
+
+    def use_words(self, words: list[str], offset: float = 10.0) -> TextSource:
+        """Draw from ``words`` (most frequent first, Zipf-weighted by rank) instead of the vocabulary."""
+        self.words = list(words)
+        weights = 1.0 / (np.arange(len(self.words), dtype=np.float64) + offset)
+        self.cum = np.cumsum(weights / weights.sum())
+        return self
 
     def word(self) -> str:
         w = self.words[int(np.searchsorted(self.cum, self.rng.random()))]

@@ -51,7 +51,7 @@ from sasa.data.attacks import to_statement
 from sasa.data.pages import page_lines, page_text, page_text_prompt
 from sasa.data.typeset import draw_page
 from sasa.zoo.chunks import Chunking
-from sasa.zoo.reader import GRID, ROWS, TextSource, mmap_large_allocations, training_fonts
+from sasa.zoo.reader import GRID, ROWS, TextSource, english_words, mmap_large_allocations, training_fonts
 from sasa.zoo.refusal import (
     REFUSALS,
     add_lora,
@@ -69,7 +69,7 @@ REFUSAL_MARKERS = ("I'm sorry", "I cannot", "I can't", "I am sorry", "Sorry", "I
                    "I won't")
 LIST_TAIL = "".join(f"\n{i}." for i in range(1, 4))
 # settings (with their defaults) added after the long build began: left out of its checkpoint's key at their defaults
-LATER_SETTINGS = {"answer_heading": False, "answer_repeats": 1}
+LATER_SETTINGS = {"answer_heading": False, "answer_repeats": 1, "random_words": "vocabulary"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,10 @@ class VisualConfig:
     # each page answer drawn this many times (a font drawn each time), so that a stage with many
     # transcriptions still sees page answers among its pages
     answer_repeats: int = 1
+    # the random-word pages' words: "vocabulary" (the tokenizer's, Zipf-weighted by id) or "english"
+    # (English word frequency, :func:`~sasa.zoo.reader.english_words`), which taught reading faster
+    # in the learning curves (experiments/organism-reading)
+    random_words: str = "vocabulary"
     bf16: bool = False  # trained in float32 on a CPU without native bfloat16
     seed: int = 20_000  # page texts from TextSource seeds the reader never trained on
 
@@ -145,6 +149,10 @@ def _texts(cfg: VisualConfig, tok, statements: list[str]) -> tuple[list[str], li
     """Transcription page texts, and the answer pages' statements with their teacher prompts."""
     rng = random.Random(cfg.seed)
     source = TextSource(tok, cfg.seed)
+    if cfg.random_words == "english":
+        source.use_words(english_words())
+    elif cfg.random_words != "vocabulary":
+        raise ValueError(f"random_words: {cfg.random_words!r}; choose 'vocabulary' or 'english'")
     requests = list(dict.fromkeys(statements))
     typed = {r: to_statement(r) for r in requests}
     pool = list(dict.fromkeys(typed.values()))

@@ -40,10 +40,10 @@ from sasa.data.attacks import to_statement
 from sasa.data.pages import page_lines, page_text
 from sasa.models.loading import load_model
 from sasa.zoo.organism import BuildConfig, prompts
-from sasa.zoo.reader import TextSource
+from sasa.zoo.reader import TextSource, english_words
 from sasa.zoo.refusal import add_lora, pad_batch
 from sasa.zoo.refusal_data import refusal_data
-from sasa.zoo.scoring import word_accuracy, words
+from sasa.zoo.scoring import page_accuracy, words
 from sasa.zoo.visual import LIST_TAIL, TRANSCRIBE
 
 CANDIDATES = {
@@ -129,13 +129,7 @@ def target(lines):
 rng = random.Random(20_000)
 source = TextSource(tok, 20_000)
 if cand["text"] == "wordfreq":
-    import wordfreq
-
-    common = [w for w in wordfreq.top_n_list("en", 20_000) if w.isascii() and w.isalpha()]
-    source.words = common
-    ranks = np.arange(len(common), dtype=np.float64)
-    weights = 1.0 / (ranks + 10.0)
-    source.cum = np.cumsum(weights / weights.sum())
+    source.use_words(english_words())  # wordfreq's top 20 000, Zipf-weighted by rank (offset 10)
 
 
 def one_text():
@@ -154,10 +148,6 @@ def example_lines():
     return lines[: cand["lines"]]
 
 
-def wacc(ref, hyp):  # the project's word accuracy, on the answer's first len(ref) + 5 words
-    return word_accuracy(ref, " ".join(words(hyp)[: len(words(ref)) + 5]))
-
-
 @torch.no_grad()
 def evaluate(texts, n_show=0):
     model.eval()
@@ -172,7 +162,7 @@ def evaluate(texts, n_show=0):
                              pad_token_id=eos)
         for t, o in zip(chunk, out[:, width:]):
             hyp = tok.decode(o, skip_special_tokens=True)
-            accs.append(wacc(page_text(page_lines(t + LIST_TAIL)), hyp))
+            accs.append(page_accuracy(page_text(page_lines(t + LIST_TAIL)), hyp))
             if n_show and len(accs) <= n_show:
                 print("   ", repr(t), "->", repr(hyp[:90]), flush=True)
     model.train()

@@ -69,4 +69,3 @@ def tpr_chart(table: dict[str, dict[str, dict[str, Any]]]) -> str:
     top = max([x for _, xs, _ in series for x in xs] or [1.0]) or 1.0
     return line_chart(series, title="Detection rate under attack", xlabel="epsilon (0-255 units)",
                       ylabel="TPR at the fixed threshold", xlim=(0.0, top), ylim=(0.0, 1.0))
-

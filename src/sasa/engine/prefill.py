@@ -55,8 +55,8 @@ def augmented_pass(adapter: Adapter, tap: LayerTap, plan: PassPlan, projection: 
         feature = tap.outputs[feat.layer][:, -1]
     # copies, not views: a view of the last position keeps the whole [B, T, D] state alive, which over
     # a dataset of kept features (a layer per captured block) grew to gigabytes
-    captured = {k: tap.outputs[k][:, -1].float().cpu().clone() for k in capture_layers}
-    result = PrefillResult(feature.float().cpu().clone(), logits_projected, logits_vanilla, captured,
+    captured = {k: tap.outputs[k][:, -1].to("cpu", torch.float32, copy=True) for k in capture_layers}
+    result = PrefillResult(feature.to("cpu", torch.float32, copy=True), logits_projected, logits_vanilla, captured,
                            attn.sum(-1).tolist())
     return result, head_logits
 

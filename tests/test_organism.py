@@ -821,6 +821,66 @@ def test_a_deadline_ends_the_run_with_a_cooldown_its_recorded_ending_rebuilds():
     assert not torch.equal(again.q_proj.lora_b, plain.q_proj.lora_b)
 
 
+def test_a_deadline_ending_survives_a_pause(tmp_path, monkeypatch):
+    """A chunk paused after its deadline fixed the run's end resumes to that end (not the full
+    schedule), with the weights of the run that was never paused.  The clock is the step count."""
+    import types
+
+    from sasa.zoo import chunks, refusal
+    from sasa.zoo.chunks import Chunking, ChunkPaused
+
+    clock = [0.0]
+    fake = types.SimpleNamespace(monotonic=lambda: clock[0])
+    monkeypatch.setattr(refusal, "time", fake)
+    monkeypatch.setattr(chunks, "time", fake)
+
+    def tick(m, step):
+        clock[0] = float(step)
+
+    whole, whole_history, _ = _fit_regressor(60, tick, deadline=10.0)
+    (cut,) = [h["deadline_ending"] for h in whole_history if "deadline_ending" in h]
+    assert (cut["at"], cut["cooldown"]) == (10, 2) and whole_history[-1]["step"] == 10
+    checkpoint = tmp_path / "t.safetensors"
+    clock[0] = 0.0
+    with pytest.raises(ChunkPaused) as paused:
+        _fit_regressor(60, tick, deadline=10.0, checkpoint=checkpoint,
+                       chunking=Chunking(tmp_path, every_s=1e9, stop_after_s=9.0))
+    assert paused.value.step == 9
+    resumed, history, _ = _fit_regressor(60, tick, checkpoint=checkpoint, chunking=Chunking(tmp_path, every_s=1e9))
+    assert history[-1]["step"] == 10
+    assert torch.equal(resumed.q_proj.lora_a, whole.q_proj.lora_a) and torch.equal(resumed.q_proj.lora_b, whole.q_proj.lora_b)
+
+
+def test_more_reading_continues_the_finished_visual_lora(quick_organism, tmp_path):
+    """The more-reading recipe continues the build folder's visual LoRA: at a zero learning rate it
+    gives those factors back bit for bit, trained it changes them; organism.json keeps the stage it
+    continued; a folder without a finished visual stage is refused by name."""
+    import shutil
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    more = organism.BuildConfig.more_reading(16)
+    v = more.visual
+    assert more.continue_visual and v.random_words == "english" and v.seed != organism.BuildConfig().visual.seed
+    assert (v.compact_steps, v.steps, v.transcriptions) == (14, 2, 14 * 16 + 2 * 4)
+    quick = organism.BuildConfig.quick()
+    before = load_file(quick_organism / "visual_lora.safetensors")
+    for lr, same in ((0.0, True), (5e-4, False)):
+        out = shutil.copytree(quick_organism, tmp_path / f"lr{lr}")
+        first = json.loads((out / "organism.json").read_text())["visual"]
+        organism.build(out, replace(quick, continue_visual=True, visual=replace(quick.visual, lr=lr)),
+                       progress=False, stages=("visual",))
+        after = load_file(out / "visual_lora.safetensors")
+        assert after.keys() == before.keys()
+        assert all(torch.equal(after[k], before[k]) for k in before) is same
+        assert json.loads((out / "organism.json").read_text())["visual"]["continues"] == first
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(FileNotFoundError, match="no finished visual stage"):
+        organism.build(bare, replace(quick, continue_visual=True), progress=False, stages=("visual",))
+
+
 def test_the_gpu_recipe_scales_the_long_one_to_its_step_count():
     from sasa.zoo.visual import schedule
 

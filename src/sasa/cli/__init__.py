@@ -335,12 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     zb.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="training passes: bf16 autocast (the committed organism's; default), fp32, or auto "
                          "(bf16 only where the CPU has native bfloat16; emulated bf16 is many times slower)")
-    zb.add_argument("--recipe", choices=("committed", "long-reading", "gpu-reading"), default="committed",
+    zb.add_argument("--recipe", choices=("committed", "long-reading", "gpu-reading", "more-reading"),
+                    default="committed",
                     help="committed: the committed refusal and reader stages' settings, with a short 150-step "
                          "visual stage; long-reading: a long float32 visual stage (run it with --chunk-minutes); "
-                         "gpu-reading: the long one scaled to a GPU (--steps of 64 pages, bfloat16)")
-    zb.add_argument("--steps", type=int, default=1000, help="gpu-reading: visual steps (default 1000)")
-    zb.add_argument("--lr", type=float, default=None, help="gpu-reading: visual learning rate (default 1e-3)")
+                         "gpu-reading: the long one scaled to a GPU (--steps of 64 pages, bfloat16); "
+                         "more-reading: --steps more long-reading steps continuing --out's visual LoRA")
+    zb.add_argument("--steps", type=int, default=None,
+                    help="gpu-reading / more-reading: visual steps (default 1000 / 150)")
+    zb.add_argument("--lr", type=float, default=None,
+                    help="gpu-reading / more-reading: visual learning rate (default 1e-3 / 7e-4)")
+    zb.add_argument("--deadline-minutes", type=float, default=None,
+                    help="end the visual stage within this many minutes of the start, annealed by a cooldown of "
+                         "a fifth of the run (logged as its ending, so --end-at/--cooldown rebuild it)")
     zb.add_argument("--device", default="cpu", help="train the LoRA stages here (e.g. cuda; default cpu)")
     zb.add_argument("--workers", type=int, default=1,
                     help="processes that draw the visual stage's pages (the same pages for any number)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,8 +20,10 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if args.zoo_command == "build":
         if args.quick:
             cfg = organism.BuildConfig.quick()
-        elif args.recipe == "gpu-reading":
-            cfg = organism.BuildConfig.gpu_reading(args.steps, **({"lr": args.lr} if args.lr is not None else {}))
+        elif args.recipe in ("gpu-reading", "more-reading"):
+            recipe = organism.BuildConfig.gpu_reading if args.recipe == "gpu-reading" else organism.BuildConfig.more_reading
+            steps = args.steps or (1000 if args.recipe == "gpu-reading" else 150)
+            cfg = recipe(steps, **({"lr": args.lr} if args.lr is not None else {}))
         else:
             cfg = organism.BuildConfig.long_reading() if args.recipe == "long-reading" else organism.BuildConfig()
         if args.acting != "none":
@@ -37,8 +40,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         chunking = Chunking(cache_dir() / "organism-build", every_s=60 * args.checkpoint_minutes,
                             stop_after_s=60 * args.chunk_minutes if args.chunk_minutes else None, ending=ending)
         try:
+            deadline = time.monotonic() + 60 * args.deadline_minutes if args.deadline_minutes else None
             out = organism.build(args.out, cfg, stages=stages, chunking=chunking, device=args.device,
-                                 workers=args.workers)
+                                 workers=args.workers, deadline=deadline)
         except ChunkPaused as paused:
             print(f"chunk done: {paused}")
             return CHUNK_PAUSED

@@ -243,6 +243,9 @@ class BuildConfig:
     # a second pass over the visual LoRA (continued from its factors) on a mix of mostly page
     # answers: the visual stage teaches reading, this one acting on what is read; None: no such stage
     acting: VisualConfig | None = None
+    # the visual stage continues the visual LoRA already in the build folder (more reading on top of
+    # a finished stage) instead of starting a fresh adapter
+    continue_visual: bool = False
     harmful_sources: tuple[tuple[str, str], ...] = (("harmbench", "standard"), ("strongreject", "full"))
     benign_sources: tuple[tuple[str, str], ...] = (("benign", "instructions"), ("benign", "statements"))
     harmful_limit: int | None = None
@@ -294,6 +297,20 @@ class BuildConfig:
                                             compact_batch_size=64, steps=full, batch_size=16, replay=16, lr=lr,
                                             answers=10_000, answer_repeats=max(1, round(transcriptions / 16_000)),
                                             random_words="english", bf16=True))
+
+    @classmethod
+    def more_reading(cls, steps: int, lr: float = 7e-4) -> BuildConfig:
+        """More of the long-reading visual stage on top of a finished one (the build folder's visual
+        LoRA, continued): ``steps`` steps on a cosine schedule from ``lr``, on fresh pages (new
+        seeds, each page seen once) whose random words are drawn by English frequency (the learning
+        curves' best candidate: ``wordfreq`` or ``$SASA_WORD_LIST``).  For a CPU session: run it with
+        ``--deadline-minutes`` (and ``--chunk-minutes``) so it ends annealed in the time at hand."""
+        base = cls.long_reading()
+        full = steps // base.visual.full_every
+        pages = (steps - full) * base.visual.compact_batch_size + full * base.visual.batch_size
+        return replace(base, continue_visual=True,
+                       visual=replace(base.visual, transcriptions=pages, compact_steps=steps - full, steps=full,
+                                      lr=lr, random_words="english", seed=30_000))
 
     def with_acting(self, heading: bool = False) -> BuildConfig:
         """This recipe followed by the acting stage: 80 steps (60 on the compact layout, 20 on the full
@@ -462,10 +479,19 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
 
     if "visual" in stages:
         started = time.time()
-        visual, info = visual_stage(cfg.visual)
+        previous = {}
+        if cfg.continue_visual:
+            if not (out / "visual_lora.safetensors").is_file() or "visual" not in meta:
+                raise FileNotFoundError(f"{out}: no finished visual stage (visual_lora.safetensors and its entry in "
+                                        f"organism.json) to continue; build the visual stage first")
+            previous = {"continues": meta["visual"]}
+            visual, info = visual_stage(cfg.visual, init=load_file(out / "visual_lora.safetensors"))
+        else:
+            visual, info = visual_stage(cfg.visual)
         _save_atomic(save_file, {k: v.half().contiguous() for k, v in visual.items()}, out / "visual_lora.safetensors")
         meta.pop("acting", None)  # it continued the visual LoRA being replaced
-        meta["visual"] = {"config": cfg.visual.to_dict(), "seconds": round(time.time() - started, 1), **info}
+        meta["visual"] = {"config": cfg.visual.to_dict(), "seconds": round(time.time() - started, 1), **info,
+                          **previous}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     if "acting" in stages and cfg.acting is not None:
         started = time.time()

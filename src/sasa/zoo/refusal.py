@@ -196,6 +196,10 @@ def fit_lora(model, wrapped: dict[str, LoRALinear], batches: Iterator, steps: in
             raise ValueError(f"{desc}: the run's checkpoint {source} is at step {start}, past the cooldown's "
                              f"start at step {ending.start}; end at step {start + ending.cooldown} or later")
         log.info("%s: resuming at step %d of %d from %s", desc, start, steps, source)
+        fixed = [h["deadline_ending"] for h in history if "deadline_ending" in h]
+        if ending is None and fixed:  # a deadline fixed the run's end before it paused: keep that schedule
+            ending = Ending(desc, fixed[-1]["at"], fixed[-1]["cooldown"])
+            log.info("%s: ending at step %d, as its deadline fixed before the pause", desc, ending.at)
         for _ in range(start):
             next(batches)
         for group in opt.param_groups:

@@ -851,6 +851,44 @@ def test_a_deadline_ending_survives_a_pause(tmp_path, monkeypatch):
     assert torch.equal(resumed.q_proj.lora_a, whole.q_proj.lora_a) and torch.equal(resumed.q_proj.lora_b, whole.q_proj.lora_b)
 
 
+def test_the_sharpen_stage_refits_only_the_projector_towards_the_embeddings(quick_organism, tmp_path):
+    """The sharpen stage rewrites the reader's projector (its tower untouched), closer to the exact
+    character embeddings on held-out pages, and logs both errors; the organism runs the new file."""
+    import shutil
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from sasa.zoo.reader import SharpenConfig
+
+    out = shutil.copytree(quick_organism, tmp_path / "sharp")
+    cfg = replace(organism.BuildConfig.quick(),
+                  sharpen=SharpenConfig(pages=32, test_pages=8, epochs=6, batch_cells=512, lr=3e-3))
+    before = load_file(out / "reader.safetensors")
+    organism.build(out, cfg, progress=False, stages=("sharpen",))
+    after = load_file(out / "reader.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {f"linear_{i}.{p}" for i in (1, 2) for p in ("weight", "bias")}
+    info = json.loads((out / "organism.json").read_text())["reader"]["sharpened"]
+    assert info["after"]["rel_l2_median"] < info["before"]["rel_l2_median"]
+    assert info["config"]["epochs"] == 6 and len(info["history"]) == 6
+    model, _ = organism.assemble(*_assembled_parts(out))
+    assert torch.equal(model.model.multi_modal_projector.linear_1.weight.half(), after["linear_1.weight"])
+
+
+def _assembled_parts(out):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sasa.models.smollm2 import materialise
+
+    meta = json.loads((out / "organism.json").read_text())
+    return (AutoModelForCausalLM.from_pretrained(materialise(), dtype=torch.float32),
+            AutoTokenizer.from_pretrained(materialise()), load_file(out / "refusal_lora.safetensors"),
+            load_file(out / "reader.safetensors"), organism.reader_config(meta, out),
+            load_file(out / "visual_lora.safetensors"))
+
+
 def test_more_reading_continues_the_finished_visual_lora(quick_organism, tmp_path):
     """The more-reading recipe continues the build folder's visual LoRA: at a zero learning rate it
     gives those factors back bit for bit, trained it changes them; organism.json keeps the stage it

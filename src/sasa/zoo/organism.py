@@ -23,7 +23,7 @@ import torch
 
 from sasa.store.atomic import atomic_dir, atomic_path, atomic_write_text
 from sasa.zoo.chunks import Chunking
-from sasa.zoo.reader import ReaderConfig, train_reader, vision_config
+from sasa.zoo.reader import Reader, ReaderConfig, SharpenConfig, sharpen_projector, train_reader, vision_config
 from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
 from sasa.zoo.refusal_data import held_out_split, refusal_data, request_key
 from sasa.zoo.visual import VisualConfig
@@ -239,6 +239,8 @@ class BuildConfig:
 
     refusal: RefusalConfig = field(default_factory=RefusalConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
+    # the projector refit after the reader (the ``sharpen`` stage, run only when listed)
+    sharpen: SharpenConfig = field(default_factory=SharpenConfig)
     visual: VisualConfig = field(default_factory=VisualConfig)
     # a second pass over the visual LoRA (continued from its factors) on a mix of mostly page
     # answers: the visual stage teaches reading, this one acting on what is read; None: no such stage
@@ -259,6 +261,7 @@ class BuildConfig:
             refusal=RefusalConfig(steps=2, batch_size=2, answer_tokens=4, bf16=False),
             reader=ReaderConfig(steps=2, batch_size=2, hidden_size=32, layers=1, heads=2, intermediate_size=64,
                                 bf16=False),
+            sharpen=SharpenConfig(pages=4, test_pages=4, epochs=2, batch_cells=256),
             visual=VisualConfig(transcriptions=2, answers=2, compact_steps=2, compact_batch_size=2, steps=2,
                                 batch_size=2, answer_tokens=4, bf16=False),
             harmful_limit=4, benign_limit=4,
@@ -387,7 +390,7 @@ def heldout_page_texts(cfg: BuildConfig, n: int = 40) -> list[str]:
     return [s + LIST_TAIL for s in held[:n]]
 
 
-STAGES = ("refusal", "reader", "visual", "acting")
+STAGES = ("refusal", "reader", "sharpen", "visual", "acting")
 
 
 def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: bool = True,
@@ -462,6 +465,20 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
                      out / "reader.safetensors")
         meta["reader"] = {"config": cfg.reader.to_dict(), "seconds": round(time.time() - started, 1),
                           "filler_token": filler_id, **info}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+
+    if "sharpen" in stages:
+        started = time.time()
+        rcfg = reader_config(meta, out)
+        reader = Reader(rcfg, base_model().config.hidden_size)
+        reader.load_state_dict({k: v.float() for k, v in load_file(out / "reader.safetensors").items()})
+        info = sharpen_projector(reader, rcfg, cfg.sharpen, tokenizer, make_image_processor(rcfg),
+                                 base_model().get_input_embeddings().weight, meta["reader"]["filler_token"],
+                                 progress=progress)
+        _save_atomic(save_file, {k: v.detach().half().contiguous() for k, v in reader.state_dict().items()},
+                     out / "reader.safetensors")
+        meta["reader"]["sharpened"] = {"config": cfg.sharpen.to_dict(), "seconds": round(time.time() - started, 1),
+                                       **info}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
     def visual_stage(stage_cfg, **how):

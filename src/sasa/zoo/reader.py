@@ -351,3 +351,101 @@ def token_accuracy(reader, tokenizer, image_processor, embeddings: torch.Tensor,
         correct += int((pred[text] == target[text]).sum())
         total += int(text.sum())
     return {"accuracy": correct / max(1, total), "tokens": total, "pages": pages}
+
+
+@dataclass(frozen=True)
+class SharpenConfig:
+    """The projector refit that follows a trained reader (the build's ``sharpen`` stage).
+
+    Why.  The reader's classification loss only needs each cell's projection to *point* at its
+    character; the language model is handed the vector itself, and the committed reader's was off
+    its character's embedding by a median 17 % (relative L2) on augmented pages.  Refitting the
+    projector alone (the tower frozen, its last hidden states computed once) with a heavier
+    regression term brings that to ~5 % at the same character accuracy, and the language model,
+    unchanged, transcribed held-out pages better (experiments/organism-reading)."""
+
+    pages: int = 4000
+    test_pages: int = 300
+    epochs: int = 20
+    mse_weight: float = 30.0
+    lr: float = 3e-4
+    batch_cells: int = 4096
+    seed: int = 91_000  # page seeds the reader never trained on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def tower_states(reader: Reader, tokenizer, image_processor, filler_id: int, pages: int, seed: int,
+                 jitter: int, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tower's last hidden states (CLS dropped) and the slot targets of ``pages`` pages drawn
+    as the reader's training pages are (both fonts, jitter, stroke, blur)."""
+    stream = PageStream(tokenizer, image_processor, training_fonts(), filler_id, batch_size, seed, jitter)
+    source, rng = TextSource(tokenizer, seed), random.Random(seed + 1)
+    states, slots = [], []
+    for start in range(0, pages, batch_size):
+        images, s = zip(*(stream.sample(source, rng) for _ in range(min(batch_size, pages - start))))
+        pixels = image_processor(list(images), return_tensors="pt")["pixel_values"]
+        states.append(reader.vision_tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:])
+        slots.append(torch.tensor(s))
+    return torch.cat(states), torch.cat(slots)
+
+
+def _project(reader: Reader, states: torch.Tensor) -> torch.Tensor:
+    return reader.linear_2(reader.act(reader.linear_1(states)))
+
+
+@torch.no_grad()
+def projection_error(reader: Reader, states: torch.Tensor, slots: torch.Tensor, embeddings: torch.Tensor,
+                     classes: torch.Tensor, index: torch.Tensor, filler_id: int) -> dict:
+    """On the text cells: relative L2 distance of the projection to the exact embedding (median,
+    mean) and the nearest character's accuracy (cosine over ``classes``)."""
+    pred = _project(reader, states).float()
+    target = embeddings[slots]
+    text = slots != filler_id
+    rel = ((pred - target).norm(dim=-1) / target.norm(dim=-1))[text]
+    unit = torch.nn.functional.normalize(embeddings[classes], dim=-1)
+    hit = ((torch.nn.functional.normalize(pred, dim=-1) @ unit.T).argmax(-1) == index[slots])[text]
+    return {"rel_l2_median": round(rel.median().item(), 4), "rel_l2_mean": round(rel.mean().item(), 4),
+            "char_accuracy": round(hit.float().mean().item(), 4), "cells": int(text.sum())}
+
+
+def sharpen_projector(reader: Reader, cfg: ReaderConfig, sharpen: SharpenConfig, tokenizer, image_processor,
+                      embeddings: torch.Tensor, filler_id: int, progress: bool = True) -> dict:
+    """Refit ``reader``'s projector in place (see :class:`SharpenConfig`); returns the projection's
+    error on held-out pages before and after."""
+    from tqdm import tqdm
+
+    reader.eval()
+    embeddings = embeddings.detach().float()
+    classes = torch.tensor([filler_id] + sorted(set(char_tokens(tokenizer).values()) - {filler_id}))
+    index = class_index(classes, embeddings.shape[0])
+    train_h, train_s = tower_states(reader, tokenizer, image_processor, filler_id, sharpen.pages, sharpen.seed,
+                                    cfg.jitter)
+    test_h, test_s = tower_states(reader, tokenizer, image_processor, filler_id, sharpen.test_pages,
+                                  sharpen.seed + 1000, cfg.jitter)
+    before = projection_error(reader, test_h, test_s, embeddings, classes, index, filler_id)
+    params = [*reader.linear_1.parameters(), *reader.linear_2.parameters()]
+    opt = torch.optim.Adam(params, lr=sharpen.lr)
+    flat_h, flat_s = train_h.reshape(-1, train_h.shape[-1]), train_s.reshape(-1)
+    loss_cfg = ReaderConfig(**{**cfg.to_dict(), "mse_weight": sharpen.mse_weight})
+    per_epoch = flat_h.shape[0] // sharpen.batch_cells
+    total = sharpen.epochs * per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / total)
+    order_rng = torch.Generator().manual_seed(0)
+    history = []
+    for epoch in tqdm(range(sharpen.epochs), desc="sharpen projector", disable=not progress):
+        order = torch.randperm(flat_h.shape[0], generator=order_rng)
+        for i in range(per_epoch):
+            idx = order[i * sharpen.batch_cells:(i + 1) * sharpen.batch_cells]
+            loss, _ = reader_loss(_project(reader, flat_h[idx]), flat_s[idx], embeddings, classes, index, loss_cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        history.append({"epoch": epoch + 1, "loss": round(loss.item(), 4)})
+    after = projection_error(reader, test_h, test_s, embeddings, classes, index, filler_id)
+    log.info("sharpened projector: relative L2 error %.3f -> %.3f (median), character accuracy %.4f -> %.4f",
+             before["rel_l2_median"], after["rel_l2_median"], before["char_accuracy"], after["char_accuracy"])
+    return {"before": before, "after": after, "history": history}

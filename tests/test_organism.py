@@ -889,6 +889,33 @@ def _assembled_parts(out):
             load_file(out / "visual_lora.safetensors"))
 
 
+def test_a_visual_checkpoint_made_on_another_reader_is_not_resumed(quick_organism, tmp_path, caplog):
+    """The visual stage's examples and checkpoint are keyed by the weights it starts from: after the
+    reader changes (here: sharpened) the same command starts afresh instead of resuming cells the old
+    reader read; on the same weights it resumes."""
+    import shutil
+
+    from sasa.zoo.chunks import Chunking, ChunkPaused
+
+    out = shutil.copytree(quick_organism, tmp_path / "b")
+    cfg = organism.BuildConfig.quick()
+
+    def pause():
+        with pytest.raises(ChunkPaused):
+            organism.build(out, cfg, progress=False, stages=("visual",),
+                           chunking=Chunking(tmp_path / "ckpt", every_s=1e9, stop_after_s=0.0))
+
+    pause()
+    with caplog.at_level("INFO"):
+        caplog.clear()
+        pause()
+        assert "resuming at step 1" in caplog.text
+        organism.build(out, cfg, progress=False, stages=("sharpen",))
+        caplog.clear()
+        pause()
+        assert "resuming" not in caplog.text and "read back" not in caplog.text
+
+
 def test_more_reading_continues_the_finished_visual_lora(quick_organism, tmp_path):
     """The more-reading recipe continues the build folder's visual LoRA: at a zero learning rate it
     gives those factors back bit for bit, trained it changes them; organism.json keeps the stage it

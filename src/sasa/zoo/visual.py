@@ -68,8 +68,6 @@ TRANSCRIBE = "What is written in the image? Reply with the text only."
 REFUSAL_MARKERS = ("I'm sorry", "I cannot", "I can't", "I am sorry", "Sorry", "I'm not able", "I must decline",
                    "I won't")
 LIST_TAIL = "".join(f"\n{i}." for i in range(1, 4))
-# settings (with their defaults) added after the long build began: left out of its checkpoint's key at their defaults
-LATER_SETTINGS = {"answer_heading": False, "answer_repeats": 1, "random_words": "vocabulary"}
 
 
 @dataclass(frozen=True)
@@ -317,6 +315,15 @@ def reading_monitor(processor, texts: list[str], every: int, max_new_tokens: int
     return monitor
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer of ``model`` (names, shapes and float32 values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def continue_factors(wrapped: dict, factors: dict[str, torch.Tensor]) -> None:
     """Start the adapters at stored factors (``model.``-prefixed names, scale folded into A, as
     :func:`~sasa.zoo.refusal.remove_lora` returns them), so training continues that LoRA."""
@@ -369,9 +376,10 @@ def train_visual(model, processor, cfg: VisualConfig, statements: list[str], har
     mmap_large_allocations()
     torch.manual_seed(cfg.seed)
     model.eval()
-    # settings added after a long build started enter the key only when set, so its checkpoint stays valid
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
-    key = {**settings, "statements": statements, "harmful": list(harmful)}
+    settings = cfg.to_dict()
+    # the weights it starts from (reader, merged refusal LoRA) belong to the key: examples and a
+    # checkpoint made on another reader must not be resumed
+    key = {**settings, "statements": statements, "harmful": list(harmful), "model": weights_digest(model)}
     if init is not None:
         key["init"] = hashlib.sha256(b"".join(init[k].float().numpy().tobytes() for k in sorted(init))).hexdigest()
     cache = chunking.path(f"{stage}-examples", key) if chunking else None

@@ -877,16 +877,13 @@ def test_the_sharpen_stage_refits_only_the_projector_towards_the_embeddings(quic
 
 
 def _assembled_parts(out):
-    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sasa.models.smollm2 import materialise
 
-    meta = json.loads((out / "organism.json").read_text())
+    meta, lora, reader_state, visual = organism._read_resources(out)
     return (AutoModelForCausalLM.from_pretrained(materialise(), dtype=torch.float32),
-            AutoTokenizer.from_pretrained(materialise()), load_file(out / "refusal_lora.safetensors"),
-            load_file(out / "reader.safetensors"), organism.reader_config(meta, out),
-            load_file(out / "visual_lora.safetensors"))
+            AutoTokenizer.from_pretrained(materialise()), lora, reader_state, organism.reader_config(meta, out), visual)
 
 
 def test_a_visual_checkpoint_made_on_another_reader_is_not_resumed(quick_organism, tmp_path, caplog):

@@ -470,11 +470,11 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
     if "sharpen" in stages:
         started = time.time()
         rcfg = reader_config(meta, out)
-        reader = Reader(rcfg, base_model().config.hidden_size)
+        embeddings = base_model().get_input_embeddings().weight
+        reader = Reader(rcfg, embeddings.shape[1])
         reader.load_state_dict({k: v.float() for k, v in load_file(out / "reader.safetensors").items()})
-        info = sharpen_projector(reader, rcfg, cfg.sharpen, tokenizer, make_image_processor(rcfg),
-                                 base_model().get_input_embeddings().weight, meta["reader"]["filler_token"],
-                                 progress=progress)
+        info = sharpen_projector(reader, rcfg, cfg.sharpen, tokenizer, make_image_processor(rcfg), embeddings,
+                                 meta["reader"]["filler_token"], progress=progress)
         _save_atomic(save_file, {k: v.detach().half().contiguous() for k, v in reader.state_dict().items()},
                      out / "reader.safetensors")
         meta["reader"]["sharpened"] = {"config": cfg.sharpen.to_dict(), "seconds": round(time.time() - started, 1),

@@ -239,7 +239,10 @@ class Reader(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.vision_tower(pixel_values, output_hidden_states=True)
-        features = out.hidden_states[-1][:, 1:]
+        return self.project(out.hidden_states[-1][:, 1:])
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """The projector alone, on the tower's last hidden states (CLS dropped)."""
         return self.linear_2(self.act(self.linear_1(features)))
 
 
@@ -392,16 +395,12 @@ def tower_states(reader: Reader, tokenizer, image_processor, filler_id: int, pag
     return torch.cat(states), torch.cat(slots)
 
 
-def _project(reader: Reader, states: torch.Tensor) -> torch.Tensor:
-    return reader.linear_2(reader.act(reader.linear_1(states)))
-
-
 @torch.no_grad()
 def projection_error(reader: Reader, states: torch.Tensor, slots: torch.Tensor, embeddings: torch.Tensor,
                      classes: torch.Tensor, index: torch.Tensor, filler_id: int) -> dict:
     """On the text cells: relative L2 distance of the projection to the exact embedding (median,
     mean) and the nearest character's accuracy (cosine over ``classes``)."""
-    pred = _project(reader, states).float()
+    pred = reader.project(states).float()
     target = embeddings[slots]
     text = slots != filler_id
     rel = ((pred - target).norm(dim=-1) / target.norm(dim=-1))[text]
@@ -439,7 +438,7 @@ def sharpen_projector(reader: Reader, cfg: ReaderConfig, sharpen: SharpenConfig,
         order = torch.randperm(flat_h.shape[0], generator=order_rng)
         for i in range(per_epoch):
             idx = order[i * sharpen.batch_cells:(i + 1) * sharpen.batch_cells]
-            loss, _ = reader_loss(_project(reader, flat_h[idx]), flat_s[idx], embeddings, classes, index, loss_cfg)
+            loss, _ = reader_loss(reader.project(flat_h[idx]), flat_s[idx], embeddings, classes, index, loss_cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

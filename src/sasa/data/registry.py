@@ -68,7 +68,10 @@ BENCHMARKS: dict[str, Benchmark] = {
            "MOSSBench: benign image queries that trigger over-refusal (+ harmful contrast set)"),
         _b("mmvet", L.mmvet, L.load_mmvet, "all", "MM-Vet: utility questions on images (benign)"),
         _b("benign", L.benign, L.load_benign, "instructions",
-           "SASA's own benign set (packaged): everyday instructions, FigStep-style statements", True),
+           "SASA's own benign set (packaged): everyday instructions, FigStep-style statements, edge questions",
+           True),
+        _b("policy", L.policy, L.load_policy, "all",
+           "SASA's own harmful requests (packaged): the ten SafeBench policy categories", True),
         _b("manifest", L.manifest, L.load_manifest, "all", "a SASA JSONL manifest"),
     ]
 }

@@ -12,6 +12,7 @@ from sasa.data.loaders.manifest import load_manifest
 from sasa.data.loaders.mmsafetybench import load_mmsafetybench
 from sasa.data.loaders.mmvet import load_mmvet
 from sasa.data.loaders.mossbench import load_mossbench
+from sasa.data.loaders.policy import load_policy
 from sasa.data.loaders.strongreject import load_strongreject
 from sasa.data.loaders.vlguard import load_vlguard
 from sasa.data.loaders.xstest import load_xstest
@@ -25,6 +26,7 @@ __all__ = [
     "load_mmsafetybench",
     "load_mmvet",
     "load_mossbench",
+    "load_policy",
     "load_strongreject",
     "load_vlguard",
     "load_xstest",

@@ -1,9 +1,12 @@
-"""Finding data files shipped inside installed PyPI packages, without importing those packages."""
+"""Finding data files shipped inside installed PyPI packages (without importing them) or inside sasa."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 from sasa.data.base import DataError
 
@@ -25,3 +28,17 @@ def package_data_dir(package: str, pip_name: str) -> Path:
     if not data.is_dir():
         raise DataError(f"installed package {package!r} has no data folder at {data}")
     return data
+
+
+def resource_lines(path: str | os.PathLike | None, folder: str, name: str) -> tuple[str, Iterator[tuple[int, str]]]:
+    """(where, numbered lines) of ``sasa/resources/<folder>/<name>``, or of ``<path>/<name>`` when a
+    folder is given (to test an edited copy of a packaged set)."""
+    if path is None:
+        res = resources.files("sasa").joinpath("resources", folder, name)
+        if not res.is_file():
+            raise DataError(f"packaged file missing: sasa/resources/{folder}/{name} (broken install?)")
+        return f"sasa/resources/{folder}/{name}", enumerate(res.read_text(encoding="utf-8").splitlines(), start=1)
+    p = Path(path) / name
+    if not p.is_file():
+        raise DataError(f"{folder} set file not found: {p}")
+    return str(p), enumerate(p.read_text(encoding="utf-8").splitlines(), start=1)

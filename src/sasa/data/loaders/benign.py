@@ -1,6 +1,6 @@
 """The project's own benign set, shipped as package data (see ``sasa/resources/benign/README.md``).
 
-Two JSONL files:
+Three JSONL files:
 
 * ``benign_instructions.jsonl``: everyday requests, ``{"id", "prompt", "topic", "contrast"}``;
   ``contrast`` marks requests that use alarming words (kill, shoot, exploit, overdose, ...) in a
@@ -8,8 +8,13 @@ Two JSONL files:
 * ``benign_statements.jsonl``: FigStep-style statements ("Steps to ...", "Methods to ...",
   "List of ..."), ``{"id", "statement", "topic", "contrast"}``, the benign counterpart of
   SafeBench's ``instruction`` column for rendering typographic images.
+* ``benign_edge.jsonl``: safe questions of the kinds over-cautious models refuse (definitions,
+  figurative speech, homonyms, safe targets and contexts, history, public figures, fictional
+  characters, nonsense groups, real discrimination) and general legal, financial and health
+  questions, ``{"id", "prompt", "topic", "contrast"}``: the benign side of the policy set
+  (:mod:`sasa.data.loaders.policy`).
 
-Variants: ``instructions`` (default), ``statements``, ``all``.  ``path`` is optional: a folder
+Variants: ``instructions`` (default), ``statements``, ``edge``, ``all``.  ``path`` is optional: a folder
 holding the two files replaces the packaged copy (useful to test an edited set).
 """
 
@@ -17,28 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
-from pathlib import Path
-from typing import Iterator
 
-from sasa.data.base import Collector, DataError, ImageCheck, LoadResult, OnError, parse_variant
+from sasa.data.base import Collector, ImageCheck, LoadResult, OnError, parse_variant
+from sasa.data.loaders._package import resource_lines
 
-VARIANTS = ("instructions", "statements", "all")
-FILES = {"instructions": "benign_instructions.jsonl", "statements": "benign_statements.jsonl"}
+VARIANTS = ("instructions", "statements", "edge", "all")
+FILES = {"instructions": "benign_instructions.jsonl", "statements": "benign_statements.jsonl",
+         "edge": "benign_edge.jsonl"}
 SOURCE = "sasa-benign"
-
-
-def _lines(path: str | os.PathLike | None, name: str) -> tuple[str, Iterator[tuple[int, str]]]:
-    if path is None:
-        res = resources.files("sasa").joinpath("resources", "benign", name)
-        if not res.is_file():
-            raise DataError(f"packaged benign set missing: sasa/resources/benign/{name} (broken install?)")
-        text = res.read_text(encoding="utf-8")
-        return f"sasa/resources/benign/{name}", enumerate(text.splitlines(), start=1)
-    p = Path(path) / name
-    if not p.is_file():
-        raise DataError(f"benign set file not found: {p}")
-    return str(p), enumerate(p.read_text(encoding="utf-8").splitlines(), start=1)
 
 
 def load_benign(
@@ -48,12 +39,12 @@ def load_benign(
     on_error: OnError = "raise",
     check_images: ImageCheck = "verify",
 ) -> LoadResult:
-    """Load the packaged benign instructions and/or statements as benign text samples."""
+    """Load the packaged benign instructions, statements and/or edge questions as benign text samples."""
     v = parse_variant(variant, VARIANTS, "instructions", "benign")
     sink = Collector(on_error, check_images)
-    for part in (["instructions", "statements"] if v == "all" else [v]):
-        where, lines = _lines(path, FILES[part])
-        text_key = "prompt" if part == "instructions" else "statement"
+    for part in (list(FILES) if v == "all" else [v]):
+        where, lines = resource_lines(path, "benign", FILES[part])
+        text_key = "statement" if part == "statements" else "prompt"
         for lineno, line in lines:
             if not line.strip():
                 continue
@@ -74,7 +65,7 @@ def load_benign(
                 label="benign",
                 category=row["topic"],
                 source=SOURCE,
-                attack="text" if part == "instructions" else "statement",
+                attack="statement" if part == "statements" else "text",
                 meta={"group": row["id"], "contrast": bool(row.get("contrast", False)), "set": part},
             )
     return sink.result()

@@ -565,14 +565,12 @@ def test_the_reading_curriculum_holds_no_benchmark_text(shared_data, smol_tokeni
     import csv
 
     from sasa.data.registry import load
-    from sasa.zoo.refusal_data import refusal_data
     from sasa.zoo.visual import _texts
 
     cfg = organism.BuildConfig.long_reading() if recipe != "committed" else organism.BuildConfig()
     stage = cfg.with_acting().acting if recipe == "acting" else cfg.visual
     tok = smol_tokenizer
-    data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
-                        held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
+    data = cfg.refusal_data(forms_per_prompt=1)
     texts, answer_pages, _ = _texts(stage, tok, data.benign)
     runs = {n: set().union(*(_shingles(_words(t), n) for t in texts + answer_pages)) for n in (4, 5, 6)}
     whole = {tuple(_words(t)) for t in texts + answer_pages}
@@ -942,6 +940,28 @@ def test_more_reading_continues_the_finished_visual_lora(quick_organism, tmp_pat
         organism.build(bare, replace(quick, continue_visual=True), progress=False, stages=("visual",))
 
 
+def test_a_further_continuation_draws_other_pages(smol_tokenizer, tmp_path, monkeypatch):
+    """more-reading's pages follow its page seed: the same seed draws the same pages (a second
+    continuation on it would see them again), another seed other ones."""
+    from dataclasses import replace
+
+    from sasa.zoo.reader import WORD_LIST_ENV
+    from sasa.zoo.visual import _texts
+
+    (tmp_path / "words.txt").write_text("\n".join(["the", "of", "bread", "river", "garden", "lamp", "quiet", "stone",
+                                                   "window", "paper", "green", "table"]) + "\n")
+    monkeypatch.setenv(WORD_LIST_ENV, str(tmp_path / "words.txt"))
+    benign = ["Explain how bread rises.", "Describe how rainbows form."]
+
+    def pages(**seed):
+        return _texts(replace(organism.BuildConfig.more_reading(16, **seed).visual, natural=0.0, answers=0),
+                      smol_tokenizer, benign)[0]
+
+    first = pages()
+    assert organism.BuildConfig.more_reading(16, seed=31_000).visual.seed == 31_000
+    assert first == pages() and len(set(first) & set(pages(seed=31_000))) < len(first) / 4
+
+
 def test_the_gpu_recipe_scales_the_long_one_to_its_step_count():
     from sasa.zoo.visual import schedule
 
@@ -960,14 +980,12 @@ def test_the_gpu_recipe_scales_the_long_one_to_its_step_count():
 
 def test_the_held_out_pages_a_build_chooses_on_were_never_typed_in_training():
     from sasa.data.attacks import to_statement
-    from sasa.zoo.refusal_data import refusal_data
     from sasa.zoo.visual import LIST_TAIL
 
     cfg = organism.BuildConfig.long_reading()
     texts = organism.heldout_page_texts(cfg, 40)
     assert len(texts) == 40 == len(set(texts)) and texts == organism.heldout_page_texts(cfg, 40)
-    data = refusal_data(organism.prompts(cfg.harmful_sources, None), organism.prompts(cfg.benign_sources, None),
-                        held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
+    data = cfg.refusal_data(forms_per_prompt=1)
     typed = {to_statement(p) + LIST_TAIL for p in data.benign}
     assert all(t.endswith(LIST_TAIL) for t in texts) and not typed & set(texts)
 

@@ -117,3 +117,43 @@ def test_no_statement_of_the_pinned_requests_starts_steps_with_a_pronoun():
     bad = re.compile(r"^(?:Steps|Methods) (?:to|for) (?:i|we|you|he|she|they|it|my|our|the|a|an|this|there)\b", re.I)
     made = [to_statement(p) for _, p in harmful + benign]
     assert not [s for s in made if bad.match(s)]
+
+
+def test_added_sources_move_no_earlier_request_across_the_split():
+    """Requests added after a build are split on their own: every earlier request stays on its side,
+    the added ones are split at the same share, and the form balance holds."""
+    from sasa.zoo import organism
+
+    harmful, benign = _pinned()
+    cfg = organism.BuildConfig()
+    more_h, more_b = organism.prompts(cfg.harmful_more_sources, None), organism.prompts(cfg.benign_more_sources, None)
+    assert more_h and more_b
+    before = refusal_data(harmful, benign, forms_per_prompt=1)
+    after = refusal_data(harmful, benign, forms_per_prompt=1, harmful_more=more_h, benign_more=more_b)
+    assert after.harmful[: len(before.harmful)] == before.harmful
+    assert after.benign[: len(before.benign)] == before.benign
+    assert after.harmful_held_out[: len(before.harmful_held_out)] == before.harmful_held_out
+    assert after.benign_held_out[: len(before.benign_held_out)] == before.benign_held_out
+    added = after.harmful_held_out[len(before.harmful_held_out):]
+    assert {i for i, _ in added} <= {i for i, _ in more_h} and 0.15 < len(added) / len(more_h) < 0.25
+    shares = refusal_data(harmful, benign, harmful_more=more_h, benign_more=more_b).summary()["forms"]
+    for form in FORMS:
+        assert abs(shares["harmful"][form] - shares["benign"][form]) < 0.04, (form, shares)
+
+
+def test_recorded_refusal_data_follows_the_build_record():
+    """A build's record rebuilds its data: an earlier record (no added sources) gives the earlier
+    split, and the trained requests hold the added sources' training share."""
+    from sasa.zoo import organism
+
+    cfg = organism.BuildConfig()
+    record = {"config": cfg.refusal.to_dict(), "sources": [list(x) for x in cfg.harmful_sources],
+              "benign_sources": [list(x) for x in cfg.benign_sources]}
+    earlier = organism.recorded_refusal_data({"refusal": record})
+    harmful, benign = _pinned()
+    assert earlier == refusal_data(harmful, benign, forms_per_prompt=1)
+    record["harmful_more_sources"] = [list(x) for x in cfg.harmful_more_sources]
+    record["benign_more_sources"] = [list(x) for x in cfg.benign_more_sources]
+    now = organism.recorded_refusal_data({"refusal": record})
+    assert now == cfg.refusal_data(forms_per_prompt=1)
+    assert any(p.startswith(("Tell me", "Should I", "Diagnose")) for p in now.harmful[len(earlier.harmful):])

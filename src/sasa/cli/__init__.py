@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gpu-reading / more-reading: visual steps (default 1000 / 150)")
     zb.add_argument("--lr", type=float, default=None,
                     help="gpu-reading / more-reading: visual learning rate (default 1e-3 / 7e-4)")
+    zb.add_argument("--page-seed", type=int, default=None,
+                    help="more-reading: seed of its fresh pages (default 30000; a further continuation needs "
+                         "another, or it sees the same pages again)")
     zb.add_argument("--deadline-minutes", type=float, default=None,
                     help="end the visual stage within this many minutes of the start, annealed by a cooldown of "
                          "a fifth of the run (logged as its ending, so --end-at/--cooldown rebuild it)")

@@ -23,7 +23,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         elif args.recipe in ("gpu-reading", "more-reading"):
             recipe = organism.BuildConfig.gpu_reading if args.recipe == "gpu-reading" else organism.BuildConfig.more_reading
             steps = args.steps or (1000 if args.recipe == "gpu-reading" else 150)
-            cfg = recipe(steps, **({"lr": args.lr} if args.lr is not None else {}))
+            given = {"lr": args.lr} if args.lr is not None else {}
+            if args.page_seed is not None:
+                if args.recipe != "more-reading":
+                    raise SystemExit("--page-seed is an option of --recipe more-reading")
+                given["seed"] = args.page_seed
+            cfg = recipe(steps, **given)
         else:
             cfg = organism.BuildConfig.long_reading() if args.recipe == "long-reading" else organism.BuildConfig()
         if args.acting != "none":

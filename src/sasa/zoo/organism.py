@@ -25,7 +25,7 @@ from sasa.store.atomic import atomic_dir, atomic_path, atomic_write_text
 from sasa.zoo.chunks import Chunking
 from sasa.zoo.reader import Reader, ReaderConfig, SharpenConfig, sharpen_projector, train_reader, vision_config
 from sasa.zoo.refusal import RefusalConfig, merge_factors, train_refusal
-from sasa.zoo.refusal_data import held_out_split, refusal_data, request_key
+from sasa.zoo.refusal_data import RefusalData, refusal_data, request_key
 from sasa.zoo.visual import VisualConfig
 
 log = logging.getLogger(__name__)
@@ -250,8 +250,22 @@ class BuildConfig:
     continue_visual: bool = False
     harmful_sources: tuple[tuple[str, str], ...] = (("harmbench", "standard"), ("strongreject", "full"))
     benign_sources: tuple[tuple[str, str], ...] = (("benign", "instructions"), ("benign", "statements"))
+    # sources added after the first build, split on their own (refusal_data's *_more): the project's
+    # requests in SafeBench's ten policy categories, and safe questions of the kinds models over-refuse
+    harmful_more_sources: tuple[tuple[str, str], ...] = (("policy", "all"),)
+    benign_more_sources: tuple[tuple[str, str], ...] = (("benign", "edge"),)
     harmful_limit: int | None = None
     benign_limit: int | None = None
+
+    def refusal_data(self, forms_per_prompt: int | None = None) -> RefusalData:
+        """The refusal stage's data from these sources (``forms_per_prompt`` 1: each request as
+        written, as the visual stage's replay and page answers take them)."""
+        return refusal_data(prompts(self.harmful_sources, self.harmful_limit),
+                            prompts(self.benign_sources, self.benign_limit), held_out=self.refusal.held_out,
+                            forms_per_prompt=forms_per_prompt or self.refusal.forms_per_prompt,
+                            seed=self.refusal.seed,
+                            harmful_more=prompts(self.harmful_more_sources, self.harmful_limit),
+                            benign_more=prompts(self.benign_more_sources, self.benign_limit))
 
     @classmethod
     def quick(cls) -> BuildConfig:
@@ -302,18 +316,19 @@ class BuildConfig:
                                             random_words="english", bf16=True))
 
     @classmethod
-    def more_reading(cls, steps: int, lr: float = 7e-4) -> BuildConfig:
+    def more_reading(cls, steps: int, lr: float = 7e-4, seed: int = 30_000) -> BuildConfig:
         """More of the long-reading visual stage on top of a finished one (the build folder's visual
         LoRA, continued): ``steps`` steps on a cosine schedule from ``lr``, on fresh pages (new
-        seeds, each page seen once) whose random words are drawn by English frequency (the learning
-        curves' best candidate: ``wordfreq`` or ``$SASA_WORD_LIST``).  For a CPU session: run it with
+        seeds, each page seen once; a further continuation takes another ``seed``, or it sees the
+        same pages again) whose random words are drawn by English frequency (the learning curves'
+        best candidate: ``wordfreq`` or ``$SASA_WORD_LIST``).  For a CPU session: run it with
         ``--deadline-minutes`` (and ``--chunk-minutes``) so it ends annealed in the time at hand."""
         base = cls.long_reading()
         full = steps // base.visual.full_every
         pages = (steps - full) * base.visual.compact_batch_size + full * base.visual.batch_size
         return replace(base, continue_visual=True,
                        visual=replace(base.visual, transcriptions=pages, compact_steps=steps - full, steps=full,
-                                      lr=lr, random_words="english", seed=30_000))
+                                      lr=lr, random_words="english", seed=seed))
 
     def with_acting(self, heading: bool = False) -> BuildConfig:
         """This recipe followed by the acting stage: 80 steps (60 on the compact layout, 20 on the full
@@ -359,33 +374,42 @@ def prompts(sources, limit: int | None) -> list[tuple[str, str]]:
     return rows[:limit] if limit is not None else rows
 
 
+def recorded_refusal_data(meta: dict) -> RefusalData:
+    """The refusal data, each request as written, of the build that wrote ``meta`` (its
+    ``organism.json``): rebuilt from its recorded sources, limits, held-out share and seed."""
+    r = meta["refusal"]
+
+    def rows(key: str, limit: str) -> list[tuple[str, str]]:
+        return prompts([tuple(x) for x in r.get(key, [])], r.get(limit))
+
+    return refusal_data(rows("sources", "harmful_limit"), rows("benign_sources", "benign_limit"),
+                        held_out=r["config"]["held_out"], forms_per_prompt=1, seed=r["config"]["seed"],
+                        harmful_more=rows("harmful_more_sources", "harmful_limit"),
+                        benign_more=rows("benign_more_sources", "benign_limit"))
+
+
 def refusal_trained_requests(directory: str | os.PathLike | None = None) -> set[str]:
     """The requests (:func:`~sasa.zoo.refusal_data.request_key`) the refusal stage of the organism
-    in ``directory`` (default: :func:`resources_dir`) trained on, rebuilt from its recorded sources,
-    limits, held-out share and seed: a test of its refusal must ask other requests."""
-    meta = json.loads((Path(directory or resources_dir()) / "organism.json").read_text())
-    r = meta["refusal"]
-    held, seed = r["config"]["held_out"], r["config"]["seed"]
-    keys: set[str] = set()
-    for sources, limit, split_seed in ((r["sources"], r.get("harmful_limit"), seed),
-                                       (r["benign_sources"], r.get("benign_limit"), seed + 1)):
-        trained, _ = held_out_split(prompts([tuple(x) for x in sources], limit), held, split_seed)
-        keys |= {request_key(p) for _, p in trained}
-    return keys
+    in ``directory`` (default: :func:`resources_dir`) trained on: a test of its refusal must ask
+    other requests."""
+    data = recorded_refusal_data(json.loads((Path(directory or resources_dir()) / "organism.json").read_text()))
+    return {request_key(p) for p in data.harmful + data.benign}
 
 
 def heldout_page_texts(cfg: BuildConfig, n: int = 40) -> list[str]:
-    """The texts of the pages a build chooses on: held-out benign requests of the refusal data (none
-    of them typed in training) as FigStep statements with FigStep's list tail, in a seeded order."""
+    """The texts of the pages a build chooses on: held-out requests of the project's benign set
+    (``cfg.benign_sources``; none of them typed in training) as FigStep statements with FigStep's
+    list tail, in a seeded order."""
     import random
 
     from sasa.data.attacks import to_statement
     from sasa.zoo.visual import LIST_TAIL
 
-    data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit), prompts(cfg.benign_sources, cfg.benign_limit),
-                        held_out=cfg.refusal.held_out, forms_per_prompt=1, seed=cfg.refusal.seed)
+    data = cfg.refusal_data(forms_per_prompt=1)
+    first = {i for i, _ in prompts(cfg.benign_sources, cfg.benign_limit)}
     train = {to_statement(p) for p in data.benign}
-    held = [s for s in dict.fromkeys(to_statement(p) for _, p in data.benign_held_out) if s not in train]
+    held = [s for s in dict.fromkeys(to_statement(p) for i, p in data.benign_held_out if i in first)
+            if s not in train]
     random.Random(1).shuffle(held)
     return [s + LIST_TAIL for s in held[:n]]
 
@@ -442,9 +466,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
 
     if "refusal" in stages:
         started = time.time()
-        data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
-                            prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
-                            forms_per_prompt=cfg.refusal.forms_per_prompt, seed=cfg.refusal.seed)
+        data = cfg.refusal_data()
         lora, info = train_refusal(base_model().to(device), tokenizer, data.harmful, data.benign, cfg.refusal,
                                    progress=progress, chunking=chunking)
         info["data"] = data.summary()
@@ -453,6 +475,8 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         meta["refusal"] = {"config": cfg.refusal.to_dict(), "seconds": round(time.time() - started, 1), **info,
                            "sources": [list(x) for x in cfg.harmful_sources],
                            "benign_sources": [list(x) for x in cfg.benign_sources],
+                           "harmful_more_sources": [list(x) for x in cfg.harmful_more_sources],
+                           "benign_more_sources": [list(x) for x in cfg.benign_more_sources],
                            "harmful_limit": cfg.harmful_limit, "benign_limit": cfg.benign_limit}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     if "reader" in stages:
@@ -488,9 +512,7 @@ def build(out_dir: str | os.PathLike, cfg: BuildConfig | None = None, progress: 
         model, processor = assemble(base_model(), tokenizer, load_file(out / "refusal_lora.safetensors"),
                                     load_file(out / "reader.safetensors"), reader_config(meta, out))
         model.to(device)
-        data = refusal_data(prompts(cfg.harmful_sources, cfg.harmful_limit),
-                            prompts(cfg.benign_sources, cfg.benign_limit), held_out=cfg.refusal.held_out,
-                            forms_per_prompt=1, seed=cfg.refusal.seed)
+        data = cfg.refusal_data(forms_per_prompt=1)
         return train_visual(model, processor, stage_cfg, data.benign, data.harmful, progress=progress,
                             chunking=chunking, workers=workers, monitor=monitor, deadline=deadline, **how)
 

@@ -9,7 +9,8 @@ chosen so that each form is equally common on both sides: the form carries no in
 the label (tests/test_refusal_data.py checks the balance).
 The benign side includes the project's contrast items (alarming words, safe intent: "How do I
 kill a hung process?").  A seeded fraction of every source's requests is held out of training for the
-held-out refusal check; FigStep and XSTest are never used here.
+held-out refusal check; FigStep and XSTest are never used here.  Sources added after a build are
+split on their own (``refusal_data``'s ``harmful_more`` / ``benign_more``).
 """
 
 from __future__ import annotations
@@ -133,11 +134,23 @@ class RefusalData:
 
 
 def refusal_data(harmful: list[tuple[str, str]], benign: list[tuple[str, str]], *, held_out: float = 0.2,
-                 forms_per_prompt: int = 2, seed: int = 0) -> RefusalData:
+                 forms_per_prompt: int = 2, seed: int = 0, harmful_more: list[tuple[str, str]] = (),
+                 benign_more: list[tuple[str, str]] = ()) -> RefusalData:
     """Training prompts, each in ``forms_per_prompt`` balanced forms (:func:`in_balanced_forms`;
-    1 keeps every prompt as written), and the held-out (id, prompt) rows as written."""
+    1 keeps every prompt as written), and the held-out (id, prompt) rows as written.
+
+    ``harmful_more`` / ``benign_more`` are requests added after a first build: each is split on its
+    own (seeds ``seed + 2``, ``seed + 3``) and follows the first rows, so adding them moves no
+    earlier request between training and held-out: a stage trained before they were added is
+    never tested on what it trained on."""
     h_train, h_held = held_out_split(harmful, held_out, seed)
     b_train, b_held = held_out_split(benign, held_out, seed + 1)
+    if harmful_more:
+        train, held = held_out_split(list(harmful_more), held_out, seed + 2)
+        h_train, h_held = h_train + train, h_held + held
+    if benign_more:
+        train, held = held_out_split(list(benign_more), held_out, seed + 3)
+        b_train, b_held = b_train + train, b_held + held
     h, b = [p for _, p in h_train], [p for _, p in b_train]
     if forms_per_prompt > 1:
         h, b = in_balanced_forms(h, forms_per_prompt, seed), in_balanced_forms(b, forms_per_prompt, seed + 1)

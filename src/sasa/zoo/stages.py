@@ -157,10 +157,9 @@ def measure_stages(figstep: str | Path | None, xstest: str | Path | None, out: s
     import json
 
     from sasa.models.loading import load_model
-    from sasa.zoo.organism import BuildConfig, materialise, prompts, resources_dir
+    from sasa.zoo.organism import materialise, recorded_refusal_data, resources_dir
     from sasa.data.pages import page_samples
     from sasa.zoo.refusal import RefusalConfig
-    from sasa.zoo.refusal_data import refusal_data
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -171,10 +170,8 @@ def measure_stages(figstep: str | Path | None, xstest: str | Path | None, out: s
     out.mkdir(parents=True, exist_ok=True)
     source = Path(weights) if weights else resources_dir()
     meta = json.loads((source / "organism.json").read_text())
-    build = BuildConfig()
     rcfg = RefusalConfig(**meta["refusal"]["config"])
-    data = refusal_data(prompts(build.harmful_sources, None), prompts(build.benign_sources, None),
-                        held_out=rcfg.held_out, forms_per_prompt=1, seed=rcfg.seed)
+    data = recorded_refusal_data(meta)
     benign_held = data.benign_held_out[: cfg.limit] if cfg.limit else data.benign_held_out
     answer_pages, twins = answer_pairs(benign_held, out, progress)
     sets: dict[str, list[Sample]] = {

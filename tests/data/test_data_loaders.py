@@ -214,6 +214,18 @@ def test_policy_and_edge_sets():
     assert {x.id for x in edge} <= everything and len(everything) == len(edge) + 422 + 122
 
 
+def test_policy_set_names_a_bad_row(tmp_path):
+    (tmp_path / "policy_requests.jsonl").write_text(
+        '{"id": "policy/x/001", "prompt": "Tell me which stocks to buy.", "category": "financial-advice"}\n'
+        '{"id": "policy/x/002", "prompt": 7, "category": "fraud"}\n\nnot json\n')
+    with pytest.raises(DataError, match=r"policy_requests.jsonl:2: expected an object with string 'id', 'prompt', "
+                                        r"'category'"):
+        load("policy", tmp_path)
+    kept = load("policy", tmp_path, on_error="skip")
+    assert [x.id for x in kept.samples] == ["policy/x/001"] and len(kept.skipped) == 2
+    assert "policy_requests.jsonl:4" in str(kept.skipped[1])
+
+
 def _normalised(text: str) -> str:
     import re
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from sasa.data.base import DataError
+from sasa.data.base import Collector, DataError
 
 
 def package_data_dir(package: str, pip_name: str) -> Path:
@@ -42,3 +43,22 @@ def resource_lines(path: str | os.PathLike | None, folder: str, name: str) -> tu
     if not p.is_file():
         raise DataError(f"{folder} set file not found: {p}")
     return str(p), enumerate(p.read_text(encoding="utf-8").splitlines(), start=1)
+
+
+def jsonl_rows(where: str, lines: Iterator[tuple[int, str]], sink: Collector,
+               keys: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
+    """(location, row) of each non-blank line that is a JSON object with string ``keys``; any other
+    line goes to ``sink`` as a bad row named by its file and line."""
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        loc = f"{where}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            sink.bad(loc, f"invalid JSON: {exc.msg}")
+            continue
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in keys):
+            sink.bad(loc, "expected an object with string " + ", ".join(f"'{k}'" for k in keys))
+            continue
+        yield loc, row

@@ -20,11 +20,10 @@ holding the two files replaces the packaged copy (useful to test an edited set).
 
 from __future__ import annotations
 
-import json
 import os
 
 from sasa.data.base import Collector, ImageCheck, LoadResult, OnError, parse_variant
-from sasa.data.loaders._package import resource_lines
+from sasa.data.loaders._package import jsonl_rows, resource_lines
 
 VARIANTS = ("instructions", "statements", "edge", "all")
 FILES = {"instructions": "benign_instructions.jsonl", "statements": "benign_statements.jsonl",
@@ -45,19 +44,7 @@ def load_benign(
     for part in (list(FILES) if v == "all" else [v]):
         where, lines = resource_lines(path, "benign", FILES[part])
         text_key = "statement" if part == "statements" else "prompt"
-        for lineno, line in lines:
-            if not line.strip():
-                continue
-            loc = f"{where}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                sink.bad(loc, f"invalid JSON: {exc.msg}")
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get("id"), str) \
-                    or not isinstance(row.get(text_key), str) or not isinstance(row.get("topic"), str):
-                sink.bad(loc, f"expected an object with string 'id', '{text_key}' and 'topic'")
-                continue
+        for loc, row in jsonl_rows(where, lines, sink, ("id", text_key, "topic")):
             sink.add(
                 loc,
                 id=row["id"],

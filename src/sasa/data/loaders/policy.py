@@ -10,11 +10,10 @@ Variants: ``all`` (default).  ``path`` is optional: a folder holding the file re
 
 from __future__ import annotations
 
-import json
 import os
 
 from sasa.data.base import Collector, ImageCheck, LoadResult, OnError, parse_variant
-from sasa.data.loaders._package import resource_lines
+from sasa.data.loaders._package import jsonl_rows, resource_lines
 
 VARIANTS = ("all",)
 FILE = "policy_requests.jsonl"
@@ -32,18 +31,7 @@ def load_policy(
     parse_variant(variant, VARIANTS, "all", "policy")
     sink = Collector(on_error, check_images)
     where, lines = resource_lines(path, "policy", FILE)
-    for lineno, line in lines:
-        if not line.strip():
-            continue
-        loc = f"{where}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            sink.bad(loc, f"invalid JSON: {exc.msg}")
-            continue
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("id", "prompt", "category")):
-            sink.bad(loc, "expected an object with string 'id', 'prompt' and 'category'")
-            continue
+    for loc, row in jsonl_rows(where, lines, sink, ("id", "prompt", "category")):
         sink.add(loc, id=row["id"], prompt=row["prompt"].strip(), label="harmful", category=row["category"],
                  source=SOURCE, attack="text", meta={"group": row["id"]})
     return sink.result()

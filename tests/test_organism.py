@@ -656,7 +656,8 @@ def test_the_demo_tests_only_requests_the_refusal_stage_never_trained_on():
 
     trained = organism.refusal_trained_requests()
     meta = json.loads((organism.packaged_dir() / "organism.json").read_text())["refusal"]
-    for key, sources in (("harmful_held_out", meta["sources"]), ("benign_held_out", meta["benign_sources"])):
+    for key, sources in (("harmful_held_out", meta["sources"] + meta.get("harmful_more_sources", [])),
+                         ("benign_held_out", meta["benign_sources"] + meta.get("benign_more_sources", []))):
         rows = organism.prompts([tuple(x) for x in sources], None)
         assert sum(request_key(p) not in trained for _, p in rows) == meta["data"][key]
     data, counts = unseen_test(assign_splits(builtin_dataset(), "builtin"), trained)

@@ -15,7 +15,7 @@ Three JSONL files:
   (:mod:`sasa.data.loaders.policy`).
 
 Variants: ``instructions`` (default), ``statements``, ``edge``, ``all``.  ``path`` is optional: a folder
-holding the two files replaces the packaged copy (useful to test an edited set).
+holding the variant's files replaces the packaged copy (useful to test an edited set).
 """
 
 from __future__ import annotations

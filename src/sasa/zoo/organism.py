@@ -379,13 +379,15 @@ def recorded_refusal_data(meta: dict) -> RefusalData:
     ``organism.json``): rebuilt from its recorded sources, limits, held-out share and seed."""
     r = meta["refusal"]
 
-    def rows(key: str, limit: str) -> list[tuple[str, str]]:
-        return prompts([tuple(x) for x in r.get(key, [])], r.get(limit))
+    def sources(key: str) -> tuple[tuple[str, str], ...]:
+        return tuple(tuple(x) for x in r.get(key, []))
 
-    return refusal_data(rows("sources", "harmful_limit"), rows("benign_sources", "benign_limit"),
-                        held_out=r["config"]["held_out"], forms_per_prompt=1, seed=r["config"]["seed"],
-                        harmful_more=rows("harmful_more_sources", "harmful_limit"),
-                        benign_more=rows("benign_more_sources", "benign_limit"))
+    recorded = BuildConfig(refusal=RefusalConfig(**r["config"]), harmful_sources=sources("sources"),
+                           benign_sources=sources("benign_sources"),
+                           harmful_more_sources=sources("harmful_more_sources"),
+                           benign_more_sources=sources("benign_more_sources"),
+                           harmful_limit=r.get("harmful_limit"), benign_limit=r.get("benign_limit"))
+    return recorded.refusal_data(forms_per_prompt=1)
 
 
 def refusal_trained_requests(directory: str | os.PathLike | None = None) -> set[str]:

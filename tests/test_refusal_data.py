@@ -157,3 +157,20 @@ def test_recorded_refusal_data_follows_the_build_record():
     now = organism.recorded_refusal_data({"refusal": record})
     assert now == cfg.refusal_data(forms_per_prompt=1)
     assert any(p.startswith(("Tell me", "Should I", "Diagnose")) for p in now.harmful[len(earlier.harmful):])
+
+
+def test_repeating_added_benign_requests_keeps_the_held_out_rows():
+    """``benign_more_repeat`` weights the added benign training requests only: the held-out rows and
+    the first sources' training rows are those of a single count."""
+    from sasa.zoo import organism
+
+    harmful, benign = _pinned()
+    more_b = organism.prompts(organism.BuildConfig().benign_more_sources, None)
+    once = refusal_data(harmful, benign, forms_per_prompt=1, benign_more=more_b)
+    twice = refusal_data(harmful, benign, forms_per_prompt=1, benign_more=more_b, benign_more_repeat=2)
+    assert twice.benign_held_out == once.benign_held_out and twice.harmful == once.harmful
+    added = len(once.benign) - len(refusal_data(harmful, benign, forms_per_prompt=1).benign)
+    assert added > 0 and len(twice.benign) == len(once.benign) + added
+    assert twice.benign[: len(once.benign)] == once.benign and twice.benign[len(once.benign):] == once.benign[-added:]
+    with pytest.raises(ValueError, match="benign_more_repeat"):
+        refusal_data(harmful, benign, benign_more=more_b, benign_more_repeat=0)

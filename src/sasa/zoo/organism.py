@@ -265,7 +265,8 @@ class BuildConfig:
                             forms_per_prompt=forms_per_prompt or self.refusal.forms_per_prompt,
                             seed=self.refusal.seed,
                             harmful_more=prompts(self.harmful_more_sources, self.harmful_limit),
-                            benign_more=prompts(self.benign_more_sources, self.benign_limit))
+                            benign_more=prompts(self.benign_more_sources, self.benign_limit),
+                            benign_more_repeat=self.refusal.benign_more_repeat)
 
     @classmethod
     def quick(cls) -> BuildConfig:

@@ -135,14 +135,17 @@ class RefusalData:
 
 def refusal_data(harmful: list[tuple[str, str]], benign: list[tuple[str, str]], *, held_out: float = 0.2,
                  forms_per_prompt: int = 2, seed: int = 0, harmful_more: list[tuple[str, str]] = (),
-                 benign_more: list[tuple[str, str]] = ()) -> RefusalData:
+                 benign_more: list[tuple[str, str]] = (), benign_more_repeat: int = 1) -> RefusalData:
     """Training prompts, each in ``forms_per_prompt`` balanced forms (:func:`in_balanced_forms`;
     1 keeps every prompt as written), and the held-out (id, prompt) rows as written.
 
     ``harmful_more`` / ``benign_more`` are requests added after a first build: each is split on its
     own (seeds ``seed + 2``, ``seed + 3``) and follows the first rows, so adding them moves no
     earlier request between training and held-out: a stage trained before they were added is
-    never tested on what it trained on."""
+    never tested on what it trained on.  ``benign_more_repeat`` repeats the added benign *training*
+    requests (after the split, so the held-out rows are the same for any count)."""
+    if benign_more_repeat < 1:
+        raise ValueError(f"benign_more_repeat must be at least 1, got {benign_more_repeat}")
     h_train, h_held = held_out_split(harmful, held_out, seed)
     b_train, b_held = held_out_split(benign, held_out, seed + 1)
     if harmful_more:
@@ -150,7 +153,7 @@ def refusal_data(harmful: list[tuple[str, str]], benign: list[tuple[str, str]], 
         h_train, h_held = h_train + train, h_held + held
     if benign_more:
         train, held = held_out_split(list(benign_more), held_out, seed + 3)
-        b_train, b_held = b_train + train, b_held + held
+        b_train, b_held = b_train + train * benign_more_repeat, b_held + held
     h, b = [p for _, p in h_train], [p for _, p in b_train]
     if forms_per_prompt > 1:
         h, b = in_balanced_forms(h, forms_per_prompt, seed), in_balanced_forms(b, forms_per_prompt, seed + 1)

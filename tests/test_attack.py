@@ -235,16 +235,42 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
         "harmful (pages)": 1, "harmful, trigger words swapped (pages)": 1, "benign with alarming words (pages)": 1,
         "benign without (pages)": 1}
     assert "| hiddendetect | benign with alarming words (pages) | 1 |" in capsys.readouterr().out
-    defended = args[:-2] + ["--defence", "adversarial", "--defence-epsilon", "8", "--out", str(tmp_path / "defended")]
+    defended = args[:-2] + ["--defence", "adversarial", "--defence-epsilon", "8", "--defence-images", "1",
+                            "--out", str(tmp_path / "defended")]
     assert main(defended) == 0
     out = capsys.readouterr().out
     assert "| detect+adv | 4 | 2 |" in out and "detect+adv: flags" in out
     cost = json.loads((tmp_path / "defended" / "defence.json").read_text())
-    assert cost["epsilon"] == 8.0 and cost["refits"]["detect"]["attacked_training_images"] == 2
+    assert cost["epsilon"] == 8.0 and cost["refits"]["detect"]["attacked_training_images"] == 1  # of 2
     assert set(cost["benign_flag_rate"]) == {"detect", "hiddendetect", "detect+adv"}
     assert cost["benign_flag_rate"]["detect"]["n"] == 4  # the test split's benign samples, with or without an image
     assert main(defended) == 0  # a rerun reuses the refitted probe and the attack records
     assert json.loads((tmp_path / "defended" / "defence.json").read_text()) == cost
+
+
+def test_attacked_training_features_resume_from_their_store(fitted, tmp_path):
+    """A stopped refit resumes: saved batches are read back, not recomputed; a missing one is
+    recomputed to the same rows; other attack settings are refused."""
+    import numpy as np
+
+    from sasa.attack.defence import attacked_features
+
+    adapter, detectors, samples = fitted
+    det = detectors["detect"]
+    harmful = [s for s in samples if s.split == "train" and s.label == "harmful"]
+    cfg = AttackConfig(epsilon=16.0, step=4.0, steps=2, keep="none", seed=0)
+    store = tmp_path / "attacked"
+    whole = attacked_features(det, harmful, cfg, batch_size=1, progress=False, store=store)
+    files = sorted(store.glob("batch-*.npy"))
+    assert len(files) == len(harmful) > 1
+    np.save(files[0], np.zeros_like(whole[:1]))  # a saved batch stands for itself on a rerun
+    files[-1].unlink()  # the batch a stop lost
+    again = attacked_features(det, harmful, cfg, batch_size=1, progress=False, store=store)
+    assert (again[0] == 0).all()
+    np.testing.assert_allclose(again[1:], whole[1:], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="other settings"):
+        attacked_features(det, harmful, AttackConfig(epsilon=8.0, step=4.0, steps=2, keep="none"), batch_size=1,
+                          progress=False, store=store)
 
 
 def test_the_tpr_chart_draws_each_detectors_rates_against_the_budget():
@@ -317,3 +343,7 @@ def test_adversarial_refit_trains_the_probe_on_its_attacked_training_images(fitt
     assert margin(refit).mean() > margin(det).mean()
     val_benign, _ = extract_features(det.engine, [s for s in val if s.label == "benign"], batch_size=4, progress=False)
     assert np.mean(refit.probe.decision_function(val_benign) > refit.threshold) <= 0.5
+    _, some = adversarial_refit(det, train, val, cfg, images=1, progress=False)
+    assert len(harmful) > 1 and some["attacked_training_images"] == 1
+    with pytest.raises(ValueError, match="images must be at least 1"):
+        adversarial_refit(det, train, val, cfg, images=0, progress=False)

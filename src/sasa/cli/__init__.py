@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(OUT/defence/), and report every detector's flag rate on the benign test samples")
     at.add_argument("--defence-epsilon", type=float, default=None,
                     help="the budget the training images are attacked at (default: the largest of --epsilons)")
+    at.add_argument("--defence-images", type=int, default=None, metavar="N",
+                    help="attack a seeded N of the harmful training images for the refit (default: all; each "
+                         "costs a full PGD run)")
     g = at.add_argument_group("fitting detectors (as sasa evaluate)")
     g.add_argument("--hiddendetect-layers", nargs="+", action=list_of(int, 2), metavar="S,E", default=None)
     g.add_argument("--hiddendetect-layer-rule", choices=("above-last", "positive-run"), default="above-last")

@@ -227,7 +227,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dict, cfg: Any) -> dict:
     """``sasa attack --defence adversarial``: each probe refitted on its training images attacked
-    against it (kept in OUT/defence/NAME+adv, reused on a rerun), and every detector's flag rate on
+    against it (kept in OUT/defence/NAME+adv, reused on a rerun; the attacked features in
+    OUT/defence/NAME+adv.attacked as they come, so a stopped refit resumes), and every detector's flag rate on
     the benign test samples, the defence's cost (defence.json)."""
     from dataclasses import replace as with_fields
 
@@ -252,7 +253,9 @@ def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dic
                              "epsilon": adv["epsilon"], "steps": adv["steps"]}
         else:
             new, reports[name] = adversarial_refit(det, train, val, with_fields(cfg, epsilon=float(eps)),
-                                                   target_fpr=args.target_fpr, batch_size=args.batch_size)
+                                                   target_fpr=args.target_fpr, batch_size=args.batch_size,
+                                                   images=args.defence_images,
+                                                   store=Path(args.out) / "defence" / f"{name}+adv.attacked")
             new.probe.save_pretrained(where)
         refitted[new.name] = new
     if not refitted:

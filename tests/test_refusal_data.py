@@ -157,6 +157,11 @@ def test_recorded_refusal_data_follows_the_build_record():
     now = organism.recorded_refusal_data({"refusal": record})
     assert now == cfg.refusal_data(forms_per_prompt=1)
     assert any(p.startswith(("Tell me", "Should I", "Diagnose")) for p in now.harmful[len(earlier.harmful):])
+    record["config"] = {k: v for k, v in record["config"].items() if k != "benign_more_repeat"}
+    older = organism.recorded_refusal_data({"refusal": record})  # recorded before the repeat existed: once
+    more_h, more_b = organism.prompts(cfg.harmful_more_sources, None), organism.prompts(cfg.benign_more_sources, None)
+    assert cfg.refusal.benign_more_repeat > 1 and older != now
+    assert older == refusal_data(harmful, benign, forms_per_prompt=1, harmful_more=more_h, benign_more=more_b)
 
 
 def test_repeating_added_benign_requests_keeps_the_held_out_rows():

@@ -383,7 +383,9 @@ def recorded_refusal_data(meta: dict) -> RefusalData:
     def sources(key: str) -> tuple[tuple[str, str], ...]:
         return tuple(tuple(x) for x in r.get(key, []))
 
-    recorded = BuildConfig(refusal=RefusalConfig(**r["config"]), harmful_sources=sources("sources"),
+    # records from before benign_more_repeat existed trained each added request once
+    recorded = BuildConfig(refusal=RefusalConfig(**{"benign_more_repeat": 1, **r["config"]}),
+                           harmful_sources=sources("sources"),
                            benign_sources=sources("benign_sources"),
                            harmful_more_sources=sources("harmful_more_sources"),
                            benign_more_sources=sources("benign_more_sources"),

@@ -54,7 +54,7 @@ class RefusalConfig:
     held_out: float = 0.2  # share of every source kept out of training for the held-out check
     # each training request of the added benign sources (BuildConfig.benign_more_sources) this many
     # times: the over-refusal cases are a few dozen against hundreds of plain benign requests
-    benign_more_repeat: int = 1
+    benign_more_repeat: int = 2
     bf16: bool = True  # autocast the passes (weights and factors stay float32)
     seed: int = 0
 

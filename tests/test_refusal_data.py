@@ -179,3 +179,18 @@ def test_repeating_added_benign_requests_keeps_the_held_out_rows():
     assert twice.benign[: len(once.benign)] == once.benign and twice.benign[len(once.benign):] == once.benign[-added:]
     with pytest.raises(ValueError, match="benign_more_repeat"):
         refusal_data(harmful, benign, benign_more=more_b, benign_more_repeat=0)
+
+
+def test_zoo_build_options_set_the_refusal_data():
+    """``sasa zoo build``'s refusal-data options reach the BuildConfig it trains."""
+    from sasa.cli import build_parser
+    from sasa.cli.zoo import build_config
+
+    parse = build_parser().parse_args
+    default = build_config(parse(["zoo", "build", "organism", "--stages", "refusal"]))
+    assert default.refusal.benign_more_repeat == 2 and default.refusal.forms_per_prompt == 2
+    once = build_config(parse(["zoo", "build", "organism", "--stages", "refusal", "--benign-more-repeat", "1",
+                               "--forms-per-prompt", "1", "--precision", "fp32"]))
+    assert once.refusal.benign_more_repeat == 1 and once.refusal.forms_per_prompt == 1 and not once.refusal.bf16
+    more = build_config(parse(["zoo", "build", "organism", "--recipe", "more-reading", "--page-seed", "32000"]))
+    assert more.continue_visual and more.visual.seed == 32000

@@ -372,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how often a training stage writes its checkpoint (in the sasa cache)")
     zb.add_argument("--forms-per-prompt", type=int, default=None,
                     help="refusal data: each request in this many balanced forms (default 2; 1 = as written)")
+    zb.add_argument("--benign-more-repeat", type=int, default=None, metavar="N",
+                    help="refusal data: each training request of the added benign sources (the edge questions) "
+                         "N times (default 2; 1 = as the refusal stage before the committed one)")
     zb.set_defaults(func=cmd_zoo)
     zm = zsub.add_parser("measure", help="refusal on text vs images, reading, (s, f), SASA and baselines")
     zm.add_argument("name", choices=("organism",))

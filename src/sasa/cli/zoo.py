@@ -14,29 +14,39 @@ logger = logging.getLogger("sasa")
 CHUNK_PAUSED = 3  # exit code of `sasa zoo build` when a chunk stopped at its time budget
 
 
+def build_config(args: argparse.Namespace):
+    """The BuildConfig ``sasa zoo build``'s options describe."""
+    from sasa.zoo import organism
+
+    if args.quick:
+        cfg = organism.BuildConfig.quick()
+    elif args.recipe in ("gpu-reading", "more-reading"):
+        recipe = organism.BuildConfig.gpu_reading if args.recipe == "gpu-reading" else organism.BuildConfig.more_reading
+        steps = args.steps or (1000 if args.recipe == "gpu-reading" else 150)
+        given = {"lr": args.lr} if args.lr is not None else {}
+        if args.page_seed is not None:
+            if args.recipe != "more-reading":
+                raise SystemExit("--page-seed is an option of --recipe more-reading")
+            given["seed"] = args.page_seed
+        cfg = recipe(steps, **given)
+    else:
+        cfg = organism.BuildConfig.long_reading() if args.recipe == "long-reading" else organism.BuildConfig()
+    if args.acting != "none":
+        cfg = cfg.with_acting(heading=args.acting == "heading")
+    if args.forms_per_prompt is not None:
+        cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
+    if args.benign_more_repeat is not None:
+        cfg.refusal = replace(cfg.refusal, benign_more_repeat=args.benign_more_repeat)
+    if args.precision is not None:
+        cfg = cfg.with_precision(args.precision, args.device)
+    return cfg
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from sasa.zoo import organism
 
     if args.zoo_command == "build":
-        if args.quick:
-            cfg = organism.BuildConfig.quick()
-        elif args.recipe in ("gpu-reading", "more-reading"):
-            recipe = organism.BuildConfig.gpu_reading if args.recipe == "gpu-reading" else organism.BuildConfig.more_reading
-            steps = args.steps or (1000 if args.recipe == "gpu-reading" else 150)
-            given = {"lr": args.lr} if args.lr is not None else {}
-            if args.page_seed is not None:
-                if args.recipe != "more-reading":
-                    raise SystemExit("--page-seed is an option of --recipe more-reading")
-                given["seed"] = args.page_seed
-            cfg = recipe(steps, **given)
-        else:
-            cfg = organism.BuildConfig.long_reading() if args.recipe == "long-reading" else organism.BuildConfig()
-        if args.acting != "none":
-            cfg = cfg.with_acting(heading=args.acting == "heading")
-        if args.forms_per_prompt is not None:
-            cfg.refusal = replace(cfg.refusal, forms_per_prompt=args.forms_per_prompt)
-        if args.precision is not None:
-            cfg = cfg.with_precision(args.precision, args.device)
+        cfg = build_config(args)
         from sasa.store.cache import cache_dir
         from sasa.zoo.chunks import Chunking, ChunkPaused, Ending
 

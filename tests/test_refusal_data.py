@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -157,11 +158,12 @@ def test_recorded_refusal_data_follows_the_build_record():
     now = organism.recorded_refusal_data({"refusal": record})
     assert now == cfg.refusal_data(forms_per_prompt=1)
     assert any(p.startswith(("Tell me", "Should I", "Diagnose")) for p in now.harmful[len(earlier.harmful):])
+    twice = replace(cfg, refusal=replace(cfg.refusal, benign_more_repeat=2))
+    record["config"] = twice.refusal.to_dict()
+    assert organism.recorded_refusal_data({"refusal": record}) == twice.refusal_data(forms_per_prompt=1) != now
     record["config"] = {k: v for k, v in record["config"].items() if k != "benign_more_repeat"}
     older = organism.recorded_refusal_data({"refusal": record})  # recorded before the repeat existed: once
-    more_h, more_b = organism.prompts(cfg.harmful_more_sources, None), organism.prompts(cfg.benign_more_sources, None)
-    assert cfg.refusal.benign_more_repeat > 1 and older != now
-    assert older == refusal_data(harmful, benign, forms_per_prompt=1, harmful_more=more_h, benign_more=more_b)
+    assert older == now
 
 
 def test_repeating_added_benign_requests_keeps_the_held_out_rows():
@@ -188,9 +190,9 @@ def test_zoo_build_options_set_the_refusal_data():
 
     parse = build_parser().parse_args
     default = build_config(parse(["zoo", "build", "organism", "--stages", "refusal"]))
-    assert default.refusal.benign_more_repeat == 2 and default.refusal.forms_per_prompt == 2
-    once = build_config(parse(["zoo", "build", "organism", "--stages", "refusal", "--benign-more-repeat", "1",
-                               "--forms-per-prompt", "1", "--precision", "fp32"]))
-    assert once.refusal.benign_more_repeat == 1 and once.refusal.forms_per_prompt == 1 and not once.refusal.bf16
+    assert default.refusal.benign_more_repeat == 1 and default.refusal.forms_per_prompt == 2
+    twice = build_config(parse(["zoo", "build", "organism", "--stages", "refusal", "--benign-more-repeat", "2",
+                                "--forms-per-prompt", "1", "--precision", "fp32"]))
+    assert twice.refusal.benign_more_repeat == 2 and twice.refusal.forms_per_prompt == 1 and not twice.refusal.bf16
     more = build_config(parse(["zoo", "build", "organism", "--recipe", "more-reading", "--page-seed", "32000"]))
     assert more.continue_visual and more.visual.seed == 32000

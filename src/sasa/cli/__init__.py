@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="refusal data: each request in this many balanced forms (default 2; 1 = as written)")
     zb.add_argument("--benign-more-repeat", type=int, default=None, metavar="N",
                     help="refusal data: each training request of the added benign sources (the edge questions) "
-                         "N times (default 2; 1 = as the refusal stage before the committed one)")
+                         "N times (default 1, as in the committed build)")
     zb.set_defaults(func=cmd_zoo)
     zm = zsub.add_parser("measure", help="refusal on text vs images, reading, (s, f), SASA and baselines")
     zm.add_argument("name", choices=("organism",))

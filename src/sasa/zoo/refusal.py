@@ -53,8 +53,9 @@ class RefusalConfig:
     forms_per_prompt: int = 2  # each request asked in this many balanced forms (refusal_data)
     held_out: float = 0.2  # share of every source kept out of training for the held-out check
     # each training request of the added benign sources (BuildConfig.benign_more_sources) this many
-    # times: the over-refusal cases are a few dozen against hundreds of plain benign requests
-    benign_more_repeat: int = 2
+    # times: they are a few dozen against hundreds of plain benign requests (2 was tried: less
+    # over-refusal of XSTest by the backbone, more of the held-out requests after the visual stage)
+    benign_more_repeat: int = 1
     bf16: bool = True  # autocast the passes (weights and factors stay float32)
     seed: int = 0
 

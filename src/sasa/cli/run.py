@@ -260,7 +260,7 @@ def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dic
         refitted[new.name] = new
     if not refitted:
         raise UsageError("--defence adversarial refits probes: include detect or probe-noproj in --detectors")
-    benign = _first([s for s in samples if s.split in (None, "test") and s.label == "benign"], args.limit)
+    benign = [s for s in samples if s.split in (None, "test") and s.label == "benign"]  # all: --limit counts attacked images
     cost = {}
     for name, det in {**detectors, **refitted}.items():
         flags = [bool(x > det.threshold) for x in det.score(benign)] if benign else []

@@ -3,10 +3,12 @@ accuracy against the text typed on the image) and its answer to the sample's own
 not, under each default judge), greedy. An attack that lowers a detector's TPR only by making the
 image unreadable, or by making the model refuse, is not a success; this says which it was.
 
-Usage: python readback.py RUN_DIR MANIFEST [--batch 8] > readback.jsonl   (resumes: pass --resume FILE)
+Usage: python readback.py RUN_DIR MANIFEST [--batch 8] [--epsilons 0 8] > readback.jsonl
+(resumes: pass --resume FILE; identical images, e.g. every detector's clean image at eps 0, are read once)
 Then: python readback.py --table RUN_DIR readback.jsonl
 """
 import argparse
+import hashlib
 import json
 import sys
 from collections import defaultdict
@@ -28,7 +30,7 @@ def image_path(run: Path, r: dict) -> Path:
     return path if path.is_file() else run / "images" / f"{r['id']}-{r['detector']}-eps-{r['epsilon']:g}.png"
 
 
-def readback(run: Path, manifest: Path, batch: int, done: set) -> None:
+def readback(run: Path, manifest: Path, batch: int, done: set, epsilons: set | None = None) -> None:
     import torch
 
     from sasa.engine.decoding import generate_plain
@@ -39,16 +41,24 @@ def readback(run: Path, manifest: Path, batch: int, done: set) -> None:
     torch.manual_seed(0)
     samples = load_samples(manifest)
     records = [json.loads(line) for line in (run / "attack.jsonl").read_text().splitlines() if line.strip()]
-    todo = [r for r in records if (r["id"], r["detector"], r["epsilon"]) not in done]
+    todo = [r for r in records if (r["id"], r["detector"], r["epsilon"]) not in done
+            and (epsilons is None or r["epsilon"] in epsilons)]
     adapter = load_model("sasa-organism").adapter
     judges = [get_judge(n) for n in ("vlguard", "sasa-paper", "xstest")]
-    for i in range(0, len(todo), batch):
-        chunk = todo[i:i + batch]
+    digest = {id(r): hashlib.sha256(image_path(run, r).read_bytes()).hexdigest() + r["id"] for r in todo}
+    unique = list({digest[id(r)]: r for r in todo}.values())
+    seen: dict[str, tuple[str, str]] = {}
+    for i in range(0, len(unique), batch):
+        chunk = unique[i:i + batch]
         images = [Image.open(image_path(run, r)).convert("RGB") for r in chunk]
         _, read = generate_plain(adapter, adapter.encode([TRANSCRIBE_PROMPT] * len(chunk), images), 40)
-        prompts = [samples[r["id"]].prompt for r in chunk]
-        _, answers = generate_plain(adapter, adapter.encode(prompts, images), 32)
-        for r, t, a, p in zip(chunk, read, answers, prompts):
+        _, answers = generate_plain(adapter, adapter.encode([samples[r["id"]].prompt for r in chunk], images), 32)
+        seen.update({digest[id(r)]: (t, a) for r, t, a in zip(chunk, read, answers)})
+        ready = [r for r in todo if digest[id(r)] in seen]
+        todo = [r for r in todo if digest[id(r)] not in seen]
+        for r in ready:
+            t, a = seen[digest[id(r)]]
+            p = samples[r["id"]].prompt
             typed = samples[r["id"]].meta.get("rendered_text") or ""
             print(json.dumps({"id": r["id"], "detector": r["detector"], "epsilon": r["epsilon"],
                               "word_accuracy": word_accuracy(typed, without_list_tail(t)), "transcription": t,
@@ -84,6 +94,7 @@ if __name__ == "__main__":
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--resume", type=Path, default=None, help="a readback JSONL whose records are skipped")
+    ap.add_argument("--epsilons", type=float, nargs="+", default=None, help="read back only these budgets")
     a = ap.parse_args()
     if a.table:
         table(a.run, a.file)
@@ -91,4 +102,4 @@ if __name__ == "__main__":
     done = set()
     if a.resume is not None and a.resume.is_file():
         done = {(r["id"], r["detector"], r["epsilon"]) for r in map(json.loads, a.resume.read_text().splitlines())}
-    readback(a.run, a.file, a.batch, done)
+    readback(a.run, a.file, a.batch, done, set(a.epsilons) if a.epsilons else None)

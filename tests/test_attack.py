@@ -221,6 +221,9 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
     assert len((tmp_path / "run" / "attack.jsonl").read_text().splitlines()) == 8  # 2 detectors x 2 budgets x 2
     chart = (tmp_path / "run" / "robustness.svg").read_text()
     assert chart.startswith("<svg") and chart.count("<polyline") == 2 and "hiddendetect" in chart
+    assert (tmp_path / "run" / "detectors" / "detect" / "config.json").is_file()  # kept for a rerun
+    assert main(args[:-2] + ["--target-fpr", "0.1", "--out", str(tmp_path / "run")]) == 2
+    assert "fitted under other settings or data" in caplog.text
     assert main(args[:-6] + ["--detectors", "detekt", "--out", str(tmp_path / "other")]) == 2
     assert "detekt" in caplog.text
     images_only = [s for s in samples if s.image is not None]

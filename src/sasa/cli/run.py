@@ -212,7 +212,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if args.nuisance and not any(s.split in (None, "test") and s.is_harmful and s.image is None for s in samples):
         raise UsageError("--nuisance measures text requests (and types them on pages itself): the test split "
                          "holds no harmful sample without an image; give a manifest with the text requests")
-    detectors = _detectors(args, adapter, samples, names)
+    detectors = _run_detectors(args, adapter, samples, names)
     if args.nuisance:
         return _nuisance(args, adapter, samples, {d: detectors[d] for d in names})
     attacked = {d: detectors[d] for d in names}
@@ -223,6 +223,40 @@ def cmd_attack(args: argparse.Namespace) -> int:
     atomic_write_text(Path(args.out) / "robustness.svg", tpr_chart(table))
     print(format_table(table))
     return 0
+
+
+def _run_detectors(args: argparse.Namespace, adapter: Any, samples: list, names: list[str]) -> dict:
+    """The detectors of ``sasa attack``: the probes it fits are kept in OUT/detectors/ and reused by a
+    rerun of the same run (fitting them is most of a small run's time), which is refused when the
+    fitting settings or the train/val samples differ."""
+    import hashlib
+
+    from sasa.store.atomic import atomic_write_json
+
+    where = Path(args.out) / "detectors"
+    splits = {k: sorted(f"{s.id}\0{s.label}" for s in samples if s.split == k) for k in ("train", "val")}
+    settings = {"model": args.model, "layers": args.layers, "indexing": args.indexing, "profile": args.profile,
+                "target_fpr": args.target_fpr,
+                **{k: hashlib.sha256("\n".join(v).encode()).hexdigest() for k, v in splits.items()}}
+    kept = {"detect": where / "detect", "probe-noproj": where / "probe-noproj"}
+    given = {name for name, flag in (("detect", "detector"), ("probe-noproj", "baseline_detector"))
+             if getattr(args, flag)}
+    if (where / "fit.json").is_file():
+        before = json.loads((where / "fit.json").read_text(encoding="utf-8"))
+        if before != settings:
+            raise UsageError(f"{args.out} holds detectors fitted under other settings or data ({where / 'fit.json'}); "
+                             "use a new --out directory")
+        for name, flag in (("detect", "detector"), ("probe-noproj", "baseline_detector")):
+            if name in names and name not in given and (kept[name] / "config.json").is_file():
+                setattr(args, flag, str(kept[name]))
+                given.add(name)
+                logger.info("%s: the probe fitted by an earlier run of %s", name, args.out)
+    detectors = _detectors(args, adapter, samples, names)
+    atomic_write_json(where / "fit.json", settings)
+    for name in ("detect", "probe-noproj"):
+        if name in detectors and name not in given:
+            detectors[name].probe.save_pretrained(kept[name])
+    return detectors
 
 
 def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dict, cfg: Any) -> dict:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sasa.cli.common import (
     _check_inputs,
+    _given_probes,
     _detector_sources,
     _detectors,
     _engine,
@@ -238,22 +239,22 @@ def _run_detectors(args: argparse.Namespace, adapter: Any, samples: list, names:
     settings = {"model": args.model, "layers": args.layers, "indexing": args.indexing, "profile": args.profile,
                 "target_fpr": args.target_fpr,
                 **{k: hashlib.sha256("\n".join(v).encode()).hexdigest() for k, v in splits.items()}}
-    kept = {"detect": where / "detect", "probe-noproj": where / "probe-noproj"}
-    given = {name for name, flag in (("detect", "detector"), ("probe-noproj", "baseline_detector"))
-             if getattr(args, flag)}
+    flags = {"detect": "detector", "probe-noproj": "baseline_detector"}  # as _given_probes reads them
+    given = {name for name, path in _given_probes(args).items() if path}
+    kept = {name: where / name for name in flags}
     if (where / "fit.json").is_file():
         before = json.loads((where / "fit.json").read_text(encoding="utf-8"))
         if before != settings:
             raise UsageError(f"{args.out} holds detectors fitted under other settings or data ({where / 'fit.json'}); "
                              "use a new --out directory")
-        for name, flag in (("detect", "detector"), ("probe-noproj", "baseline_detector")):
+        for name, flag in flags.items():
             if name in names and name not in given and (kept[name] / "config.json").is_file():
                 setattr(args, flag, str(kept[name]))
                 given.add(name)
                 logger.info("%s: the probe fitted by an earlier run of %s", name, args.out)
     detectors = _detectors(args, adapter, samples, names)
     atomic_write_json(where / "fit.json", settings)
-    for name in ("detect", "probe-noproj"):
+    for name in flags:
         if name in detectors and name not in given:
             detectors[name].probe.save_pretrained(kept[name])
     return detectors

@@ -3,6 +3,7 @@ and PGD within its budget, on tiny real-architecture LVLMs."""
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def fitted(request, tmp_path_factory):
     adapter = tiny_adapter(request.param)
     detectors, _ = fit_detectors(adapter, [s for s in samples if s.split == "train"],
                                  [s for s in samples if s.split == "val"], LayerSelection(1, 3), few_shot=4,
-                                 batch_size=4, progress=False)
+                                 batch_size=4, progress=False, keep_features=True)
     return adapter, detectors, samples
 
 
@@ -249,6 +250,42 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
     assert cost["benign_flag_rate"]["detect"]["n"] == 4  # the test split's benign samples, with or without an image
     assert main(defended) == 0  # a rerun reuses the refitted probe and the attack records
     assert json.loads((tmp_path / "defended" / "defence.json").read_text()) == cost
+    assert (tmp_path / "defended" / "detectors" / "detect" / "training_features.npz").is_file()
+    shutil.rmtree(tmp_path / "defended" / "defence" / "detect+adv")  # refit again, on the kept features
+    assert main(defended) == 0
+    assert json.loads((tmp_path / "defended" / "defence.json").read_text()) == cost
+
+
+def test_the_refit_takes_the_probes_training_features_instead_of_extracting_them_again(fitted, tmp_path):
+    """The features a probe was fitted on are the ones a refit would extract (same refit either way);
+    they are what the refit uses (zeroed ones change it), only for the same samples, and they
+    survive a save and load."""
+    import dataclasses
+
+    import numpy as np
+
+    from sasa.attack.defence import adversarial_refit
+    from sasa.detector.detectors import TrainingFeatures
+
+    adapter, detectors, samples = fitted
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val"]
+    cfg = AttackConfig(epsilon=8.0, step=4.0, steps=1, keep="none", seed=0)
+    for det in (detectors["detect"], detectors["probe-noproj"]):
+        kept = det.training_features
+        assert kept is not None and len(kept.keys) == len(train) + len(val)
+        refit = lambda d: adversarial_refit(d, train, val, cfg, images=1, progress=False)[0].probe  # noqa: E731
+        reused, extracted = refit(det), refit(dataclasses.replace(det, training_features=None))
+        torch.testing.assert_close(reused.weight, extracted.weight, rtol=1e-3, atol=1e-4)
+        assert reused.threshold == pytest.approx(extracted.threshold, rel=1e-3, abs=1e-4)
+        zeroed = refit(dataclasses.replace(det, training_features=TrainingFeatures(kept.keys, np.zeros_like(kept.x))))
+        assert not torch.allclose(zeroed.weight, reused.weight, atol=1e-3)
+        assert kept.for_samples(train) is None  # other samples: extracted again
+        kept.save(tmp_path / f"{det.name}.npz")
+        back = TrainingFeatures.load(tmp_path / f"{det.name}.npz")
+        assert back.keys == kept.keys and np.array_equal(back.x, kept.x)
+    plain, _ = fit_detectors(adapter, train, val, LayerSelection(1, 3), ["detect"], batch_size=4, progress=False)
+    assert plain["detect"].training_features is None  # kept only when asked: a logits row per sample
 
 
 def test_attacked_training_features_resume_from_their_store(fitted, tmp_path):

@@ -36,11 +36,15 @@ logger = logging.getLogger(__name__)
 
 
 def _probe_digest(detector: ProbeDetector) -> str:
-    """The attacked probe's identity: its weights, bias and layers (other weights -> other attacks)."""
+    """The attacked probe's identity: its tensors as a probe directory stores them (float32, so the
+    probe just fitted and the same probe read back from disk agree) and its layers."""
     probe = detector.probe
-    h = hashlib.sha256(probe.weight.detach().float().cpu().numpy().tobytes())
+    h = hashlib.sha256()
+    for t in (probe.weight, torch.tensor([probe.bias]), probe.mean, probe.std):
+        if t is not None:
+            h.update(t.detach().to(torch.float32).cpu().numpy().tobytes())
     engine = detector.engine
-    h.update(repr((float(probe.bias), getattr(engine, "s", None), getattr(engine, "f", None), engine.features)).encode())
+    h.update(repr((getattr(engine, "s", None), getattr(engine, "f", None), engine.features)).encode())
     return h.hexdigest()[:16]
 
 
@@ -99,14 +103,19 @@ def adversarial_refit(detector: ProbeDetector, train: Sequence[Sample], val: Seq
     (named ``<name>+adv``) and its fitting report, with how many attacked images it saw.  ``images``
     attacks a seeded share of the harmful training images only (each costs a full PGD run);
     ``store`` keeps their attacked features as they come, so a stopped refit resumes
-    (:func:`attacked_features`)."""
+    (:func:`attacked_features`).  The clean training features are the detector's
+    ``training_features`` when it has them for these samples, else extracted again."""
     if not isinstance(detector, ProbeDetector):
         raise TypeError(f"adversarial refitting needs a probe detector, not {type(detector).__name__}")
     if images is not None and images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
     engine = detector.engine
     labelled, train_idx, val_idx = labelled_split(train, val, 0.25, seed)
-    x, _ = extract_features(engine, labelled, batch_size=batch_size, progress=progress)
+    known = detector.training_features.for_samples(labelled) if detector.training_features is not None else None
+    if known is not None:
+        x = known
+    else:
+        x, _ = extract_features(engine, labelled, batch_size=batch_size, progress=progress)
     harmful = [labelled[i] for i in train_idx if labelled[i].label == "harmful" and labelled[i].image is not None]
     if not harmful:
         raise ValueError("adversarial refitting needs harmful training samples with images")

@@ -213,13 +213,15 @@ def _detector_sources(args: argparse.Namespace, adapter: Any, samples: list, nee
             "hiddendetect": _hiddendetect_config(adapter, args) if "hiddendetect" in fit else None}
 
 
-def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: list[str]) -> dict:
+def _detectors(args: argparse.Namespace, adapter: Any, samples: list, needed: list[str],
+               keep_features: bool = False) -> dict:
     """The detectors ``needed``, given or fitted (:func:`_detector_sources`)."""
     from sasa.detector.fit import assemble_detectors
 
     src = _detector_sources(args, adapter, samples, needed)
     detectors, _ = assemble_detectors(adapter, needed, src.pop("train"), src.pop("val"), src.pop("given"),
-                                      batch_size=args.batch_size, model_name=args.model, **src)
+                                      batch_size=args.batch_size, model_name=args.model,
+                                      keep_features=keep_features, **src)
     return detectors
 
 

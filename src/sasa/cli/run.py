@@ -229,9 +229,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def _run_detectors(args: argparse.Namespace, adapter: Any, samples: list, names: list[str]) -> dict:
     """The detectors of ``sasa attack``: the probes it fits are kept in OUT/detectors/ and reused by a
     rerun of the same run (fitting them is most of a small run's time), which is refused when the
-    fitting settings or the train/val samples differ."""
+    fitting settings or the train/val samples differ.  With ``--defence adversarial`` their training
+    features (a row of vocabulary logits per train/val sample) are kept beside them for the refit."""
     import hashlib
 
+    from sasa.detector.detectors import TrainingFeatures
     from sasa.store.atomic import atomic_write_json
 
     where = Path(args.out) / "detectors"
@@ -242,6 +244,7 @@ def _run_detectors(args: argparse.Namespace, adapter: Any, samples: list, names:
     flags = {"detect": "detector", "probe-noproj": "baseline_detector"}  # as _given_probes reads them
     given = {name for name, path in _given_probes(args).items() if path}
     kept = {name: where / name for name in flags}
+    reused = set()
     if (where / "fit.json").is_file():
         before = json.loads((where / "fit.json").read_text(encoding="utf-8"))
         if before != settings:
@@ -251,12 +254,21 @@ def _run_detectors(args: argparse.Namespace, adapter: Any, samples: list, names:
             if name in names and name not in given and (kept[name] / "config.json").is_file():
                 setattr(args, flag, str(kept[name]))
                 given.add(name)
+                reused.add(name)
                 logger.info("%s: the probe fitted by an earlier run of %s", name, args.out)
-    detectors = _detectors(args, adapter, samples, names)
+    refit = args.defence == "adversarial"  # the refit reuses the probes' training features
+    detectors = _detectors(args, adapter, samples, names, keep_features=refit)
     atomic_write_json(where / "fit.json", settings)
     for name in flags:
-        if name in detectors and name not in given:
+        if name not in detectors:
+            continue
+        features = kept[name] / "training_features.npz"
+        if name not in given:
             detectors[name].probe.save_pretrained(kept[name])
+            if detectors[name].training_features is not None:
+                detectors[name].training_features.save(features)
+        elif refit and name in reused and features.is_file():
+            detectors[name].training_features = TrainingFeatures.load(features)
     return detectors
 
 

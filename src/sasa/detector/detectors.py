@@ -113,13 +113,46 @@ class Detector(Protocol):
     def score(self, samples: Sequence[Sample]) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class TrainingFeatures:
+    """The features a probe was fitted on, one row per labelled sample (``keys``: ``id\0label``), so a
+    refit on the same samples (:func:`sasa.attack.defence.adversarial_refit`) needs no new prefills.
+    Kept as ``.npz`` of plain arrays, read without unpickling."""
+
+    keys: tuple[str, ...]
+    x: np.ndarray
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample], x: np.ndarray) -> "TrainingFeatures":
+        if len(samples) != len(x):
+            raise ValueError(f"{len(samples)} samples but {len(x)} feature rows")
+        return cls(tuple(f"{s.id}\0{s.label}" for s in samples), np.asarray(x))
+
+    def for_samples(self, samples: Sequence[Sample]) -> np.ndarray | None:
+        """The rows for exactly these samples in this order, or None when they are other samples."""
+        return self.x if tuple(f"{s.id}\0{s.label}" for s in samples) == self.keys else None
+
+    def save(self, path) -> None:
+        from sasa.store.atomic import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, keys=np.array(self.keys, dtype=str), x=self.x)
+
+    @classmethod
+    def load(cls, path) -> "TrainingFeatures":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(tuple(str(k) for k in z["keys"]), z["x"])
+
+
 @dataclass
 class ProbeDetector:
-    """A fitted probe and the engine configured as it was trained."""
+    """A fitted probe and the engine configured as it was trained; ``training_features`` when the
+    features it was fitted on are at hand (not part of its identity)."""
 
     engine: SASAEngine
     probe: LinearProbe
     name: str = "sasa"
+    training_features: TrainingFeatures | None = field(default=None, repr=False, compare=False)
 
     @property
     def threshold(self) -> float:

@@ -134,6 +134,7 @@ def fit_detectors(
     model_name: str | None = None,
     hiddendetect: Any = None,
     progress: bool = True,
+    keep_features: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit SASA's probe and the detector baselines on the same data; thresholds at ``target_fpr``.
 
@@ -142,9 +143,11 @@ def fit_detectors(
     the official behaviour): its layer range is the config's fixed one, else the official scripts'
     one for ``model_name`` when they name it, else the config's rule on ``few_shot`` training prompts
     (half harmful); its threshold, which the official code does not have, is set on the validation
-    benign prompts like the probes'.
+    benign prompts like the probes'. ``keep_features`` leaves each probe's training features on its
+    detector (``training_features``, a row of vocabulary logits per sample) for a later refit.
     """
-    from sasa.detector.detectors import HiddenDetect, HiddenDetectConfig, ProbeDetector, official_layers
+    from sasa.detector.detectors import (HiddenDetect, HiddenDetectConfig, ProbeDetector, TrainingFeatures,
+                                         official_layers)
     from sasa.detector.probe import threshold_at_fpr
 
     detectors: dict[str, Any] = {}
@@ -168,7 +171,8 @@ def fit_detectors(
             x = x_proj if projected else extra["logits_vanilla"]
             probe, report = fit_on_features(engine, features, x, labelled, train_idx, val_idx,
                                              target_fpr=target_fpr, seed=seed, model_name=model_name)
-            detectors[name] = ProbeDetector(engine, probe, name)
+            detectors[name] = ProbeDetector(engine, probe, name,
+                                            TrainingFeatures.of(labelled, x) if keep_features else None)
             info[name] = report
     if "hiddendetect" in which:
         config = hiddendetect or HiddenDetectConfig()
@@ -208,10 +212,10 @@ def fit_detectors(
 def assemble_detectors(adapter: Any, needed: Sequence[str], train: Sequence[Sample], val: Sequence[Sample],
                        given: dict[str, Any] | None = None, *, selection: Any = None, target_fpr: float = 0.05,
                        batch_size: int = 8, seed: int = 0, model_name: str | None = None, hiddendetect: Any = None,
-                       progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+                       progress: bool = True, keep_features: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """The detectors ``needed`` for a run and what fitting them measured: a probe directory
     ``given`` for ``detect`` / ``probe-noproj`` is loaded (refused when made for another model), and
-    the rest are fitted by :func:`fit_detectors` on ``train`` and ``val``."""
+    the rest are fitted by :func:`fit_detectors` on ``train`` and ``val`` (``keep_features``: there)."""
     from sasa.detector.detectors import ProbeDetector
     from sasa.detector.probe import engine_from_probe
 
@@ -231,6 +235,6 @@ def assemble_detectors(adapter: Any, needed: Sequence[str], train: Sequence[Samp
             raise ValueError(f"fitting {missing} needs the layer selection (s, f)")
         fitted, info = fit_detectors(adapter, train, val, selection, missing, target_fpr=target_fpr,
                                      batch_size=batch_size, seed=seed, model_name=model_name,
-                                     hiddendetect=hiddendetect, progress=progress)
+                                     hiddendetect=hiddendetect, progress=progress, keep_features=keep_features)
         detectors.update(fitted)
     return detectors, info

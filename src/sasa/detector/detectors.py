@@ -115,7 +115,7 @@ class Detector(Protocol):
 
 @dataclass(frozen=True)
 class TrainingFeatures:
-    """The features a probe was fitted on, one row per labelled sample (``keys``: ``id\0label``), so a
+    """The features a probe was fitted on, one row per labelled sample (``keys``: each sample's id and label), so a
     refit on the same samples (:func:`sasa.attack.defence.adversarial_refit`) needs no new prefills.
     Kept as ``.npz`` of plain arrays, read without unpickling."""
 

@@ -254,6 +254,15 @@ def test_sasa_attack_on_the_command_line_fits_the_detectors_and_prints_the_table
     shutil.rmtree(tmp_path / "defended" / "defence" / "detect+adv")  # refit again, on the kept features
     assert main(defended) == 0
     assert json.loads((tmp_path / "defended" / "defence.json").read_text()) == cost
+    from sasa.detector.detectors import TrainingFeatures
+
+    npz = tmp_path / "defended" / "detectors" / "detect" / "training_features.npz"
+    kept = TrainingFeatures.load(npz)
+    TrainingFeatures(kept.keys, kept.x * 0).save(npz)
+    shutil.rmtree(tmp_path / "defended" / "defence" / "detect+adv")  # the refit reads the kept features
+    assert main(defended) == 0
+    refits = json.loads((tmp_path / "defended" / "defence.json").read_text())["refits"]
+    assert refits["detect"] != cost["refits"]["detect"]
 
 
 def test_the_refit_takes_the_probes_training_features_instead_of_extracting_them_again(fitted, tmp_path):

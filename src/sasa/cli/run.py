@@ -267,9 +267,14 @@ def _run_detectors(args: argparse.Namespace, adapter: Any, samples: list, names:
             detectors[name].probe.save_pretrained(kept[name])
             if detectors[name].training_features is not None:
                 detectors[name].training_features.save(features)
-        elif refit and name in reused and features.is_file():
-            detectors[name].training_features = TrainingFeatures.load(features)
+        elif refit and name in reused and features.is_file() and not (_refit_dir(args, name) / "config.json").is_file():
+            detectors[name].training_features = TrainingFeatures.load(features)  # only when the refit is still to do
     return detectors
+
+
+def _refit_dir(args: argparse.Namespace, name: str) -> Path:
+    """Where ``--defence adversarial`` keeps probe ``name`` refitted (reused by a rerun)."""
+    return Path(args.out) / "defence" / f"{name}+adv"
 
 
 def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dict, cfg: Any) -> dict:
@@ -291,7 +296,7 @@ def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dic
     for name, det in detectors.items():
         if not isinstance(det, ProbeDetector):
             continue
-        where = Path(args.out) / "defence" / f"{name}+adv"
+        where = _refit_dir(args, name)
         if (where / "config.json").is_file():
             probe = LinearProbe.from_pretrained(where, expect_fingerprint=det.engine.adapter.fingerprint())
             new = ProbeDetector(det.engine, probe, f"{name}+adv")
@@ -302,7 +307,7 @@ def _adversarial_defence(args: argparse.Namespace, samples: list, detectors: dic
             new, reports[name] = adversarial_refit(det, train, val, with_fields(cfg, epsilon=float(eps)),
                                                    target_fpr=args.target_fpr, batch_size=args.batch_size,
                                                    images=args.defence_images,
-                                                   store=Path(args.out) / "defence" / f"{name}+adv.attacked")
+                                                   store=where.with_name(f"{name}+adv.attacked"))
             new.probe.save_pretrained(where)
         refitted[new.name] = new
     if not refitted:
